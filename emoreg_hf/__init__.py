@@ -1,0 +1,19 @@
+"""emoreg-hf: Emotional Regulation (arXiv:2606.13081) for image classification on the Hugging Face stack.
+
+Importing the package registers EmoReg with `AutoConfig` / `AutoModelForImageClassification`, and marks
+both classes for remote code, so every saved checkpoint carries `auto_map` and its own code files.
+"""
+
+from transformers import AutoConfig, AutoModelForImageClassification
+
+from .configuration_emoreg import EmoRegConfig
+from .modeling_emoreg import EmoRegForImageClassification, EmoRegImageClassifierOutput
+
+__version__ = "0.1.0"
+
+AutoConfig.register(EmoRegConfig.model_type, EmoRegConfig, exist_ok=True)
+AutoModelForImageClassification.register(EmoRegConfig, EmoRegForImageClassification, exist_ok=True)
+EmoRegConfig.register_for_auto_class()
+EmoRegForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = ["EmoRegConfig", "EmoRegForImageClassification", "EmoRegImageClassifierOutput", "__version__"]

@@ -1,0 +1,292 @@
+"""EmoReg: a task pathway and an affective pathway whose two responses are blended by a regulator.
+
+    z_N = W_N · h_T                      (the task backbone's own classifier)
+    z_E = W_E · influence(h_T, h_A, e)   (concat: [h_T; h_A; e] | film: h_T ⊙ (1 + γ) + β)
+    z   = (1 − ρ) · z_N + ρ · z_E        (ρ fixed | learned scalar | adaptive per image)
+    L   = CE(z, y) + aux_loss_weight · ½ (CE(z_N, y) + CE(z_E, y))
+
+This file travels to the Hub as remote code; it imports only torch, transformers and its two siblings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .backbones import classify, feature_dim, pooled_features
+from .configuration_emoreg import IMAGENET_MEAN, IMAGENET_STD, EmoRegConfig
+
+_RHO_EPS = 1e-4  # keeps logit(rho_init) finite for rho_init in {0, 1}
+
+
+@dataclass
+class EmoRegImageClassifierOutput(ImageClassifierOutput):
+    """Regulated logits plus what the model felt (`emotion_probs`) and how much it counted (`regulation`)."""
+
+    regulation: torch.Tensor | None = None
+    emotion_probs: torch.Tensor | None = None
+    logits_non_emotional: torch.Tensor | None = None
+    logits_emotional: torch.Tensor | None = None
+
+
+class EmoRegPreTrainedModel(PreTrainedModel):
+    config_class = EmoRegConfig
+    base_model_prefix = "emoreg"
+    main_input_name = "pixel_values"
+    input_modalities = "image"
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Heads start small; the regulator starts at ρ = rho_init; FiLM starts as the identity."""
+        cfg = self.config
+        if module is getattr(self, "regulator", None):
+            init.zeros_(module.weight)
+            init.constant_(module.bias, _logit(cfg.rho_init))
+        elif module is getattr(self, "film", None):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        if isinstance(module, EmoRegForImageClassification) and module.rho_logit is not None:
+            init.constant_(module.rho_logit, _logit(cfg.rho_init))
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), _RHO_EPS), 1 - _RHO_EPS)
+    return math.log(p / (1 - p))
+
+
+class EmoRegForImageClassification(EmoRegPreTrainedModel):
+    """Two-pathway image classifier with emotional regulation (DESIGN §1, arXiv:2606.13081)."""
+
+    def __init__(
+        self, config: EmoRegConfig, task_model: nn.Module | None = None, affect_model: nn.Module | None = None
+    ):
+        super().__init__(config)
+        self.task_model = task_model or _image_classifier_from_config(config.task_config)
+        self.affect_model = affect_model or _image_classifier_from_config(config.affect_config)
+        d_task, d_affect = feature_dim(self.task_model), feature_dim(self.affect_model)
+        n_emotions, n_labels = config.affect_config.num_labels, config.task_config.num_labels
+        if config.influence == "concat":
+            self.film = None
+            self.emotional_head = nn.Linear(d_task + d_affect + n_emotions, n_labels)
+        else:
+            self.film = nn.Linear(n_emotions + d_affect, 2 * d_task)
+            self.emotional_head = nn.Linear(d_task, n_labels)
+        self.regulator = nn.Linear(d_task + n_emotions, 1) if config.regulation == "adaptive" else None
+        self.rho_logit = nn.Parameter(torch.zeros(())) if config.regulation == "learned" else None
+        self.post_init()
+        self._apply_affect_trainable()
+
+    # -- construction ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbones(
+        cls,
+        task_model_name_or_path: str | None,
+        affect_model_name_or_path: str,
+        *,
+        num_labels: int,
+        id2label: dict[int, str],
+        label2id: dict[str, int],
+        task_config=None,
+        **emoreg_options,
+    ) -> EmoRegForImageClassification:
+        """Build from two checkpoints (Hub ids or local dirs); `task_model_name_or_path=None` + `task_config`
+        builds the task pathway from scratch. Image geometry is read from each checkpoint's processor."""
+        if len(id2label) != num_labels or len(label2id) != num_labels:
+            raise ValueError(
+                f"num_labels={num_labels} does not match id2label ({len(id2label)} names) / label2id ({len(label2id)})"
+            )
+        id2label = {int(k): v for k, v in id2label.items()}
+        labels = {"num_labels": num_labels, "id2label": id2label, "label2id": label2id}
+        if task_model_name_or_path is not None:
+            task = AutoModelForImageClassification.from_pretrained(
+                task_model_name_or_path, ignore_mismatched_sizes=True, **labels
+            )
+            geometry = _processor_geometry(task_model_name_or_path)
+        elif task_config is not None:
+            task_config = task_config.__class__.from_dict({**task_config.to_dict(), **labels})
+            task = _image_classifier_from_config(task_config)
+            geometry = {}
+        else:
+            raise ValueError(
+                "give task_model_name_or_path (a checkpoint) or task_config (to build from scratch)"
+            )
+        affect = AutoModelForImageClassification.from_pretrained(affect_model_name_or_path)
+        for key, value in geometry.items():
+            emoreg_options.setdefault(f"task_image_{key}", value)
+        for key, value in _processor_geometry(affect_model_name_or_path).items():
+            emoreg_options.setdefault(f"affect_image_{key}", value)
+        config = EmoRegConfig(
+            task_config=task.config,
+            affect_config=affect.config,
+            id2label=id2label,
+            label2id=label2id,
+            **emoreg_options,
+        )
+        return cls(config, task_model=task, affect_model=affect)
+
+    # -- training helpers -----------------------------------------------------------------------------
+
+    def _apply_affect_trainable(self) -> None:
+        frozen = self.config.affect_trainable == "frozen"
+        self.affect_model.requires_grad_(not frozen)
+        if frozen:
+            self.affect_model.eval()
+
+    def train(self, mode: bool = True):
+        """A frozen affective pathway stays in eval mode (no dropout, no BatchNorm statistic updates)."""
+        super().train(mode)
+        if self.config.affect_trainable == "frozen":
+            self.affect_model.eval()
+        return self
+
+    def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
+        """Parameter groups for an optimizer: the affective pathway gets `learning_rate * affect_lr_scale`;
+        biases, norms and the regulation scalar get no weight decay."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_affect = name.startswith("affect_model.")
+            decays = param.ndim >= 2
+            groups.setdefault((is_affect, decays), []).append(param)
+        scale = self.config.affect_lr_scale
+        return [
+            {
+                "params": params,
+                "lr": learning_rate * (scale if is_affect else 1.0),
+                "weight_decay": weight_decay if decays else 0.0,
+            }
+            for (is_affect, decays), params in sorted(groups.items())
+        ]
+
+    # -- forward --------------------------------------------------------------------------------------
+
+    def _affect_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Convert task-normalised pixels to the affective pathway's size and normalisation."""
+        cfg = self.config
+        if not cfg.converts_affect_input:
+            return pixel_values
+
+        def stats(prefix: str, key: str, default: list[float]) -> torch.Tensor:
+            value = getattr(cfg, f"{prefix}_image_{key}") or default
+            return torch.tensor(value, dtype=pixel_values.dtype, device=pixel_values.device).view(1, 3, 1, 1)
+
+        rgb = pixel_values * stats("task", "std", IMAGENET_STD) + stats("task", "mean", IMAGENET_MEAN)
+        size = tuple(cfg.affect_image_size or pixel_values.shape[-2:])
+        if tuple(rgb.shape[-2:]) != size:
+            rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return (rgb - stats("affect", "mean", IMAGENET_MEAN)) / stats("affect", "std", IMAGENET_STD)
+
+    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
+        if pixel_values is None or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(f"EmoReg expects pixel_values of shape (batch, 3, height, width), got {shape}")
+        size = self.config.task_image_size
+        if size is not None and list(pixel_values.shape[-2:]) != list(size):
+            raise ValueError(
+                f"EmoReg's task pathway expects {size[0]}x{size[1]} inputs (config.task_image_size), got "
+                f"{pixel_values.shape[-2]}x{pixel_values.shape[-1]}; preprocess with the checkpoint's image processor"
+            )
+
+    def _regulation(self, h_task: torch.Tensor, emotion_probs: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        batch = h_task.shape[0]
+        if cfg.regulation == "fixed":
+            return h_task.new_full((batch,), float(cfg.rho_init))
+        if cfg.regulation == "learned":
+            return torch.sigmoid(self.rho_logit).to(h_task.dtype).expand(batch)
+        return torch.sigmoid(self.regulator(torch.cat([h_task, emotion_probs], dim=-1))).squeeze(-1)
+
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs
+    ) -> EmoRegImageClassifierOutput:
+        self._check_pixels(pixel_values)
+        cfg = self.config
+        h_task = pooled_features(self.task_model, pixel_values)
+        logits_non_emotional = classify(self.task_model, h_task)
+
+        affect_pixels = self._affect_pixels(pixel_values)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.affect_trainable == "all"):
+            h_affect = pooled_features(self.affect_model, affect_pixels)
+            emotion_logits = classify(self.affect_model, h_affect)
+        emotion_probs = emotion_logits.float().softmax(-1).to(h_task.dtype)
+
+        if self.film is None:
+            influenced = torch.cat([h_task, h_affect, emotion_probs], dim=-1)
+        else:
+            gamma, beta = self.film(torch.cat([emotion_probs, h_affect], dim=-1)).chunk(2, dim=-1)
+            influenced = h_task * (1 + gamma) + beta
+        logits_emotional = self.emotional_head(influenced)
+
+        rho = self._regulation(h_task, emotion_probs)
+        logits = (1 - rho)[:, None] * logits_non_emotional + rho[:, None] * logits_emotional
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels)
+            if cfg.aux_loss_weight > 0:
+                aux = F.cross_entropy(logits_non_emotional.float(), labels) + F.cross_entropy(
+                    logits_emotional.float(), labels
+                )
+                loss = loss + cfg.aux_loss_weight * 0.5 * aux
+        return EmoRegImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            regulation=rho,
+            emotion_probs=emotion_probs,
+            logits_non_emotional=logits_non_emotional,
+            logits_emotional=logits_emotional,
+        )
+
+
+def _image_classifier_from_config(config) -> PreTrainedModel:
+    """`AutoModelForImageClassification.from_config`, also for families mapped to several classes (DeiT)."""
+    if not config.architectures:
+        model_class = AutoModelForImageClassification._model_mapping[type(config)]
+        if isinstance(model_class, (list, tuple)):
+            config.architectures = [model_class[0].__name__]
+    return AutoModelForImageClassification.from_config(config)
+
+
+def _processor_geometry(name_or_path: str) -> dict:
+    """`{"size": [h, w], "mean": [...], "std": [...]}` of the input a checkpoint's image processor makes."""
+    try:
+        processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError):
+        return {}
+    data_config = getattr(processor, "data_config", None)  # timm processors
+    if data_config:
+        return {
+            "size": list(data_config["input_size"][-2:]),
+            "mean": list(data_config["mean"]),
+            "std": list(data_config["std"]),
+        }
+    size = getattr(processor, "size", None) or {}
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    if crop:
+        hw = [crop["height"], crop["width"]]
+    elif "height" in size:
+        hw = [size["height"], size["width"]]
+    elif "shortest_edge" in size:
+        hw = [size["shortest_edge"]] * 2
+    else:
+        hw = None
+    geometry = {"mean": list(processor.image_mean), "std": list(processor.image_std)}
+    if hw is not None:
+        geometry["size"] = [int(v) for v in hw]
+    return geometry
+
+
+__all__ = ["EmoRegForImageClassification", "EmoRegImageClassifierOutput", "EmoRegPreTrainedModel"]
