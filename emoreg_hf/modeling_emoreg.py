@@ -41,6 +41,7 @@ class EmoRegPreTrainedModel(PreTrainedModel):
     base_model_prefix = "emoreg"
     main_input_name = "pixel_values"
     input_modalities = "image"
+    accepts_loss_kwargs = False  # the loss is a per-batch mean; Trainer scales it for gradient accumulation
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -137,6 +138,12 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         return cls(config, task_model=task, affect_model=affect)
 
     # -- training helpers -----------------------------------------------------------------------------
+
+    def reset_affective_pathway(self) -> None:
+        """Replace the affective pathway by a randomly initialised one of the same architecture: the
+        no-pretraining control (same compute, no emotional experience)."""
+        self.affect_model = _image_classifier_from_config(self.config.affect_config)
+        self._apply_affect_trainable()
 
     def _apply_affect_trainable(self) -> None:
         frozen = self.config.affect_trainable == "frozen"
