@@ -1,0 +1,557 @@
+"""Data sources as data: load any image-classification data set through ``datasets.load_dataset`` and
+bring it to one schema — ``image`` (PIL, RGB), ``label`` (ClassLabel), ``source`` (str).
+
+Affective sources are mapped onto one taxonomy and mixed by weight; target data sets keep their own
+class names and get train / validation / test splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from ..taxonomy import LabelSpace, get_label_space
+from .demo import resolve_demo_path
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values", "picture", "photo")
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "emotion", "fine_label", "class", "category")
+VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
+
+TARGET_PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10": {
+        "path": "uoft-cs/cifar10",
+        "image_column": "img",
+        "label_column": "label",
+        "source": "cifar10",
+    },
+    "cifar100": {
+        "path": "uoft-cs/cifar100",
+        "image_column": "img",
+        "label_column": "fine_label",  # {"preset": "cifar100", "label_column": "coarse_label"} for 20 classes
+        "source": "cifar100",
+    },
+    "demo": {
+        "path": "demo:synthetic-target",
+        "image_column": "img",
+        "label_column": "label",
+        "source": "synthetic-target",
+    },
+}
+
+
+@dataclass
+class SourceSpec:
+    """One YAML entry of a data-source list; every field except ``path`` is optional."""
+
+    path: str
+    name: str | None = None
+    data_dir: str | None = None
+    data_files: Any = None
+    split: str | None = None
+    revision: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    label_map: dict | None = None
+    drop_unmapped: bool = False
+    weight: float | None = None
+    streaming: bool = False
+    source: str | None = None  # the name written to the `source` column; default derived from path
+    validation_split: str | None = None  # the data set's own validation split, if its name is unusual
+    load_kwargs: dict = field(default_factory=dict)  # anything else for load_dataset
+
+    @classmethod
+    def from_any(cls, spec: SourceSpec | Mapping | str) -> SourceSpec:
+        if isinstance(spec, SourceSpec):
+            return spec
+        if isinstance(spec, str):
+            return cls(path=spec)
+        if not isinstance(spec, Mapping) or "path" not in spec:
+            raise ValueError(f"a data source needs at least a `path`; got {spec!r}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ValueError(
+                f"data source {spec.get('path')!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}"
+            )
+        return cls(**dict(spec))
+
+    @property
+    def display_name(self) -> str:
+        if self.source:
+            return self.source
+        base = self.path.removeprefix("demo:")
+        if self.path in ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset") and self.data_dir:
+            base = Path(self.data_dir).name
+        elif Path(base).exists():
+            base = Path(base).resolve().name
+        return base + (f"/{self.name}" if self.name else "")
+
+
+# ---------------------------------------------------------------- loading one source
+
+
+def _load(spec: SourceSpec, split: str | None = None):
+    """``datasets.load_dataset`` with the spec's arguments (``demo:<name>`` resolves to the cache)."""
+    kwargs: dict[str, Any] = {"path": spec.path}
+    if spec.path.startswith("demo:"):
+        kwargs.update(resolve_demo_path(spec.path.removeprefix("demo:")))
+    for key in ("name", "data_dir", "data_files", "revision"):
+        if getattr(spec, key) is not None:
+            kwargs[key] = getattr(spec, key)
+    try:
+        return datasets.load_dataset(**kwargs, split=split, streaming=spec.streaming, **spec.load_kwargs)
+    except Exception as err:
+        raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}") from err
+
+
+def _pick_column(spec: SourceSpec, features: datasets.Features, which: str) -> str:
+    given = spec.image_column if which == "image" else spec.label_column
+    columns = list(features)
+    if given is not None:
+        if given not in features:
+            raise ValueError(
+                f"source {spec.display_name!r}: {which}_column {given!r} not found; columns are {columns}"
+            )
+        return given
+    if which == "image":
+        found = [c for c in columns if isinstance(features[c], datasets.Image)]
+        found = found or [c for c in IMAGE_COLUMN_CANDIDATES if c in features]
+    else:
+        found = [c for c in LABEL_COLUMN_CANDIDATES if c in features]
+        found = found or [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
+    if not found:
+        raise ValueError(
+            f"source {spec.display_name!r}: no {which} column found among {columns}; set `{which}_column`"
+        )
+    return found[0]
+
+
+def _label_names(ds, column: str, spec: SourceSpec) -> list[str] | None:
+    """Source label vocabulary: ClassLabel names, or the distinct values of a string/int column."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if isinstance(ds, datasets.IterableDataset):
+        return None  # unknown until streamed: mapped lazily, errors at iteration
+    return sorted(str(v) for v in ds.unique(column))
+
+
+def _check_image(value: dict) -> str | None:
+    """None if the encoded image decodes fully, else the reason (truncated, empty, not an image)."""
+    import PIL.Image
+
+    try:
+        data = value.get("bytes")
+        if data is None:
+            with open(value["path"], "rb") as f:
+                data = f.read()
+        if not data:
+            return "empty file (0 bytes)"
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            if im.format == "JPEG":  # decode at 1/8 scale: still reads every byte, 10x cheaper
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError ... for broken files
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+class _Prepare:
+    """One pass per source: check images, map labels onto the target ClassLabel, add ``source``.
+
+    A class (not a closure) so that ``datasets`` can fingerprint and cache it.
+    """
+
+    def __init__(
+        self,
+        lookup: dict[str, int | None] | None,
+        int_names: list[str] | None,
+        source: str,
+        split: str,
+        on_bad_image: str,
+        check_images: bool = True,
+    ):
+        self.lookup, self.int_names, self.source, self.split = lookup, int_names, source, split
+        self.on_bad_image, self.check_images = on_bad_image, check_images
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
+        keep, labels = [], []
+        for value, label, row in zip(batch["image"], batch["label"], indices):
+            ok = True
+            if self.check_images:
+                problem = _check_image(value) if value is not None else "missing image"
+                if problem is not None:
+                    if self.on_bad_image == "error":
+                        where = value.get("path") if value else None
+                        raise ValueError(
+                            f"source {self.source!r}, split {self.split!r}, row {row}: unreadable image "
+                            f"({problem}){f' at {where}' if where else ''}. Set `on_bad_image: skip` to drop it."
+                        )
+                    ok = False
+            if self.lookup is not None:
+                name = self.int_names[label] if self.int_names is not None else str(label)
+                if name not in self.lookup:
+                    raise ValueError(
+                        f"source {self.source!r}, split {self.split!r}, row {row}: label {name!r} was not in "
+                        f"the label mapping {sorted(self.lookup)}"
+                    )
+                label = self.lookup[name]
+            labels.append(-1 if label is None else label)
+            keep.append(ok)
+        return {
+            "label": labels,
+            "source": [self.source] * len(keep),
+            "_keep": keep,
+            "_bad": [not k for k in keep],
+        }
+
+
+def _prepare_split(
+    ds,
+    spec: SourceSpec,
+    split: str,
+    label_names: list[str] | None,
+    lookup: Mapping | None,
+    class_label: datasets.ClassLabel,
+    on_bad_image: str,
+    stats: dict,
+):
+    """Rename to image/label, check images, map labels, add source, cast to the final features."""
+    image_col = _pick_column(spec, ds.features, "image")
+    label_col = _pick_column(spec, ds.features, "label")
+    ds = ds.select_columns([image_col, label_col])
+    if image_col != "image":
+        ds = ds.rename_column(image_col, "image")
+    if label_col != "label":
+        ds = ds.rename_column(label_col, "label")
+    if not isinstance(ds.features["image"], datasets.Image):
+        raise ValueError(
+            f"source {spec.display_name!r}: image column {image_col!r} holds {ds.features['image']}, not images"
+        )
+    ds = ds.cast_column("image", datasets.Image(decode=False))
+    int_names = label_names if isinstance(ds.features["label"], datasets.ClassLabel) else None
+    fn = _Prepare(lookup, int_names, spec.display_name, split, on_bad_image)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(decode=False),
+            "label": datasets.Value("int64"),
+            "source": datasets.Value("string"),
+            "_keep": datasets.Value("bool"),
+            "_bad": datasets.Value("bool"),
+        }
+    )
+    ds = ds.map(fn, batched=True, with_indices=True, features=features)
+    if isinstance(ds, datasets.Dataset):
+        bad = int(np.sum(_column(ds, "_bad")))
+        dropped = int(np.sum(_column(ds, "label") == -1))
+        stats[split] = {"rows_loaded": len(ds), "bad_images": bad, "unmapped_dropped": dropped}
+    else:
+        stats[split] = {"rows_loaded": None, "bad_images": None, "unmapped_dropped": None}  # counted lazily
+    ds = ds.filter(_keep_row, batched=True, input_columns=["_keep", "label"]).remove_columns(
+        ["_keep", "_bad"]
+    )
+    ds = ds.cast_column("label", class_label)
+    return ds.cast_column("image", datasets.Image(mode="RGB"))
+
+
+def _keep_row(keep: list[bool], label: list[int]) -> list[bool]:
+    return [k and y >= 0 for k, y in zip(keep, label)]
+
+
+def _split_names(loaded) -> list[str]:
+    return list(loaded.keys())
+
+
+def _find_validation(spec: SourceSpec, splits: list[str]) -> str | None:
+    if spec.validation_split is not None:
+        if spec.validation_split not in splits:
+            raise ValueError(
+                f"source {spec.display_name!r}: validation_split {spec.validation_split!r} not in splits {splits}"
+            )
+        return spec.validation_split
+    return next((s for s in VALIDATION_SPLIT_NAMES if s in splits), None)
+
+
+def _carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
+    """Stratified, seeded train/validation split; unstratified if a class is too rare to stratify."""
+    try:
+        parts = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+    except ValueError as err:
+        logger.warning(
+            "source %r: stratified validation split impossible (%s); using a random one", source, err
+        )
+        parts = ds.train_test_split(test_size=size, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _stream_validation(ds: datasets.IterableDataset, size: float, seed: int, spec: SourceSpec):
+    """Streaming source without its own validation split: the first n examples (n = size if >= 1,
+    else size x the split's known length, else 500) become a small in-memory validation set."""
+    try:
+        known = ds.info.splits[spec.split or "train"].num_examples
+    except (AttributeError, KeyError, TypeError):
+        known = None
+    n = int(size) if size >= 1 else (max(1, round(size * known)) if known else 500)
+    rows = list(ds.take(n))
+    validation = datasets.Dataset.from_list(rows, features=ds.features)
+    return ds.skip(n), validation
+
+
+def _column(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """One column as numpy, without decoding the others (respects select/split index mappings)."""
+    if len(ds) == 0:
+        return np.array([])
+    return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column])
+
+
+def _count(ds, column: str = "label") -> dict[str, int] | None:
+    if not isinstance(ds, datasets.Dataset):
+        return None
+    feature = ds.features[column]
+    counts = Counter(_column(ds, column).tolist())
+    if isinstance(feature, datasets.ClassLabel):
+        return {feature.names[i]: int(counts.get(i, 0)) for i in range(feature.num_classes)}
+    return {str(k): int(v) for k, v in sorted(counts.items())}
+
+
+def _shuffle_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
+    """Permute the label column (same counts, new assignments): the shuffled-emotion control."""
+    labels = _column(ds, "label")
+    permuted = np.random.default_rng(seed).permutation(labels)
+    feature = ds.features["label"]
+    return ds.remove_columns("label").add_column("label", permuted.tolist(), feature=feature)
+
+
+def _check_policy(on_bad_image: str) -> None:
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+
+
+# ---------------------------------------------------------------- affective mixture
+
+
+def load_affective_mixture(
+    sources: list[dict | SourceSpec],
+    taxonomy: str | Mapping | LabelSpace,
+    *,
+    seed: int = 42,
+    on_bad_image: str = "error",
+    shuffle_labels: bool = False,
+    validation_split_size: float = 0.1,
+    report_path: str | Path | None = None,
+    stopping_strategy: str = "all_exhausted",
+) -> tuple[datasets.DatasetDict, dict]:
+    """Load affective sources, map their labels onto ``taxonomy``, and mix them.
+
+    Returns ``DatasetDict(train=..., validation=...)`` with columns image / label / source, and a
+    JSON-serialisable report (also written to ``report_path``). With weights, ``train`` is
+    ``interleave_datasets`` with probabilities ∝ weight (``stopping_strategy="all_exhausted"``: every
+    example is seen, smaller sources repeat); without, the sources are concatenated. ``validation`` is
+    carved per source (stratified, seeded) unless a source has its own validation split; it is never
+    weighted. If any source streams, ``train`` is an ``IterableDataset`` and a streaming source's
+    validation set is its first examples (see ``_stream_validation``).
+    """
+    _check_policy(on_bad_image)
+    space = get_label_space(taxonomy)
+    specs = [SourceSpec.from_any(s) for s in sources]
+    if not specs:
+        raise ValueError("load_affective_mixture needs at least one source")
+    names = [s.display_name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several sources are named {duplicates}; give each a distinct `source:`")
+    weighted = any(s.weight is not None for s in specs)
+    if weighted and any(s.weight is None or s.weight <= 0 for s in specs):
+        raise ValueError(
+            f"when one source has a weight, all need a positive one; got {[s.weight for s in specs]}"
+        )
+    class_label = space.class_label()
+    report: dict[str, Any] = {
+        "taxonomy": space.name,
+        "labels": list(space.names),
+        "seed": seed,
+        "shuffle_labels": shuffle_labels,
+        "on_bad_image": on_bad_image,
+        "sources": {},
+    }
+    trains, validations = [], []
+    for i, spec in enumerate(specs):
+        src = spec.display_name
+        if shuffle_labels and spec.streaming:
+            raise ValueError(
+                f"source {src!r}: shuffle_labels needs a map-style source; set `streaming: false`"
+            )
+        loaded = _load(spec)
+        splits = _split_names(loaded)
+        train_split = spec.split or "train"
+        if train_split not in splits:
+            raise ValueError(f"source {src!r}: split {train_split!r} not found; splits are {splits}")
+        val_split = _find_validation(spec, splits)
+        label_col = _pick_column(spec, loaded[train_split].features, "label")
+        vocab = _label_names(loaded[train_split], label_col, spec)
+        stats: dict[str, Any] = {"path": spec.path, "weight": spec.weight, "streaming": spec.streaming}
+        if vocab is not None:
+            mapping = space.map_labels(
+                vocab, source=src, label_map=spec.label_map, drop_unmapped=spec.drop_unmapped
+            )
+            stats["mapping"] = mapping
+            lookup = {k: (space.names.index(v) if v is not None else None) for k, v in mapping.items()}
+        else:  # streaming labels without ClassLabel: each new spelling is mapped when first seen
+            lookup = _LazyLookup(space, spec)
+            stats["mapping"] = "lazy (streaming source without a ClassLabel column)"
+        parts = {}
+        for split in [train_split] + ([val_split] if val_split else []):
+            parts[split] = _prepare_split(
+                loaded[split],
+                spec,
+                split,
+                vocab,
+                lookup,
+                class_label,
+                on_bad_image,
+                stats.setdefault("splits", {}),
+            )
+        train = parts[train_split]
+        if shuffle_labels:
+            train = _shuffle_labels(train, seed + i)
+        if val_split:
+            validation = parts[val_split]
+            if shuffle_labels:
+                validation = _shuffle_labels(validation, seed + 1000 + i)
+        elif spec.streaming:
+            train, validation = _stream_validation(train, validation_split_size, seed, spec)
+        else:
+            train, validation = _carve_validation(train, validation_split_size, seed, src)
+        stats["validation_from"] = val_split or (
+            "first examples of the stream" if spec.streaming else "carved"
+        )
+        stats["train"] = len(train) if isinstance(train, datasets.Dataset) else None
+        stats["validation"] = len(validation)
+        stats["class_counts"] = {"train": _count(train), "validation": _count(validation)}
+        report["sources"][src] = stats
+        trains.append(train)
+        validations.append(validation)
+
+    streaming = any(not isinstance(t, datasets.Dataset) for t in trains)
+    if streaming:
+        trains = [t.to_iterable_dataset() if isinstance(t, datasets.Dataset) else t for t in trains]
+    if weighted:
+        total = sum(s.weight for s in specs)
+        probabilities = [s.weight / total for s in specs]
+        train = datasets.interleave_datasets(
+            trains, probabilities=probabilities, seed=seed, stopping_strategy=stopping_strategy
+        )
+        mixing = {
+            "strategy": f"interleave ({stopping_strategy})",
+            "probabilities": dict(zip(names, probabilities)),
+        }
+    else:
+        train = datasets.interleave_datasets(trains) if streaming else datasets.concatenate_datasets(trains)
+        mixing = {"strategy": "concatenate", "probabilities": None}
+    validation = datasets.concatenate_datasets(validations)
+    mixing["train_rows"] = len(train) if not streaming else None
+    mixing["train_per_source"] = _count(train, "source") if not streaming else None
+    mixing["train_class_counts"] = _count(train) if not streaming else None
+    mixing["validation_rows"] = len(validation)
+    report["mixture"] = mixing
+    logger.info("affective mixture: %s", json.dumps(report["mixture"]))
+    if report_path is not None:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2))
+    return datasets.DatasetDict({"train": train, "validation": validation}), report
+
+
+class _LazyLookup(dict):
+    def __init__(self, space: LabelSpace, spec: SourceSpec):
+        super().__init__()
+        self.space, self.spec = space, spec
+
+    def __contains__(self, key) -> bool:
+        if not dict.__contains__(self, key):
+            target = self.space.map_labels(
+                [key],
+                source=self.spec.display_name,
+                label_map=self.spec.label_map,
+                drop_unmapped=self.spec.drop_unmapped,
+            )[str(key)]
+            self[key] = self.space.names.index(target) if target is not None else None
+        return True
+
+    def __reduce__(self):
+        return (_LazyLookup, (self.space, self.spec))
+
+
+# ---------------------------------------------------------------- target data sets
+
+
+def load_target_dataset(
+    spec: str | Mapping | SourceSpec,
+    *,
+    validation_split_size: float = 0.1,
+    seed: int = 42,
+    on_bad_image: str = "error",
+) -> datasets.DatasetDict:
+    """A task data set with ``train``, ``validation`` and (if it has one) ``test``.
+
+    ``spec``: a preset (``"cifar10"``, ``"cifar100"``, ``"demo"``), a dict ``{"preset": ..., **overrides}``
+    (e.g. ``label_column: coarse_label``), or any source spec. The data set's own validation split is used
+    if it has one, else a stratified, seeded one is carved from train; ``test`` is left untouched.
+    """
+    _check_policy(on_bad_image)
+    if isinstance(spec, str) and spec in TARGET_PRESETS:
+        spec = dict(TARGET_PRESETS[spec])
+    elif isinstance(spec, Mapping) and "preset" in spec:
+        preset = spec["preset"]
+        if preset not in TARGET_PRESETS:
+            raise ValueError(f"unknown target preset {preset!r}; available: {sorted(TARGET_PRESETS)}")
+        spec = {**TARGET_PRESETS[preset], **{k: v for k, v in spec.items() if k != "preset"}}
+    spec = SourceSpec.from_any(spec)
+    src = spec.display_name
+    if spec.streaming:
+        raise ValueError(
+            f"target {src!r}: streaming targets are not supported (evaluation needs map-style splits)"
+        )
+    loaded = _load(spec)
+    splits = _split_names(loaded)
+    train_split = spec.split or "train"
+    if train_split not in splits:
+        raise ValueError(f"target {src!r}: split {train_split!r} not found; splits are {splits}")
+    label_col = _pick_column(spec, loaded[train_split].features, "label")
+    feature = loaded[train_split].features[label_col]
+    if isinstance(feature, datasets.ClassLabel):
+        source_names, lookup = list(feature.names), None
+    else:  # string or int labels without names: sorted distinct values of every split
+        source_names = sorted({str(v) for s in splits for v in loaded[s].unique(label_col)})
+        lookup = {n: i for i, n in enumerate(source_names)}
+    names = [str((spec.label_map or {}).get(n, n)) for n in source_names]  # label_map renames classes
+    class_label = datasets.ClassLabel(names=names)
+    val_split = _find_validation(spec, splits)
+    stats: dict = {}
+    wanted = {"train": train_split, "validation": val_split, "test": "test" if "test" in splits else None}
+    out = {}
+    for role, split in wanted.items():
+        if split is None:
+            continue
+        out[role] = _prepare_split(
+            loaded[split], spec, split, source_names, lookup, class_label, on_bad_image, stats
+        )
+    if "validation" not in out:
+        out["train"], out["validation"] = _carve_validation(out["train"], validation_split_size, seed, src)
+    bad = sum(s["bad_images"] or 0 for s in stats.values())
+    if bad:
+        logger.warning("target %r: skipped %d unreadable image(s): %s", src, bad, stats)
+    result = datasets.DatasetDict(out)
+    result.load_report = stats  # type: ignore[attr-defined]  # per split: rows_loaded, bad_images
+    return result
