@@ -341,6 +341,8 @@ def _data_report(report: Any) -> dict[str, Any] | None:
             (value[k] for k in ("per_class", "class_counts", "counts") if isinstance(value.get(k), dict)),
             value,
         )
+        if isinstance(inner.get("train"), dict):  # counts per split: the card reports what was trained on
+            inner = inner["train"]
         if not inner or not all(isinstance(v, int) for v in inner.values()):
             return None
         counts[str(source)] = inner

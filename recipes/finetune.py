@@ -1,0 +1,140 @@
+"""Stage 2: fine-tune EmoReg (or one of its controls) on a target image-classification data set.
+
+    accelerate launch recipes/finetune.py [CONFIG.yaml] [--key value ...]
+
+`--method emoreg` (default) builds the two-pathway model from a stage-1 checkpoint and a task backbone;
+`baseline` trains the task backbone alone; `transfer` fine-tunes the affective backbone directly. With no
+CONFIG it runs the embedded synthetic demo (recipes/demo/finetune.yaml) on the output of the demo pretrain.
+"""
+
+import os
+from pathlib import Path
+
+from transformers import set_seed
+
+from emoreg_hf import hub
+from emoreg_hf.configs import FinetuneArguments, RecipeArgumentParser
+from emoreg_hf.data import load_target_dataset
+from emoreg_hf.training import (
+    EmoRegTrainer,
+    build_compute_metrics,
+    build_finetune_model,
+    cap,
+    command_line,
+    input_pipeline,
+    keep_logits_for_metrics,
+    prepare_output_dir,
+    setup_logging,
+    train_and_evaluate,
+    training_summary,
+    write_run_info,
+)
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "finetune.yaml"
+
+
+def main() -> None:
+    args, training_args, config_path = RecipeArgumentParser(FinetuneArguments, DEMO_CONFIG).parse()
+    setup_logging(training_args)
+    checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
+    set_seed(training_args.seed)
+
+    with training_args.main_process_first(desc="loading the target data set"):
+        splits = load_target_dataset(
+            args.dataset,
+            validation_split_size=args.validation_split_size,
+            seed=training_args.seed,
+            on_bad_image=args.on_bad_image,
+        )
+    label_names = splits["train"].features["label"].names
+    splits = {
+        name: cap(split, args.max_train_samples if name == "train" else args.max_eval_samples)
+        for name, split in splits.items()
+    }
+
+    model, model_geometry = build_finetune_model(args, label_names)
+    prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(label_names))
+    emotion_names = model.config.emotion_labels if args.method == "emoreg" else None
+
+    push, training_args.push_to_hub = (
+        training_args.push_to_hub,
+        False,
+    )  # we push the finished folder ourselves
+    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    trainer = EmoRegTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=prepared["train"],
+        eval_dataset=prepared["validation"],
+        data_collator=collator,
+        processing_class=processor,
+        compute_metrics=build_compute_metrics(label_names, emotion_names),
+        preprocess_logits_for_metrics=keep_logits_for_metrics,
+        finisher=finisher,
+    )
+    results = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=label_names)
+
+    if trainer.is_world_process_zero():
+        dataset_id = args.dataset if isinstance(args.dataset, str) else args.dataset.get("path")
+        write_run_info(
+            training_args.output_dir,
+            {
+                "stage": "finetune",
+                "method": args.method,
+                "command": command_line(),
+                "config_file": config_path,
+                "config": vars(args),
+                "training": training_summary(training_args, model_geometry["size"]),
+                "datasets": [
+                    {"id": dataset_id, "split_sizes": {name: len(split) for name, split in splits.items()}}
+                ],
+                "synthetic_data": dataset_id == "demo",
+                "base_models": [
+                    m for m in (args.task_model_name_or_path, args.affect_model_name_or_path) if m
+                ],
+                "label_names": list(label_names),
+                "taxonomy": {
+                    "name": getattr(model.config.affect_config, "emotion_taxonomy", None),
+                    "names": list(emotion_names),
+                }
+                if emotion_names
+                else None,
+                "emoreg": {
+                    key: getattr(args, key)
+                    for key in (
+                        "influence",
+                        "regulation",
+                        "rho_init",
+                        "aux_loss_weight",
+                        "affect_trainable",
+                        "affect_lr_scale",
+                    )
+                }
+                if args.method == "emoreg"
+                else None,
+                "controls": {
+                    "no_pretraining": args.affect_init == "random",
+                    "shuffled_emotion": bool(
+                        getattr(
+                            getattr(model.config, "affect_config", model.config),
+                            "shuffled_emotion_labels",
+                            False,
+                        )
+                    ),
+                },
+            },
+        )
+        hub.write_model_card(training_args.output_dir)
+        if push:
+            hub.push_to_hub(
+                [training_args.output_dir],
+                training_args.hub_model_id,
+                private=bool(training_args.hub_private_repo),
+            )
+    print(
+        f"test_accuracy={results.get('test_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

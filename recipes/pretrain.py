@@ -1,0 +1,110 @@
+"""Stage 1: train an image-classification backbone on emotion labels from a mixture of affective data sets.
+
+    accelerate launch recipes/pretrain.py [CONFIG.yaml] [--key value ...]
+
+With no CONFIG it runs the embedded synthetic demo (recipes/demo/pretrain.yaml).
+"""
+
+import os
+from pathlib import Path
+
+from transformers import set_seed
+
+from emoreg_hf import hub
+from emoreg_hf.configs import PretrainArguments, RecipeArgumentParser
+from emoreg_hf.data import load_affective_mixture
+from emoreg_hf.taxonomy import get_label_space
+from emoreg_hf.training import (
+    EmoRegTrainer,
+    build_compute_metrics,
+    build_pretrain_model,
+    cap,
+    command_line,
+    input_pipeline,
+    prepare_output_dir,
+    setup_logging,
+    train_and_evaluate,
+    training_summary,
+    write_run_info,
+)
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "pretrain.yaml"
+
+
+def main() -> None:
+    args, training_args, config_path = RecipeArgumentParser(PretrainArguments, DEMO_CONFIG).parse()
+    setup_logging(training_args)
+    checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
+    set_seed(training_args.seed)
+
+    space = get_label_space(args.taxonomy)
+    with training_args.main_process_first(desc="loading affective sources"):
+        splits, data_report = load_affective_mixture(
+            args.affective_sources,
+            space,
+            seed=training_args.seed,
+            on_bad_image=args.on_bad_image,
+            shuffle_labels=args.shuffle_labels,
+            validation_split_size=args.validation_split_size,
+        )
+    splits = {
+        "train": cap(splits["train"], args.max_train_samples),
+        "validation": cap(splits["validation"], args.max_eval_samples),
+    }
+
+    model, model_geometry = build_pretrain_model(args, space.names)
+    prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(space.names))
+
+    push, training_args.push_to_hub = (
+        training_args.push_to_hub,
+        False,
+    )  # we push the finished folder ourselves
+    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    trainer = EmoRegTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=prepared["train"],
+        eval_dataset=prepared["validation"],
+        data_collator=collator,
+        processing_class=processor,
+        compute_metrics=build_compute_metrics(space.names),
+        finisher=finisher,
+    )
+    results = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=space.names)
+
+    if trainer.is_world_process_zero():
+        write_run_info(
+            training_args.output_dir,
+            {
+                "stage": "pretrain",
+                "command": command_line(),
+                "config_file": config_path,
+                "config": vars(args),
+                "training": training_summary(training_args, model_geometry["size"]),
+                "datasets": [
+                    {"id": source["path"], "name": name} for name, source in data_report["sources"].items()
+                ],
+                "data_report": data_report,
+                "synthetic_data": any(
+                    str(s.get("path", "")).startswith("demo:") for s in args.affective_sources
+                ),
+                "base_models": [args.model_name_or_path] if args.model_name_or_path else [],
+                "taxonomy": {"name": space.name, "names": list(space.names)},
+                "label_names": list(space.names),
+                "controls": {"shuffle_labels": args.shuffle_labels},
+            },
+        )
+        hub.write_model_card(training_args.output_dir)
+        if push:
+            hub.push_to_hub(
+                [training_args.output_dir],
+                training_args.hub_model_id,
+                private=bool(training_args.hub_private_repo),
+            )
+    print(
+        f"eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Publish one or more run folders (seeds of one configuration) as a Hub model repository.
+
+    python recipes/push.py RUN_DIR [RUN_DIR ...] --repo_id org/name [--private] [--revision BRANCH]
+                           [--create_pr] [--dry_run] [--overwrite]
+
+The first folder gives the weights and plots; all of them give the results (mean ± std over seeds).
+`--dry_run` prints the file list and the model card and touches no network.
+"""
+
+import argparse
+import logging
+import sys
+
+from emoreg_hf.hub import CardExistsError, HubCredentialsError, push_to_hub
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", help="--output_dir of recipes/pretrain.py or recipes/finetune.py"
+    )
+    parser.add_argument(
+        "--repo_id", required=True, help="target model repository, e.g. org/emoreg-vit-cifar100"
+    )
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument(
+        "--revision", default=None, help="branch to push to (created if missing; default main)"
+    )
+    parser.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--dry_run", action="store_true", help="print the files and the card; no network")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing README.md at the revision"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        url = push_to_hub(
+            args.run_dirs,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            create_pr=args.create_pr,
+            overwrite=args.overwrite,
+            dry_run=args.dry_run,
+        )
+    except (HubCredentialsError, CardExistsError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"push.py: {error}", file=sys.stderr)
+        return 1
+    if url:
+        print(f"Pushed to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
