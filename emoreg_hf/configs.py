@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
+import os
 import sys
 import types
 import typing
@@ -70,9 +72,12 @@ class DataArguments:
 class PretrainArguments(DataArguments):
     """Stage 1: train an image classifier on emotion labels."""
 
-    affective_sources: list[dict] | None = field(
+    affective_sources: list[dict] | str | None = field(
         default=None,
-        metadata={"help": "Affective data sources (list of source specs: path, label_column, weight, ...)."},
+        metadata={
+            "help": "Affective data sources: a list of source specs (path, label_column, weight, ...) "
+            "or a YAML file holding that list under `affective_sources:`."
+        },
     )
     taxonomy: str | dict = field(
         default="ekman7",
@@ -95,6 +100,8 @@ class PretrainArguments(DataArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if isinstance(self.affective_sources, str):  # a YAML file holding the list, shared by recipes
+            self.affective_sources = read_source_list(self.affective_sources)
         if not self.affective_sources:
             raise ValueError(
                 "--affective_sources is required: a list of source specs (see recipes/demo/pretrain.yaml)"
@@ -170,6 +177,53 @@ class FinetuneArguments(DataArguments):
                 raise ValueError(
                     f"--task_model_config needs a model_type key, got keys {sorted(self.task_model_config)}"
                 )
+
+
+def read_source_list(path: str) -> list[dict]:
+    """The `affective_sources` list of a YAML file (a path relative to the working directory or the repo)."""
+    candidates = [Path(path), Path(__file__).resolve().parents[1] / path]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"--affective_sources: source list file {path!r} not found")
+    content = yaml.safe_load(found.read_text())
+    sources = content.get("affective_sources") if isinstance(content, dict) else content
+    if not isinstance(sources, list):
+        raise ValueError(f"{found} must hold a list of source specs under `affective_sources:`")
+    return sources
+
+
+PACKAGED_BUILDERS = ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset")
+
+
+def missing_sources(sources: list) -> list[str]:
+    """Local sources whose files are absent, each with how to obtain it; checked before any training so a
+    run does not die after hours on its last source. Hub ids cannot be checked offline and pass."""
+    problems = []
+    for spec in sources:
+        spec = {"path": spec} if isinstance(spec, str) else spec
+        path, name = str(spec.get("path", "")), spec.get("source") or spec.get("name") or spec.get("path")
+        local: list[str] = []
+        if path in PACKAGED_BUILDERS:
+            if spec.get("data_dir"):
+                local.append(spec["data_dir"])
+            files = spec.get("data_files")
+            if isinstance(files, str):
+                local.append(files)
+        elif path.startswith((".", "/", "~")) or os.sep in path.rstrip(os.sep) and path.count("/") != 1:
+            local.append(path)
+        absent = [p for p in local if not glob.glob(os.path.expanduser(p))]
+        if absent:
+            how = spec.get("obtain") or "see the source's homepage; arrange it as the spec says"
+            problems.append(f"source {name!r}: {', '.join(absent)} not found. To obtain it: {how}")
+    return problems
+
+
+def check_sources_available(sources: list) -> None:
+    problems = missing_sources(sources)
+    if problems:
+        raise FileNotFoundError(
+            "affective data is missing (nothing was trained):\n  - " + "\n  - ".join(problems)
+        )
 
 
 def _unwrap_optional(tp):

@@ -202,9 +202,19 @@ def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
     return checkpoint
 
 
-def cap(split, n: int | None):
-    """The first `n` rows of a map-style split (quick runs); the whole split when `n` is None."""
-    return split if n is None or len(split) <= n else split.select(range(n))
+def cap(split, n: int | None, seed: int = 0):
+    """A seeded, class-stratified subsample of `n` rows (quick runs, small studies); the whole split when
+    `n` is None. Stratified because real folders are sorted by class: the first `n` rows would be one class."""
+    if n is None:
+        return split
+    if not hasattr(split, "__len__"):  # a streaming split: the first n of its (shuffled) stream
+        return split.take(n)
+    if len(split) <= n:
+        return split
+    try:
+        return split.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
+    except ValueError:  # too few rows per class to stratify: fall back to a seeded shuffle
+        return split.shuffle(seed=seed).select(range(n))
 
 
 def command_line() -> str:

@@ -48,7 +48,9 @@ def main() -> None:
         )
     label_names = splits["train"].features["label"].names
     splits = {
-        name: cap(split, args.max_train_samples if name == "train" else args.max_eval_samples)
+        name: cap(
+            split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed
+        )
         for name, split in splits.items()
     }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from emoreg_hf import hub
-from emoreg_hf.configs import PretrainArguments, RecipeArgumentParser
+from emoreg_hf.configs import PretrainArguments, RecipeArgumentParser, check_sources_available
 from emoreg_hf.data import load_affective_mixture
 from emoreg_hf.taxonomy import get_label_space
 from emoreg_hf.training import (
@@ -37,6 +37,7 @@ def main() -> None:
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
     set_seed(training_args.seed)
 
+    check_sources_available(args.affective_sources)
     space = get_label_space(args.taxonomy)
     with training_args.main_process_first(desc="loading affective sources"):
         splits, data_report = load_affective_mixture(
@@ -48,8 +49,8 @@ def main() -> None:
             validation_split_size=args.validation_split_size,
         )
     splits = {
-        "train": cap(splits["train"], args.max_train_samples),
-        "validation": cap(splits["validation"], args.max_eval_samples),
+        "train": cap(splits["train"], args.max_train_samples, training_args.seed),
+        "validation": cap(splits["validation"], args.max_eval_samples, training_args.seed),
     }
 
     model, model_geometry = build_pretrain_model(args, space.names)
