@@ -35,13 +35,16 @@ def test_cifar10_preset_schema_and_splits(cifar10_dir):
 
 def test_cifar100_fine_and_coarse(cifar100_dir):
     fine = load_target_dataset({"preset": "cifar100", "path": str(cifar100_dir)})
-    assert fine["train"].features["label"].names[:2] == ["fine_00", "fine_01"]
-    assert fine["train"].features["label"].num_classes == 100 and len(fine["test"]) == 20
+    assert fine["train"].column_names == FEATURES
+    assert fine["train"].features["label"].names == [f"fine_{i:02d}" for i in range(100)]
+    assert len(fine["test"]) == 20 and fine["test"][0]["image"].mode == "RGB"
     coarse = load_target_dataset(
         {"preset": "cifar100", "path": str(cifar100_dir), "label_column": "coarse_label"}
     )
-    assert coarse["train"].features["label"].num_classes == 20
-    assert max(coarse["test"]["label"]) < 20
+    assert coarse["train"].column_names == FEATURES
+    assert coarse["train"].features["label"].names == [f"coarse_{i:02d}" for i in range(20)]
+    # the same rows, labelled by the other column (the fixture's coarse label is fine // 5)
+    assert coarse["test"]["label"][:] == [f // 5 for f in fine["test"]["label"][:]]
 
 
 def test_target_errors_name_source_and_column(cifar10_dir):
@@ -50,6 +53,12 @@ def test_target_errors_name_source_and_column(cifar10_dir):
         match=r"source 'cifar10': label_column 'fine_label' not found; columns are \['img', 'label'\]",
     ):
         load_target_dataset({"preset": "cifar10", "path": str(cifar10_dir), "label_column": "fine_label"})
+    with pytest.raises(
+        ValueError, match=r"source 'cifar10': image_column 'image' not found; columns are \['img', 'label'\]"
+    ):
+        load_target_dataset({"preset": "cifar10", "path": str(cifar10_dir), "image_column": "image"})
+    with pytest.raises(ValueError, match=r"source 'cifar10': image column 'label' holds ClassLabel"):
+        load_target_dataset({"preset": "cifar10", "path": str(cifar10_dir), "image_column": "label"})
     with pytest.raises(ValueError, match="unknown key"):
         load_target_dataset({"path": str(cifar10_dir), "lable_column": "label"})
 
@@ -75,9 +84,10 @@ def test_emotion_column_source_and_unmapped_error(mikels_dir, fer_dir):
     assert sum(report["mixture"]["train_class_counts"].values()) + len(dd["validation"]) == 48
     with pytest.raises(UnmappedLabelError) as info:
         load_affective_mixture([_mikels(mikels_dir), _fer(fer_dir)], "mikels8")
-    assert (
-        "source 'fer'" in str(info.value) and "'happy'" in str(info.value) and "'neutral'" in str(info.value)
-    )
+    message = str(info.value)
+    assert "source 'fer'" in message and "taxonomy 'mikels8'" in message
+    assert "'happy'" in message and "'neutral'" in message and "'surprise'" in message
+    assert info.value.source == "fer" and info.value.taxonomy == "mikels8"
     with pytest.raises(
         ValueError,
         match=r"source 'mikels': label_column 'label' not found; columns are \['image', 'emotion'\]",
@@ -85,6 +95,24 @@ def test_emotion_column_source_and_unmapped_error(mikels_dir, fer_dir):
         load_affective_mixture([_mikels(mikels_dir, label_column="label")], "mikels8")
     dd, report = load_affective_mixture([_fer(fer_dir, drop_unmapped=True)], "mikels8")
     assert report["sources"]["fer"]["splits"]["train"]["unmapped_dropped"] == 3 * 6
+
+
+def test_emotion_column_source_maps_onto_valence3_and_ekman7(mikels_dir):
+    dd, report = load_affective_mixture([_mikels(mikels_dir)], "valence3", validation_split_size=8)
+    assert dd["train"].features["label"].names == ["negative", "neutral", "positive"]
+    mapping = report["sources"]["mikels"]["mapping"]
+    assert mapping["amusement"] == mapping["awe"] == "positive" and mapping["fear"] == "negative"
+    counts = report["mixture"]["train_class_counts"]
+    assert counts["neutral"] == 0 and counts["positive"] + counts["negative"] == 40
+    # ekman7 has no amusement/awe/...: map them explicitly and drop the rest
+    label_map = {"amusement": "happiness", "contentment": "happiness", "excitement": "happiness"}
+    dd, report = load_affective_mixture(
+        [_mikels(mikels_dir, label_map=label_map, drop_unmapped=True)], "ekman7", validation_split_size=6
+    )
+    assert report["sources"]["mikels"]["mapping"]["awe"] is None
+    assert report["sources"]["mikels"]["splits"]["train"]["unmapped_dropped"] == 6
+    assert set(report["mixture"]["train_class_counts"]) == set(dd["train"].features["label"].names)
+    assert report["mixture"]["train_class_counts"]["surprise"] == 0
 
 
 def test_mixture_proportions_follow_weights(fer_dir, mikels_dir, tmp_path):
@@ -111,6 +139,12 @@ def test_streaming_source_same_columns(fer_dir, mikels_dir):
     assert {r["source"] for r in rows} == {"fer", "mikels"}
     assert all(r["image"].mode == "RGB" and r["label"] in (0, 1, 2) for r in rows)
     assert report["sources"]["fer"]["validation"] == 5 and len(dd["validation"]) == 5 + 5
+    mapped, _ = load_affective_mixture([_fer(fer_dir), _mikels(mikels_dir)], "valence3")
+    assert dd["train"].features == mapped["train"].features == dd["validation"].features
+    # a streamed source without a ClassLabel column is mapped as labels arrive
+    dd, _ = load_affective_mixture([_mikels(mikels_dir, streaming=True)], "valence3", validation_split_size=4)
+    rows = list(dd["train"].take(8))
+    assert list(rows[0]) == FEATURES and {r["source"] for r in rows} == {"mikels"}
 
 
 def _labels_by_image(ds):
@@ -143,13 +177,19 @@ def broken_dir(tmp_path):
     return tmp_path
 
 
-def test_bad_images_error_policy_names_source_split_row(broken_dir):
+@pytest.mark.parametrize("bad_file", ["truncated.jpg", "empty.jpg"])
+def test_bad_images_error_policy_names_source_split_row(broken_dir, bad_file):
+    other = {"truncated.jpg": "sad/empty.jpg", "empty.jpg": "happy/truncated.jpg"}[bad_file]
+    (broken_dir / "train" / other).unlink()  # one bad file at a time
     spec = {"path": "imagefolder", "data_dir": str(broken_dir), "source": "broken"}
-    with pytest.raises(
-        ValueError, match=r"source 'broken', split 'train', row \d+: unreadable image"
-    ) as info:
-        load_affective_mixture([spec], "valence3")
-    assert "truncated.jpg" in str(info.value) or "empty.jpg" in str(info.value)
+    for load in (lambda: load_affective_mixture([spec], "valence3"), lambda: load_target_dataset(spec)):
+        with pytest.raises(
+            ValueError, match=r"source 'broken', split 'train', row \d+: unreadable image"
+        ) as info:
+            load()
+        assert bad_file in str(info.value) and "on_bad_image: skip" in str(info.value)
+        if bad_file == "empty.jpg":
+            assert "0 bytes" in str(info.value)
 
 
 def test_bad_images_skip_policy_counts(broken_dir):

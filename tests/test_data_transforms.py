@@ -37,10 +37,28 @@ def test_loader_transform_gives_uint8_at_working_size(augmentation):
 def test_with_transform_in_dataloader_workers(cifar10_dir):
     ds = load_target_dataset({"preset": "cifar10", "path": str(cifar10_dir)})["train"]
     ds = ds.with_transform(LoaderTransform(32, "basic", train=True))
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=1, collate_fn=Collator())
-    batch = next(iter(loader))
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=Collator())
+    batches = list(loader)
+    assert sum(len(b["labels"]) for b in batches) == len(ds)
+    batch = batches[0]
     assert batch["pixel_values"].dtype == torch.uint8 and batch["pixel_values"].shape == (8, 3, 32, 32)
     assert batch["labels"].dtype == torch.int64
+
+
+def test_loader_pieces_survive_pickling(cifar10_dir):
+    """What a spawn/forkserver DataLoader (or Trainer with dataloader_num_workers > 0) pickles: the
+    transformed split, the collator (with mixup) and a used transform/finisher (built ops, caches)."""
+    transform = LoaderTransform(32, "trivialaugment", train=True)
+    ds = load_target_dataset({"preset": "cifar10", "path": str(cifar10_dir)})["train"]
+    ds = ds.with_transform(transform)
+    collator = Collator(num_classes=10, mixup_alpha=0.2, cutmix_alpha=1.0)
+    finisher = DeviceFinisher(64, MEAN, STD)
+    finisher(collator([ds[0], ds[1]])["pixel_values"])  # builds the ops and the finisher's cache
+    ds2, collator2, finisher2 = pickle.loads(pickle.dumps((ds, collator, finisher)))
+    batch = collator2([ds2[i] for i in range(4)])
+    assert batch["pixel_values"].shape == (4, 3, 32, 32) and batch["labels"].shape == (4, 10)
+    assert finisher2(batch["pixel_values"]).shape == (4, 3, 64, 64)
+    assert repr(ds2.format["format_kwargs"]["transform"]) == repr(transform)  # still lazy
 
 
 def test_collator_mixup_cutmix_soft_targets():
@@ -55,25 +73,24 @@ def test_collator_mixup_cutmix_soft_targets():
         Collator(mixup_alpha=0.2)
 
 
-def test_finisher_matches_saved_image_processor(tmp_path):
+@pytest.mark.parametrize("size", [64, 224])
+def test_finisher_matches_saved_image_processor(tmp_path, size):
+    """Finishing a non-augmented loader batch == the saved processor on the PIL image (< 2/255)."""
     from transformers import AutoImageProcessor
 
-    build_image_processor(64, MEAN, STD).save_pretrained(tmp_path)
+    build_image_processor(size, MEAN, STD).save_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)
-    for side, mode in ((32, "RGB"), (48, "L")):  # CIFAR-like and FER-like (grayscale) inputs
+    # CIFAR-like, FER-like (grayscale) and a large image the loader resizes once, in uint8
+    for side, mode, working in ((32, "RGB", 32), (48, "L", 48), (3 * size // 2, "RGB", size)):
         images = _images(4, side, mode)
-        batch = Collator()(
-            [
-                {"pixel_values": x, "labels": 0}
-                for x in LoaderTransform(side)({"image": images})["pixel_values"]
-            ]
-        )
-        for finisher in (DeviceFinisher(64, MEAN, STD), DeviceFinisher.from_image_processor(processor)):
+        loaded = LoaderTransform(working)({"image": images, "label": [0, 1, 2, 3]})
+        batch = Collator()([{"pixel_values": x, "labels": y} for x, y in zip(*loaded.values())])
+        ref = processor(images, return_tensors="pt")["pixel_values"]
+        for finisher in (DeviceFinisher(size, MEAN, STD), DeviceFinisher.from_image_processor(processor)):
             ours = finisher(batch["pixel_values"])
-            ref = processor(images, return_tensors="pt")["pixel_values"]
-            assert ours.shape == ref.shape == (4, 3, 64, 64) and ours.dtype == torch.float32
+            assert ours.shape == ref.shape == (4, 3, size, size) and ours.dtype == torch.float32
             diff_pixels = ((ours - ref).abs() * torch.tensor(STD).view(1, 3, 1, 1) * 255).mean()
-            assert diff_pixels < 2.0, diff_pixels
+            assert diff_pixels < 2.0, (side, mode, diff_pixels)
     with pytest.raises(TypeError, match="uint8"):
         DeviceFinisher(64, MEAN, STD)(torch.zeros(1, 3, 8, 8))
     assert pickle.loads(pickle.dumps(DeviceFinisher(64, MEAN, STD))).size == (64, 64)
