@@ -38,12 +38,24 @@ METRICS = {
     "balanced_accuracy": "Balanced accuracy",
     "ece": "ECE (15 bins)",
 }
+# Top-k accuracy says nothing when k covers (almost) every class: top-5 of 3 emotions is always 1.0.
+TOPK_MIN_CLASSES = {"top5_accuracy": 6}
+# Readable names for the data sets the presets load; a card never shows a bare id where a name is known.
+DATASET_NAMES = {
+    "uoft-cs/cifar10": "CIFAR-10",
+    "uoft-cs/cifar100": "CIFAR-100",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "demo": "emoreg-hf synthetic shapes (demo target set)",
+}
 CITATION = """@article{landi2026emotional,
-  title   = {Emotional regulation improves deep learning-based image classification},
-  author  = {Landi and Rodrigues and Chinnici},
-  journal = {arXiv preprint arXiv:2606.13081},
-  year    = {2026},
-  url     = {https://arxiv.org/abs/2606.13081}
+  title         = {Emotional regulation improves deep learning-based image classification},
+  author        = {Landi and Rodrigues and Chinnici},
+  journal       = {arXiv preprint arXiv:2606.13081},
+  eprint        = {2606.13081},
+  archivePrefix = {arXiv},
+  year          = {2026},
+  url           = {https://arxiv.org/abs/2606.13081}
 }"""
 
 # What a Hub repo may hold: weights as safetensors, configs, remote code, results; nothing pickled.
@@ -68,14 +80,43 @@ TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
 # An absolute path not glued to a word, a URL or another path: `/data/x`, `~/x` (but not `org/name`, `https://`).
 ABS_PATH_RE = re.compile(r"(?<![\w.:/~-])(?:/|~/)[^\s\"'`,;()\[\]{}<>|]+")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REPO_ID_RE = re.compile(
+    r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$"
+)  # `name` pushes to your own namespace
 
 
-class HubCredentialsError(RuntimeError):
-    """No Hugging Face token is available, so nothing can be pushed."""
+class HubPushError(RuntimeError):
+    """A push that cannot go ahead, with a message for the user (recipes print it instead of a traceback)."""
 
 
-class CardExistsError(RuntimeError):
+class HubCredentialsError(HubPushError):
+    """No usable Hugging Face token, so nothing can be pushed."""
+
+
+class CardExistsError(HubPushError):
     """The target revision already has a README.md and `overwrite` was not asked for."""
+
+
+class HubUnreachableError(HubPushError):
+    """The Hub could not be reached (offline mode, no network)."""
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level errors of whichever HTTP client huggingface_hub uses (requests or httpx)."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import requests
+
+        errors += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+    except ImportError:
+        pass
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -155,7 +196,18 @@ _PER_RUN_KEYS = {
     "resume_from_checkpoint",
     "overwrite_output_dir",
     "report_to",
+    "training.seed",
 }
+
+
+def _configuration(run: Run) -> dict[str, Any]:
+    """Everything that defines a run's configuration: recipe arguments, training hyperparameters, method."""
+    training = {f"training.{k}": v for k, v in (run.info.get("training") or {}).items()}
+    return {
+        **(run.info.get("config") or {}),
+        **training,
+        **{k: run.info.get(k) for k in ("emoreg", "controls", "label_names")},
+    }
 
 
 def _check_same_configuration(runs: list[Run]) -> None:
@@ -166,14 +218,7 @@ def _check_same_configuration(runs: list[Run]) -> None:
             raise ValueError(
                 f"{run.path} ({run.stage}/{run.method}) is not the configuration of {first.path}."
             )
-        a = {
-            **first.info.get("config", {}),
-            **{k: first.info.get(k) for k in ("emoreg", "controls", "label_names")},
-        }
-        b = {
-            **run.info.get("config", {}),
-            **{k: run.info.get(k) for k in ("emoreg", "controls", "label_names")},
-        }
+        a, b = _configuration(first), _configuration(run)
         differing = sorted(k for k in set(a) | set(b) if k not in _PER_RUN_KEYS and a.get(k) != b.get(k))
         if differing:
             raise ValueError(
@@ -239,6 +284,24 @@ def _fmt(stat: tuple[float, float, int] | None, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
+def _n_classes(run: Run) -> int | None:
+    names = run.info.get("label_names") or (run.predictions or {}).get("label_names")
+    if names:
+        return len(names)
+    return len(_read_json(run.path / "config.json", {}).get("id2label") or {}) or None
+
+
+def reported_metrics(run: Run) -> list[str]:
+    """The metrics a card reports: all of METRICS but top-k accuracies that are trivially 1 for few classes."""
+    n = _n_classes(run)
+    return [m for m in METRICS if n is None or n >= TOPK_MIN_CLASSES.get(m, 0)]
+
+
+def _dataset_name(entry: dict[str, Any]) -> str:
+    data_id = entry.get("id") or "unknown"
+    return entry.get("name") or DATASET_NAMES.get(data_id) or data_id
+
+
 def _evaluated_dataset(run: Run) -> dict[str, Any]:
     """The data set the reported metrics are measured on (the target set; the mixture for stage 1)."""
     datasets = run.info.get("datasets") or []
@@ -247,13 +310,10 @@ def _evaluated_dataset(run: Run) -> dict[str, Any]:
         hub_ids = [i for i in ids if _is_hub_id(i)]
         return {
             "id": hub_ids[0] if len(hub_ids) == 1 else "affective-mixture",
-            "name": "Affective mixture: " + ", ".join(d.get("name") or d.get("id", "?") for d in datasets),
+            "name": "Affective mixture: " + ", ".join(_dataset_name(d) for d in datasets),
         }
     if datasets:
-        return {
-            "id": datasets[0].get("id") or "unknown",
-            "name": datasets[0].get("name") or datasets[0].get("id"),
-        }
+        return {"id": datasets[0].get("id") or "unknown", "name": _dataset_name(datasets[0])}
     return {"id": "unknown", "name": "unknown"}
 
 
@@ -264,7 +324,8 @@ def eval_results(runs: list[Run], model_name: str) -> list[EvalResult]:
     n = len(runs)
     results = []
     for prefix, split in SPLITS.items():
-        for metric, pretty in METRICS.items():
+        for metric in reported_metrics(runs[0]):
+            pretty = METRICS[metric]
             stat = stats.get(f"{prefix}_{metric}")
             if stat is None:
                 continue
@@ -283,8 +344,8 @@ def eval_results(runs: list[Run], model_name: str) -> list[EvalResult]:
     return results
 
 
-def _results_table(stats: dict[str, tuple[float, float, int]]) -> dict[str, Any]:
-    metrics = [m for m in (*METRICS, "loss") if any(f"{p}_{m}" in stats for p in SPLITS)]
+def _results_table(stats: dict[str, tuple[float, float, int]], metrics: Sequence[str]) -> dict[str, Any]:
+    metrics = [m for m in (*metrics, "loss") if any(f"{p}_{m}" in stats for p in SPLITS)]
     rows = [
         {"split": split, "values": [_fmt(stats.get(f"{prefix}_{m}")) for m in metrics]}
         for prefix, split in SPLITS.items()
@@ -315,8 +376,19 @@ def _regulation_stats(stats: dict[str, tuple[float, float, int]]) -> dict[str, A
     if not summary:
         return None
     splits = [row["split"] for row in summary]
+    last = "test" if "test" in splits else splits[-1]
+    rho = stats[f"{'test' if last == 'test' else 'eval'}_rho_mean"][0]
+    reading = (
+        f"On the {last} split ρ averaged {rho:.2f}: a prediction is on average {100 * (1 - rho):.0f}% the "
+        f"non-emotional response and {100 * rho:.0f}% the emotionally-influenced one."
+    )
+    if rho < 0.1:
+        reading += " This checkpoint has learned to rely mostly on its task pathway."
+    elif rho > 0.9:
+        reading += " This checkpoint relies mostly on the emotionally-influenced response."
     return {
         "splits": splits,
+        "reading": reading,
         "summary": summary,
         "per_class": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in per_class.items()],
         "emotion_share": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in shares.items()],
@@ -355,20 +427,56 @@ def _data_report(report: Any) -> dict[str, Any] | None:
     return {"sources": sources, "rows": rows, "totals": totals, "total": sum(totals)}
 
 
-def _comparisons(runs: list[Run], compare_dirs: Sequence[PathLike]) -> list[dict[str, Any]]:
-    """Accuracy of this checkpoint's configuration next to other configurations (baseline, controls)."""
-    groups: dict[str, list[Run]] = {}
-    for run in [*runs, *(load_run(d) for d in compare_dirs)]:
-        label = _configuration_label(run)
-        if run in runs:
-            label += " (this checkpoint)"
-        groups.setdefault(label, []).append(run)
+CONTROL_KINDS = {
+    "baseline": lambda run: run.method == "baseline",
+    "transfer": lambda run: run.method == "transfer",
+    "shuffled-emotion control": lambda run: bool((run.info.get("controls") or {}).get("shuffled_emotion")),
+    "no-pretraining control": lambda run: bool((run.info.get("controls") or {}).get("no_pretraining")),
+}
+
+
+def _comparisons(runs: list[Run], compare_dirs: Sequence[PathLike]) -> dict[str, Any] | None:
+    """This checkpoint's configuration next to other configurations (baseline, controls), with the gap."""
+    if not compare_dirs:
+        return None
+    others = [load_run(d) for d in compare_dirs]
+    for other in others:
+        if other.stage != runs[0].stage or other.info.get("label_names") != runs[0].info.get("label_names"):
+            raise ValueError(
+                f"{other.path} is a {other.stage} run on other classes than {runs[0].path}: a comparison "
+                "needs runs of the same stage on the same data set."
+            )
     prefix = "test" if "test_accuracy" in runs[0].results else "eval"
-    rows = []
+    key = f"{prefix}_accuracy"
+    this = aggregate(runs).get(key)
+    groups: dict[str, list[Run]] = {}
+    for run in others:
+        groups.setdefault(_configuration_label(run), []).append(run)
+    rows = [
+        {
+            "label": _configuration_label(runs[0]) + " (this checkpoint)",
+            "n": len(runs),
+            "accuracy": _fmt(this),
+        }
+    ]
     for label, group in groups.items():
-        stats = aggregate(group)
-        rows.append({"label": label, "n": len(group), "accuracy": _fmt(stats.get(f"{prefix}_accuracy"))})
-    return rows
+        stat = aggregate(group).get(key)
+        row = {"label": label, "n": len(group), "accuracy": _fmt(stat), "reading": "–"}
+        row["command"] = group[0].info.get("command")
+        if this is not None and stat is not None:
+            delta = this[0] - stat[0]
+            spread = max(this[1], stat[1]) if min(this[2], stat[2]) > 1 else None
+            if spread is not None and abs(delta) <= spread:
+                row["reading"] = f"within the seeds' spread ({delta:+.4f})"
+            else:
+                row["reading"] = f"this checkpoint {'ahead' if delta > 0 else 'behind'} by {abs(delta):.4f}"
+                if spread is None:
+                    row["reading"] += " (single runs: not evidence)"
+        rows.append(row)
+    missing = []
+    if runs[0].stage == "finetune" and runs[0].method == "emoreg":
+        missing = [kind for kind, test in CONTROL_KINDS.items() if not any(test(r) for r in others)]
+    return {"split": SPLITS[prefix], "rows": rows, "missing": missing}
 
 
 def _configuration_label(run: Run) -> str:
@@ -530,6 +638,80 @@ def _template(stage: str) -> str:
     return resources.files("emoreg_hf.model_cards").joinpath(TEMPLATES[stage]).read_text(encoding="utf-8")
 
 
+def _hub_link(name: str) -> str:
+    return f"[`{name}`](https://huggingface.co/{name})"
+
+
+def _stage1_run(run: Run) -> Run | None:
+    """The run folder of a local affective checkpoint (for its provenance and reproduce command), if found."""
+    raw = (_read_json(run.path / "run_info.json", {}).get("config") or {}).get("affect_model_name_or_path")
+    if not raw or _is_hub_id(raw):
+        return None
+    candidates = (
+        [Path(raw)] if Path(raw).is_absolute() else [Path.cwd() / raw, *(r / raw for r in _local_roots())]
+    )
+    for path in candidates:
+        if (path / "all_results.json").is_file() and (path / "run_info.json").is_file():
+            return load_run(path)
+    return None
+
+
+def _backbones(run: Run, stage1: Run | None) -> dict[str, str]:
+    """How the card names the two pathways: a Hub link, a local folder, or a from-scratch architecture."""
+    cfg = run.info.get("config") or {}
+    task = cfg.get("task_model_name_or_path")
+    if task:
+        task_text = _hub_link(task) if _is_hub_id(task) else f"the local checkpoint `{task}`"
+    else:
+        arch = (cfg.get("task_model_config") or {}).get("model_type", "task")
+        task_text = f"a `{arch}` backbone trained from scratch (built from its config, no pretraining)"
+    affect = cfg.get("affect_model_name_or_path")
+    if (run.info.get("controls") or {}).get("no_pretraining"):
+        affect_text = "a randomly initialised affective backbone (no-pretraining control)"
+    elif affect and _is_hub_id(affect):
+        affect_text = _hub_link(affect)
+    elif affect:
+        affect_text = f"the stage-1 checkpoint from the local folder `{affect}` (not on the Hub"
+        affect_text += "; its weights are part of this repository)" if run.method == "emoreg" else ")"
+        if stage1 is not None and stage1.info.get("synthetic_data"):
+            affect_text += ", itself trained on synthetic demo stimuli"
+    else:
+        affect_text = "an affective backbone"
+    return {"task": task_text, "affect": affect_text}
+
+
+def _pretrain_sources(info: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stage-1 sources with their split sizes, and each source's label mapping onto the taxonomy."""
+    report = (info.get("data_report") or {}).get("sources") or {}
+    datasets, mappings = [], []
+    for entry in info.get("datasets") or []:
+        entry = dict(entry, name=_dataset_name(entry))
+        source = report.get(entry["name"]) or report.get(entry.get("id")) or {}
+        sizes = {k: source[k] for k in ("train", "validation", "test") if isinstance(source.get(k), int)}
+        if sizes and not entry.get("split_sizes"):
+            entry["split_sizes"] = sizes
+        datasets.append(entry)
+        if isinstance(source.get("mapping"), dict):
+            mappings.append({"source": entry["name"], "pairs": list(source["mapping"].items())})
+    return datasets, mappings
+
+
+def _caps(run: Run) -> str | None:
+    """A sentence when the run trained or evaluated on a subsample (`--max_train_samples` and the like)."""
+    cfg = run.info.get("config") or {}
+    parts = []
+    if cfg.get("max_train_samples") is not None:
+        used = run.results.get("train_samples", cfg["max_train_samples"])
+        parts.append(
+            f"training used a class-stratified sample of {used} images (`--max_train_samples {cfg['max_train_samples']}`)"
+        )
+    if cfg.get("max_eval_samples") is not None:
+        parts.append(
+            f"each evaluation split was capped at {cfg['max_eval_samples']} images (`--max_eval_samples`)"
+        )
+    return ("Subsampled run: " + "; ".join(parts) + ".") if parts else None
+
+
 def _default_repo_id(run: Run) -> str:
     config = run.info.get("config") or {}
     return config.get("hub_model_id") or f"your-org/{run.path.resolve().name}"
@@ -564,8 +746,10 @@ def build_model_card(
     if any((info.get("controls") or {}).values()):
         tags.append("control")
 
-    datasets = info.get("datasets") or []
+    datasets, mappings = _pretrain_sources(info)
     base_models = info.get("base_models") or []
+    metrics = reported_metrics(run)
+    stage1 = _stage1_run(run) if run.stage == "finetune" else None
     card_data = ModelCardData(
         license=info.get("license", "apache-2.0"),
         library_name="transformers",
@@ -573,7 +757,7 @@ def build_model_card(
         tags=tags,
         datasets=[d["id"] for d in datasets if _is_hub_id(d.get("id"))] or None,
         base_model=[m for m in base_models if _is_hub_id(m)] or None,
-        metrics=[m for m in METRICS if any(f"{p}_{m}" in stats for p in SPLITS)] or None,
+        metrics=[m for m in metrics if any(f"{p}_{m}" in stats for p in SPLITS)] or None,
         model_name=model_name,
         eval_results=evals or None,
     )
@@ -585,8 +769,21 @@ def build_model_card(
         "method": run.method,
         "info": info,
         "emoreg": emoreg,
-        "training": info.get("training") or {},
+        "training": {
+            k: v
+            for k, v in (info.get("training") or {}).items()
+            if v is not None and not (k == "max_steps" and isinstance(v, int) and v <= 0)
+        },
         "datasets": datasets,
+        "label_mappings": mappings,
+        "backbones": _backbones(run, stage1),
+        "architecture": _read_json(run.path / "config.json", {}).get("model_type"),
+        "stage1": {
+            "path": (info.get("config") or {}).get("affect_model_name_or_path"),
+            "command": stage1.info.get("command"),
+        }
+        if stage1 is not None
+        else None,
         "local_base_models": [m for m in base_models if not _is_hub_id(m)],
         "taxonomy": info.get("taxonomy") or {},
         "label_names": info.get("label_names") or [],
@@ -596,11 +793,12 @@ def build_model_card(
         else None,
         "controls": {k: v for k, v in (info.get("controls") or {}).items() if v},
         "synthetic_data": bool(info.get("synthetic_data")),
-        "results": _results_table(stats),
+        "caps": _caps(run),
+        "results": _results_table(stats, metrics),
         "regulation": _regulation_stats(stats),
         "n_runs": len(runs),
         "seeds": seeds,
-        "comparisons": _comparisons(runs, compare_dirs) if compare_dirs else [],
+        "comparisons": _comparisons(runs, compare_dirs),
         "plots": plots or {},
         "command": info.get("command"),
         "train_loss": _fmt(stats.get("train_loss")),
@@ -724,6 +922,7 @@ def push_to_hub(
     dry_run: bool = False,
     compare_dirs: Sequence[PathLike] = (),
     commit_message: str | None = None,
+    token: str | None = None,
     api: Any = None,
 ) -> str | None:
     """Export the run folders and upload them to `repo_id` with `create_repo` + `upload_folder`.
@@ -732,6 +931,10 @@ def push_to_hub(
     `create_pr` proposes the new card instead). `dry_run` prints the file list and the card and touches no
     network. Returns the commit (or PR) URL, None on a dry run.
     """
+    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id):
+        raise ValueError(
+            f"{repo_id!r} is not a Hub model repository id: give --repo_id (recipes: --hub_model_id) as org/name."
+        )
     with tempfile.TemporaryDirectory(prefix="emoreg-export-") as tmp:
         folder = export_for_hub(run_dirs, Path(tmp) / "export", repo_id=repo_id, compare_dirs=compare_dirs)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -743,14 +946,20 @@ def push_to_hub(
             print(f"\n[dry run] {CARD_NAME}:\n")
             print((folder / CARD_NAME).read_text(encoding="utf-8"))
             return None
+        api = api if api is not None else _hf_api(token)
         return _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api)
 
 
+def _hf_api(token: str | None):
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token)
+
+
 def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api) -> str:
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    api = api if api is not None else HfApi()
     if not (getattr(api, "token", None) or get_token()):
         raise HubCredentialsError(
             "No Hugging Face token found, so nothing was pushed. Log in with `hf auth login` or set HF_TOKEN "
@@ -775,8 +984,8 @@ def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, com
             or f"Upload {len(files)} files with emoreg-hf (model card, weights, results)",
         )
     except OfflineModeIsEnabled as error:
-        raise HubCredentialsError(
-            f"HF_HUB_OFFLINE is set, so {repo_id} cannot be pushed: unset it."
+        raise HubUnreachableError(
+            f"HF_HUB_OFFLINE is set, so nothing was pushed to {repo_id}: unset it (or use --dry_run)."
         ) from error
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
@@ -786,4 +995,9 @@ def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, com
                 "namespace. Log in again with `hf auth login` or set HF_TOKEN."
             ) from error
         raise
+    except _transport_errors() as error:
+        raise HubUnreachableError(
+            f"Could not reach the Hub to push {repo_id} ({type(error).__name__}); nothing was pushed. Check the "
+            "network (or HF_ENDPOINT) and rerun; --dry_run shows what would be uploaded."
+        ) from error
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or info)

@@ -1,9 +1,11 @@
 """Publish one or more run folders (seeds of one configuration) as a Hub model repository.
 
-    python recipes/push.py RUN_DIR [RUN_DIR ...] --repo_id org/name [--private] [--revision BRANCH]
-                           [--create_pr] [--dry_run] [--overwrite]
+    python recipes/push.py RUN_DIR [RUN_DIR ...] --repo_id org/name [--compare CONTROL_DIR ...]
+                           [--private] [--revision BRANCH] [--create_pr] [--dry_run] [--overwrite]
 
 The first folder gives the weights and plots; all of them give the results (mean ± std over seeds).
+`--compare` adds other configurations (baseline, transfer, shuffled-emotion and no-pretraining controls;
+several seeds of one configuration are averaged) to the card's Controls table.
 `--dry_run` prints the file list and the model card and touches no network.
 """
 
@@ -11,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from emoreg_hf.hub import CardExistsError, HubCredentialsError, push_to_hub
+from emoreg_hf.hub import HubPushError, push_to_hub
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -19,10 +21,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "run_dirs", nargs="+", help="--output_dir of recipes/pretrain.py or recipes/finetune.py"
+        "run_dirs",
+        nargs="+",
+        help="--output_dir of recipes/pretrain.py or recipes/finetune.py (one per seed)",
     )
     parser.add_argument(
         "--repo_id", required=True, help="target model repository, e.g. org/emoreg-vit-cifar100"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="run folders of other configurations (baseline, controls) to report next to this one",
     )
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument(
@@ -33,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing README.md at the revision"
     )
+    parser.add_argument("--commit_message", default=None, help="commit message (default: a summary)")
     return parser.parse_args(argv)
 
 
@@ -48,8 +60,10 @@ def main(argv=None) -> int:
             create_pr=args.create_pr,
             overwrite=args.overwrite,
             dry_run=args.dry_run,
+            compare_dirs=args.compare,
+            commit_message=args.commit_message,
         )
-    except (HubCredentialsError, CardExistsError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (HubPushError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"push.py: {error}", file=sys.stderr)
         return 1
     if url:
