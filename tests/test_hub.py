@@ -1,11 +1,13 @@
-"""Model cards, plots, export and push, on run folders shaped like the recipes' `--output_dir`.
+"""Model cards, plots, export and push, on REAL run folders: the `demo_runs` fixture (tests/demo_runs.py) runs
+the demo pretrain and finetune recipes, tiny. Tests never change those folders: they write elsewhere or copy.
 
-The fixtures build tiny stage-1 (ViT emotion classifier) and stage-2 (EmoReg) run folders with every file
-the recipes write, plus the junk a real run leaves (checkpoints, pickles, absolute paths, a token), so the
-export has something to refuse. Push is tested at the `huggingface_hub` boundary with a recording `HfApi`.
+Push is tested at the `huggingface_hub` boundary with a recording `HfApi` stand-in, with sockets refused.
+Variants (another seed, a baseline, a leaked token) are copies of the real runs with `run_info.json` /
+`all_results.json` edited, because training them too would double the suite's time.
 """
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -16,185 +18,60 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from demo_runs import ROOT
+from huggingface_hub import EvalResult, ModelCard
 from PIL import Image
-from tiny_models import CIFAR10, EKMAN7, image_processor, vit_config
 from transformers import AutoModelForImageClassification
 
-from emoreg_hf import EmoRegForImageClassification
+import emoreg_hf  # noqa: F401  (registers EmoReg with the Auto classes)
 from emoreg_hf.hub import (
-    METRICS,
     CardExistsError,
     HubCredentialsError,
+    HubUnreachableError,
     build_model_card,
     check_export,
     export_for_hub,
+    load_run,
     push_to_hub,
+    reported_metrics,
     scrub,
     write_model_card,
 )
-from emoreg_hf.metrics import compute_classification_metrics
 
-HALF = ([0.5] * 3, [0.5] * 3)
 FAKE_TOKEN = "hf_" + "x" * 34
-PIXELS = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-LABELS = torch.arange(40) % 10
+SPLIT_PREFIX = {"validation": "eval", "test": "test"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FORBIDDEN = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-def results_for(prefix: str, logits: np.ndarray, labels: np.ndarray) -> dict:
-    return {f"{prefix}_{k}": v for k, v in compute_classification_metrics(logits, labels).items()}
+def copy_run(run: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(run, dest, ignore=shutil.ignore_patterns("checkpoint-*")))
 
 
-def log_history(n_steps: int = 6, emoreg: bool = False) -> list[dict]:
-    logs = []
-    for step in range(1, n_steps + 1):
-        log = {
-            "loss": 2.3 - 0.1 * step,
-            "learning_rate": 1e-3,
-            "grad_norm": 1.0,
-            "epoch": step / 3,
-            "step": step,
-        }
-        if emoreg:
-            log.update(rho_mean=0.5 - 0.01 * step, rho_std=0.05, emotion_entropy=1.8)
-        logs.append(log)
-        if step % 3 == 0:
-            logs.append(
-                {"eval_loss": 2.2 - 0.1 * step, "eval_accuracy": 0.1 * step, "epoch": step / 3, "step": step}
-            )
-    return logs + [{"train_loss": 2.0, "train_runtime": 3.0, "epoch": 2.0, "step": n_steps}]
+def edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
 
 
-def finish_run(run: Path, *, info: dict, results: dict, logs: list, predictions: dict) -> Path:
-    """The non-weight files of a run folder, plus what a real run leaves that must never be exported."""
-    (run / "all_results.json").write_text(json.dumps(results))
-    (run / "trainer_state.json").write_text(
-        json.dumps(
-            {"global_step": 6, "log_history": logs, "best_model_checkpoint": str(run / "checkpoint-6")}
-        )
-    )
-    (run / "run_info.json").write_text(json.dumps(info))
-    (run / f"predictions_{predictions['split']}.json").write_text(json.dumps(predictions))
-    torch.save({"lr": 1e-3}, run / "training_args.bin")
-    (run / "checkpoint-6").mkdir()
-    torch.save({}, run / "checkpoint-6" / "optimizer.pt")
-    (run / "runs").mkdir()
-    return run
+def variant(run: Path, dest: Path, *, shift: float = 0.0, info=None) -> Path:
+    """A copy of a real run whose metrics are shifted by `shift` and whose run_info is edited by `info`."""
+    dest = copy_run(run, dest)
+    metrics = ("accuracy", "macro_f1", "balanced_accuracy", "top5_accuracy")
+
+    def shifted(results):
+        for key, value in results.items():
+            if key.startswith(("eval_", "test_")) and key.split("_", 1)[1] in metrics:
+                results[key] = value + shift  # may leave [0, 1]: only the arithmetic is tested
+
+    edit_json(dest / "all_results.json", shifted)
+    if info is not None:
+        edit_json(dest / "run_info.json", info)
+    return dest
 
 
-def training_info(run: Path, stage: str, seed: int) -> dict:
-    return {
-        "stage": stage,
-        "command": f"accelerate launch {Path.cwd() / 'recipes' / (stage + '.py')} --output_dir {run} --seed {seed}",
-        "training": {
-            "learning_rate": 1e-3,
-            "num_train_epochs": 2,
-            "per_device_train_batch_size": 8,
-            "seed": seed,
-        },
-        "synthetic_data": True,
-        "taxonomy": {"name": "ekman7", "names": EKMAN7},
-        "license": "apache-2.0",
-    }
-
-
-def make_affect_run(run: Path) -> Path:
-    torch.manual_seed(0)
-    model = AutoModelForImageClassification.from_config(vit_config(EKMAN7)).eval()
-    model.save_pretrained(run)
-    image_processor(32, *HALF).save_pretrained(run)
-    labels = (np.arange(40) % 7).astype(int)
-    with torch.no_grad():
-        logits = model(PIXELS).logits.numpy()
-    info = training_info(run, "pretrain", seed=1) | {
-        "config": {
-            "output_dir": str(run),
-            "seed": 1,
-            "model_config": {"model_type": "vit"},
-            "hub_token": FAKE_TOKEN,
-        },
-        "datasets": [
-            {"id": "synthetic demo", "name": "Demo faces", "split_sizes": {"train": 70, "validation": 40}},
-            {"id": str(run.parent / "scenes"), "name": "Demo scenes", "split_sizes": {"train": 70}},
-        ],
-        "base_models": [],
-        "label_names": EKMAN7,
-        "data_report": {
-            "Demo faces": {e: 10 for e in EKMAN7},
-            "Demo scenes": {"per_class": {e: 5 for e in EKMAN7}},
-        },
-    }
-    results = results_for("eval", logits, labels) | {"eval_loss": 1.9, "train_loss": 2.0, "epoch": 2.0}
-    predictions = {
-        "split": "validation",
-        "label_names": EKMAN7,
-        "labels": labels.tolist(),
-        "predictions": logits.argmax(1).tolist(),
-        "regulation": None,
-    }
-    return finish_run(run, info=info, results=results, logs=log_history(), predictions=predictions)
-
-
-def make_emoreg_run(run: Path, affect_dir: Path, seed: int = 1, regulation: str = "adaptive") -> Path:
-    torch.manual_seed(seed)
-    labels = {
-        "num_labels": 10,
-        "id2label": dict(enumerate(CIFAR10)),
-        "label2id": {n: i for i, n in enumerate(CIFAR10)},
-    }
-    model = EmoRegForImageClassification.from_backbones(
-        None,
-        str(affect_dir),
-        task_config=vit_config(),
-        task_image_size=[32, 32],
-        regulation=regulation,
-        **labels,
-    ).eval()
-    model.save_pretrained(run)
-    image_processor(32, *HALF).save_pretrained(run)
-    with torch.no_grad():
-        out = model(PIXELS)
-    logits, rho = out.logits.numpy(), out.regulation.numpy()
-    torch.save(out.logits, run.parent / f"{run.name}_logits.pt")
-    y = LABELS.numpy()
-    results = {"train_loss": 2.0, "train_runtime": 3.0, "train_samples_per_second": 50.0, "epoch": 2.0}
-    for prefix in ("eval", "test"):
-        results |= results_for(prefix, logits, y) | {f"{prefix}_loss": 2.1}
-        results |= {f"{prefix}_rho_mean": float(rho.mean()), f"{prefix}_rho_std": float(rho.std())}
-        results |= {f"{prefix}_emotion_entropy": 1.8}
-        results |= {f"{prefix}_rho_class/{name}": float(rho[y == i].mean()) for i, name in enumerate(CIFAR10)}
-        results |= {f"{prefix}_emotion_share/{e}": 1 / 7 for e in EKMAN7}
-    emoreg = {"influence": "concat", "regulation": regulation, "rho_init": 0.5, "aux_loss_weight": 0.5}
-    info = training_info(run, "finetune", seed) | {
-        "method": "emoreg",
-        "config": {"output_dir": str(run), "seed": seed, "affect_model_name_or_path": str(affect_dir)},
-        "datasets": [
-            {"id": "uoft-cs/cifar10", "name": "CIFAR-10", "split_sizes": {"train": 100, "test": 40}}
-        ],
-        "base_models": [str(affect_dir), "google/vit-base-patch16-224-in21k"],
-        "label_names": CIFAR10,
-        "emoreg": emoreg | {"affect_trainable": "frozen", "affect_lr_scale": 0.1},
-    }
-    predictions = {
-        "split": "test",
-        "label_names": CIFAR10,
-        "labels": y.tolist(),
-        "predictions": logits.argmax(1).tolist(),
-        "regulation": rho.tolist(),
-    }
-    return finish_run(run, info=info, results=results, logs=log_history(emoreg=True), predictions=predictions)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    affect = make_affect_run(root / "affect")
-    return {
-        "affect": affect,
-        "emoreg": make_emoreg_run(root / "emoreg", affect),
-        "emoreg_seed2": make_emoreg_run(root / "emoreg_seed2", affect, seed=2),
-        "fixed": make_emoreg_run(root / "fixed", affect, regulation="fixed"),
-    }
+def files_of(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
@@ -206,86 +83,175 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def copy_run(run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run, tmp_path / run.name, ignore=shutil.ignore_patterns("checkpoint-*")))
+@pytest.fixture(scope="module")
+def exports(demo_runs, tmp_path_factory):
+    """Both demo runs exported as their Hub repos would hold them."""
+    root = tmp_path_factory.mktemp("exports")
+    return {
+        "pretrain": export_for_hub(demo_runs.pretrain, root / "pretrain", repo_id="org/emoreg-demo-affect"),
+        "finetune": export_for_hub(demo_runs.finetune, root / "finetune", repo_id="org/emoreg-demo"),
+    }
 
 
 # --------------------------------------------------------------------------------------------- cards
 
 
-@pytest.mark.parametrize("kind", ["affect", "emoreg"])
-def test_card_metadata_round_trips_to_all_results(runs, kind, tmp_path):
-    run = copy_run(runs[kind], tmp_path)
-    readme = write_model_card(run, repo_id="org/emoreg-demo")
-    assert readme == run / "README.md"
-    card = ModelCard.load(readme)
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_card_round_trips_and_model_index_equals_all_results(demo_runs, exports, stage):
+    run, folder = getattr(demo_runs, stage), exports[stage]
+    card = ModelCard.load(folder / "README.md")
+    assert ModelCard(str(card)).data.to_dict() == card.data.to_dict()  # serialised and parsed back unchanged
     data = card.data
+    repo = "emoreg-demo-affect" if stage == "pretrain" else "emoreg-demo"
+    assert data.model_name == repo  # the model-index name is the repo name
     assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
-    assert data.license == "apache-2.0" and {"emoreg", "emotional-regulation", "synthetic-data"} <= set(
-        data.tags
-    )
-    assert data.model_name == "emoreg-demo"
+    assert data.license == "apache-2.0"
+    assert {"emoreg", "emotional-regulation", "synthetic-data"} <= set(data.tags)
 
     results = json.loads((run / "all_results.json").read_text())
-    splits = {"validation": "eval", "test": "test"}
-    reported = {f"{splits[r.dataset_split]}_{r.metric_type}": r.metric_value for r in data.eval_results}
+    metrics = reported_metrics(load_run(run))
+    assert all(isinstance(r, EvalResult) for r in data.eval_results)
+    reported = {f"{SPLIT_PREFIX[r.dataset_split]}_{r.metric_type}": r.metric_value for r in data.eval_results}
     expected = {
         k: v
         for k, v in results.items()
-        if k.partition("_")[::2] in {(p, m) for p in splits.values() for m in METRICS}
+        if k.partition("_")[::2] in {(p, m) for p in ("eval", "test") for m in metrics}
     }
-    assert reported == expected  # one EvalResult per split x metric, values exactly as in all_results.json
+    assert (
+        reported == expected and expected
+    )  # one EvalResult per split x metric, values as in all_results.json
     assert {r.task_type for r in data.eval_results} == {"image-classification"}
+    assert data.metrics == [m for m in metrics if f"eval_{m}" in results]
 
     text = card.text
-    assert "arXiv:2606.13081" in text and "Landi" in text and "synthetic data" in text
-    assert "--seed 1" in text and str(tmp_path) not in str(card) and "hf_xxx" not in str(card)
-    for png in ("training_curves", "confusion_matrix"):
-        assert f"](plots/{png}.png)" in text
-    if kind == "emoreg":
-        assert data.datasets == ["uoft-cs/cifar10"]
-        assert data.base_model == ["google/vit-base-patch16-224-in21k"]  # local paths are not Hub ids
-        assert {r.dataset_type for r in data.eval_results} == {"uoft-cs/cifar10"}
-        assert r"\rho(x) = \sigma" in text and "0.5" in text and "frozen" in text
-        assert "trust_remote_code=True" in text and "out.regulation" in text and "emotion_probs" in text
-        assert "](plots/rho_histogram.png)" in text and "](plots/rho_per_class.png)" in text
-        assert "| test |" in text and "Regulation statistics" in text
+    assert "synthetic data" in text and "arXiv:2606.13081" in text and "archivePrefix = {arXiv}" in text
+    assert "--seed 7" in text and "--max_train_samples 128" in text  # the reproduce command is the real one
+    assert "One run (seed 7)" in text
+    for name in ("training_curves", "confusion_matrix"):
+        assert f"](plots/{name}.png)" in text
+    for name in re.findall(r"\]\((plots/[\w.]+\.png)\)", text):
+        assert (folder / name).is_file(), name  # every embedded plot is in the folder
+
+    if stage == "pretrain":
+        assert len(load_run(run).info["label_names"]) == 3 and "top5_accuracy" not in metrics  # trivially 1.0
+        assert {r.dataset_split for r in data.eval_results} == {"validation"}
+        assert not data.datasets and not data.base_model  # demo sources are not Hub data sets
+        report = load_run(run).info["data_report"]["sources"]
+        for source, counts in report.items():
+            assert f"**{source}**" in text
+            assert counts["class_counts"]["train"]  # the card's table is built from these
+        first = next(iter(report))
+        train = report[first]["class_counts"]["train"]
+        totals = {e: sum(s["class_counts"]["train"].get(e, 0) for s in report.values()) for e in train}
+        for emotion, count in train.items():
+            assert re.search(rf"\| {emotion} \| {count} \|.* \| {totals[emotion]} \|", text), emotion
+        assert "How each source's labels were mapped" in text and "id2label=dict(enumerate(classes))" in text
+        assert "python recipes/pretrain.py --output_dir pretrain" in text
     else:
-        assert not data.datasets  # a synthetic source and a local folder are not Hub data sets
-        assert "| anger | 10 | 5 | 15 |" in text  # per-source, per-class counts
-        assert "Demo faces" in text and "ekman7" in text
+        info = load_run(run).info
+        assert {r.dataset_split for r in data.eval_results} == {"validation", "test"}
+        assert "top5_accuracy" in metrics  # 10 classes
+        emoreg = info["emoreg"]
+        assert r"\rho(x) = \sigma" in text and f"initialised at }} \\approx {emoreg['rho_init']}" in text
+        assert f"+ {emoreg['aux_loss_weight']} \\cdot" in text and "**frozen**" in text
+        assert "Regulation statistics" in text and "On the test split ρ averaged" in text
+        assert "](plots/rho_histogram.png)" in text and "](plots/rho_per_class.png)" in text
+        assert "a `resnet` backbone trained from scratch" in text
+        # the reproduce section has both stages, stage 1 found through the affective checkpoint's folder
+        assert "python recipes/pretrain.py --output_dir pretrain" in text
+        assert "python recipes/finetune.py --output_dir finetune" in text
+        assert "No control runs were attached" in text
 
 
-def test_plots_are_valid_pngs(runs, tmp_path):
-    run = copy_run(runs["emoreg"], tmp_path)
-    write_model_card(run)
-    pngs = sorted((run / "plots").glob("*.png"))
+def test_plots_are_valid_pngs(demo_runs, tmp_path):
+    written = write_model_card(demo_runs.finetune, tmp_path, repo_id="org/emoreg-demo")
+    assert written == tmp_path / "README.md"
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
     assert [p.stem for p in pngs] == ["confusion_matrix", "rho_histogram", "rho_per_class", "training_curves"]
     for png in pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.read_bytes()[:8] == PNG_MAGIC
         with Image.open(png) as image:
             image.verify()
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) > 100
 
 
-def test_several_seeds_give_mean_and_std(runs):
-    card = build_model_card([runs["emoreg"], runs["emoreg_seed2"]], repo_id="org/x")
-    a, b = (json.loads((runs[k] / "all_results.json").read_text()) for k in ("emoreg", "emoreg_seed2"))
+def test_several_seeds_give_mean_and_std(demo_runs, tmp_path):
+    seed2 = variant(
+        demo_runs.finetune, tmp_path / "seed2", shift=-0.02, info=lambda i: i["training"].update(seed=8)
+    )
+    card = build_model_card([demo_runs.finetune, seed2], repo_id="org/x")
+    a, b = (json.loads((d / "all_results.json").read_text()) for d in (demo_runs.finetune, seed2))
     test_accuracy = next(
         r for r in card.data.eval_results if r.dataset_split == "test" and r.metric_type == "accuracy"
     )
     assert test_accuracy.metric_value == pytest.approx((a["test_accuracy"] + b["test_accuracy"]) / 2)
-    assert "**2 seeds** (1, 2)" in card.text and " ± " in card.text
-    with pytest.raises(ValueError, match="differ in|not the configuration"):
-        build_model_card([runs["emoreg"], runs["fixed"]])
-    compared = build_model_card([runs["emoreg"]], compare_dirs=[runs["fixed"]]).text
-    assert "emoreg (adaptive, concat) (this checkpoint)" in compared and "emoreg (fixed, concat)" in compared
+    mean, std = (
+        np.mean([a["test_accuracy"], b["test_accuracy"]]),
+        np.std([a["test_accuracy"], b["test_accuracy"]], ddof=1),
+    )
+    assert f"| test | {mean:.4f} ± {std:.4f} |" in card.text
+    assert "**2 seeds** (7, 8)" in card.text and "mean of 2 seeds" in str(card)
+
+    other_lr = variant(
+        demo_runs.finetune, tmp_path / "lr", info=lambda i: i["training"].update(seed=9, learning_rate=0.1)
+    )
+    with pytest.raises(ValueError, match="training.learning_rate"):
+        build_model_card([demo_runs.finetune, other_lr])
+    fixed = variant(
+        demo_runs.finetune, tmp_path / "fixed", info=lambda i: i["emoreg"].update(regulation="fixed")
+    )
+    with pytest.raises(ValueError, match="differ in emoreg"):
+        build_model_card([demo_runs.finetune, fixed])
+
+
+def make_baseline(run: Path, dest: Path, seed: int, shift: float) -> Path:
+    def as_baseline(info):
+        info.update(method="baseline", emoreg=None)
+        info["training"]["seed"] = seed
+        info["command"] = info["command"] + " --method baseline"
+
+    return variant(run, dest, shift=shift, info=as_baseline)
+
+
+def test_controls_table_from_compare_dirs(demo_runs, tmp_path, no_network, capsys):
+    baselines = [
+        make_baseline(demo_runs.finetune, tmp_path / f"baseline{s}", s, 0.1 + 0.01 * s) for s in (1, 2)
+    ]
+    card = build_model_card(demo_runs.finetune, repo_id="org/emoreg-demo", compare_dirs=baselines).text
+    accuracy = json.loads((demo_runs.finetune / "all_results.json").read_text())["test_accuracy"]
+    assert f"| emoreg (adaptive, concat) (this checkpoint) | 1 | {accuracy:.4f} | – |" in card
+    assert re.search(
+        r"\| baseline \| 2 \| [\d.]+ ± [\d.]+ \| this checkpoint behind by 0\.1150 \(single runs", card
+    )
+    assert "Not attached to this card: transfer, shuffled-emotion control, no-pretraining control" in card
+    assert "# the configurations in the Controls table" in card and "--method baseline" in card
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import push
+    finally:
+        sys.path.pop(0)
+    argv = [
+        str(demo_runs.finetune),
+        "--repo_id",
+        "org/emoreg-demo",
+        "--dry_run",
+        "--compare",
+        *map(str, baselines),
+    ]
+    assert push.main(argv) == 0
+    assert "| baseline | 2 |" in capsys.readouterr().out
+
+    with pytest.raises(ValueError, match="same stage"):
+        build_model_card(demo_runs.finetune, compare_dirs=[demo_runs.pretrain])
 
 
 def test_scrub_rewrites_paths_and_drops_secrets(tmp_path):
     data = {
         "hub_token": FAKE_TOKEN,
         "output_dir": str(tmp_path / "run"),
-        "command": f"accelerate launch {Path.cwd() / 'recipes/finetune.py'} --output_dir {tmp_path / 'run'}",
+        "command": f"accelerate launch {ROOT / 'recipes/finetune.py'} --output_dir {tmp_path / 'run'}",
         "model": "org/name",
         "url": "https://huggingface.co/org/name",
         "note": f"token {FAKE_TOKEN}",
@@ -301,65 +267,116 @@ def test_scrub_rewrites_paths_and_drops_secrets(tmp_path):
 # -------------------------------------------------------------------------------------------- export
 
 
-def test_export_holds_only_publishable_files(runs, tmp_path):
-    folder = export_for_hub(runs["emoreg"], tmp_path / "export", repo_id="org/emoreg-demo")
-    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= files
-    assert {"configuration_emoreg.py", "modeling_emoreg.py", "backbones.py"} <= files
-    assert {"all_results.json", "run_info.json", "trainer_state.json", "predictions_test.json"} <= files
-    assert "plots/rho_histogram.png" in files
-    assert not any(
-        f.startswith(("checkpoint-", "runs")) or f.endswith((".bin", ".pt", ".pkl")) for f in files
-    )
-    assert check_export(folder, local_paths=[runs["emoreg"]]) == []
-    assert json.loads((folder / "config.json").read_text())["auto_map"]
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_export_holds_only_publishable_files(demo_runs, exports, stage):
+    run, folder = getattr(demo_runs, stage), exports[stage]
+    left_behind = files_of(run) - files_of(folder)
+    assert "training_args.bin" in left_behind and any(f.startswith("checkpoint-") for f in left_behind)
+    files = files_of(folder)
+    assert {
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "all_results.json",
+    } <= files
+    assert {"trainer_state.json", "run_info.json", "plots/training_curves.png"} <= files
+    if stage == "finetune":
+        assert {
+            "configuration_emoreg.py",
+            "modeling_emoreg.py",
+            "backbones.py",
+            "predictions_test.json",
+        } <= files
+        assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModelForImageClassification"]
+    assert not any(f.endswith(FORBIDDEN) or "checkpoint-" in f or "optimizer" in f for f in files), files
+    assert check_export(folder, local_paths=[run]) == []
+    local = [str(demo_runs.root), str(ROOT), str(Path.home()) + "/", "/tmp/"]
     for path in folder.rglob("*"):
         if path.suffix in (".json", ".md", ".py"):
             text = path.read_text()
-            assert str(runs["emoreg"].parent) not in text and str(Path.home()) + "/" not in text, path
-            assert FAKE_TOKEN not in text, path
-    info = json.loads((folder / "run_info.json").read_text())
-    assert info["config"]["affect_model_name_or_path"] == "affect"
+            assert not any(p in text for p in local), (path, [p for p in local if p in text])
+            assert not re.search(r"\bhf_[A-Za-z0-9]{20,}", text), path
+
+
+def test_export_scrubs_tokens_and_check_export_catches_leaks(demo_runs, tmp_path):
+    def leak(info):
+        info["config"]["hub_token"] = FAKE_TOKEN
+        info["command"] += f" --hub_token {FAKE_TOKEN} --logging_dir {Path.home() / 'logs'}"
+
+    run = variant(demo_runs.finetune, tmp_path / "run", info=leak)
+    folder = export_for_hub(run, tmp_path / "export", repo_id="org/emoreg-demo")
+    for path in folder.rglob("*.*"):
+        if path.suffix in (".json", ".md"):
+            assert FAKE_TOKEN not in path.read_text() and str(Path.home()) not in path.read_text(), path
+    assert "hub_token" not in json.loads((folder / "run_info.json").read_text())["config"]
 
     (folder / "optimizer.pt").write_bytes(b"x")
     (folder / "notes.json").write_text(json.dumps({"path": "/home/someone/data"}))
+    (folder / "secret.md").write_text(f"token {FAKE_TOKEN}")
     problems = "\n".join(check_export(folder))
-    assert "optimizer.pt" in problems and "notes.json" in problems
+    assert "optimizer.pt" in problems and "notes.json" in problems and "secret.md" in problems
 
 
-def test_export_refuses_pickle_only_weights(runs, tmp_path):
-    run = copy_run(runs["affect"], tmp_path)
+def test_export_refuses_pickle_only_weights(demo_runs, tmp_path):
+    run = copy_run(demo_runs.pretrain, tmp_path / "run")
     (run / "model.safetensors").rename(run / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match=r"no \*\.safetensors weights \(found pytorch_model.bin"):
         export_for_hub(run, tmp_path / "export")
 
 
-def test_export_loads_in_a_fresh_process_with_the_same_logits(runs, tmp_path):
-    folder = export_for_hub(runs["emoreg"], tmp_path / "export")
-    torch.save(PIXELS, tmp_path / "pixels.pt")
+def python_blocks(card: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card.read_text(), flags=re.S)
+
+
+def test_export_loads_in_a_fresh_process_and_the_cards_usage_code_runs(demo_runs, exports, tmp_path):
+    """The finetune export gives the trained model's logits without emoreg_hf; both cards' snippets run."""
+    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(pixels, tmp_path / "pixels.pt")
+    trained = AutoModelForImageClassification.from_pretrained(demo_runs.finetune).eval()
+    assert type(trained).__name__ == "EmoRegForImageClassification"
+    with torch.no_grad():
+        expected = trained(pixels).logits
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(tmp_path / "image.jpg")
+
+    snippets = []
+    for stage, repo in (("finetune", "org/emoreg-demo"), ("pretrain", "org/emoreg-demo-affect")):
+        code = python_blocks(exports[stage] / "README.md")[0]  # the first block: plain transformers usage
+        assert f'"{repo}"' in code
+        snippets.append(code.replace(f'"{repo}"', repr(str(exports[stage]))))
     script = textwrap.dedent(
         f"""
         import sys, torch
         from transformers import AutoModelForImageClassification
-        model = AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        assert "emoreg_hf" not in sys.modules
+        model = AutoModelForImageClassification.from_pretrained({str(exports["finetune"])!r}, trust_remote_code=True)
+        model.eval()
+        assert "emoreg_hf" not in sys.modules, "the export must not need emoreg_hf"
         with torch.no_grad():
-            torch.save(model(torch.load({str(tmp_path / "pixels.pt")!r})).logits, {str(tmp_path / "logits.pt")!r})
+            torch.save(model(torch.load("pixels.pt")).logits, "logits.pt")
+        for snippet in {snippets!r}:
+            exec(snippet, {{"__name__": "__main__"}})
+            print("---")
+        assert "emoreg_hf" not in sys.modules
         """
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    expected = torch.load(runs["emoreg"].parent / "emoreg_logits.pt")
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-6)
+    assert result.returncode == 0, result.stderr[-4000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-5)
+    finetune_out, pretrain_out = result.stdout.split("---\n")[:2]
+    labels = trained.config.id2label.values()
+    assert any(label in finetune_out for label in labels) and "rho: " in finetune_out
+    assert all(e in finetune_out for e in trained.config.emotion_labels)  # the emotion_probs dict
+    assert "'score'" in pretrain_out and any(e in pretrain_out for e in trained.config.emotion_labels)
 
 
 # ---------------------------------------------------------------------------------------------- push
 
 
 class RecordingApi:
-    """Stands in for `HfApi`: records every call, holds `existing` files per revision, never networks."""
+    """Stands in for `HfApi`: records every call, holds `existing` (revision, file) pairs, never networks."""
 
     def __init__(self, existing=(), token=FAKE_TOKEN):
         self.token, self.existing, self.calls = token, set(existing), []
@@ -376,8 +393,7 @@ class RecordingApi:
         return (kwargs.get("revision"), filename) in self.existing
 
     def upload_folder(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        files = files_of(Path(kwargs["folder_path"]))
         self.calls.append(("upload_folder", kwargs["repo_id"], kwargs | {"files": files}))
         return "https://huggingface.co/org/emoreg-demo/commit/abc"
 
@@ -385,42 +401,52 @@ class RecordingApi:
         return [c[0] for c in self.calls]
 
 
-def test_push_uploads_the_export_to_the_repo_and_branch(runs, no_network):
+def test_push_uploads_the_export_to_the_repo_and_branch(demo_runs, exports, no_network):
     api = RecordingApi()
-    url = push_to_hub([runs["emoreg"]], "org/emoreg-demo", private=True, revision="v1", api=api)
+    url = push_to_hub([demo_runs.finetune], "org/emoreg-demo", private=True, revision="v1", api=api)
     assert url.endswith("/commit/abc")
     assert api.names() == ["create_repo", "create_branch", "file_exists", "upload_folder"]
     _, repo_id, create = api.calls[0]
     assert repo_id == "org/emoreg-demo" and create["exist_ok"] is True and create["private"] is True
-    assert api.calls[1][2]["branch"] == "v1"
+    assert api.calls[1][2]["branch"] == "v1" and api.calls[2][2]["revision"] == "v1"
     upload = api.calls[3][2]
     assert upload["repo_id"] == "org/emoreg-demo" and upload["revision"] == "v1" and not upload["create_pr"]
-    assert {"README.md", "model.safetensors", "config.json", "modeling_emoreg.py"} <= set(upload["files"])
-    assert not any(f.endswith((".bin", ".pt")) or f.startswith("checkpoint-") for f in upload["files"])
+    assert upload["files"] == files_of(exports["finetune"])  # exactly the checked export
+    assert "training_args.bin" not in upload["files"]
 
 
-def test_push_never_overwrites_an_existing_card_unless_asked(runs, no_network):
+def test_push_never_overwrites_an_existing_card_unless_asked(demo_runs, no_network):
     api = RecordingApi(existing={(None, "README.md")})
     with pytest.raises(CardExistsError, match="--overwrite"):
-        push_to_hub(runs["emoreg"], "org/emoreg-demo", api=api)
+        push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api)
     assert "upload_folder" not in api.names()
-    push_to_hub(runs["emoreg"], "org/emoreg-demo", api=api, overwrite=True)
+    push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api, overwrite=True)
     assert api.names()[-1] == "upload_folder"
+
+    branch = RecordingApi(existing={("v1", "README.md")})  # a card on another branch does not block main
+    push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=branch)
+    assert branch.names()[-1] == "upload_folder"
+
     pr = RecordingApi(existing={(None, "README.md")})
-    push_to_hub(runs["emoreg"], "org/emoreg-demo", api=pr, create_pr=True)  # a PR proposes, never overwrites
-    assert pr.calls[-1][2]["create_pr"] is True
+    push_to_hub(
+        demo_runs.finetune, "org/emoreg-demo", api=pr, create_pr=True
+    )  # a PR proposes, never overwrites
+    assert pr.calls[-1][2]["create_pr"] is True and "create_branch" not in pr.names()
 
 
-def test_dry_run_prints_files_and_card_without_network(runs, no_network, capsys):
+def test_dry_run_prints_files_and_card_without_network(demo_runs, no_network, capsys):
     api = RecordingApi()
-    assert push_to_hub(runs["emoreg"], "org/emoreg-demo", dry_run=True, api=api) is None
+    assert push_to_hub(demo_runs.pretrain, "org/emoreg-demo-affect", dry_run=True, api=api) is None
     assert api.calls == []
     out = capsys.readouterr().out
     assert "model.safetensors" in out and "plots/confusion_matrix.png" in out
-    assert "model-index:" in out and "# emoreg-demo" in out and "training_args.bin" not in out
+    assert "model-index:" in out and "# emoreg-demo-affect" in out
+    assert "training_args.bin" not in out and "checkpoint-" not in out
 
 
-def test_missing_credentials_give_a_clear_message(runs, no_network, monkeypatch, tmp_path, capsys):
+def test_missing_credentials_and_no_hub_give_clear_messages(
+    demo_runs, no_network, monkeypatch, tmp_path, capsys
+):
     import huggingface_hub
 
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
@@ -428,15 +454,26 @@ def test_missing_credentials_give_a_clear_message(runs, no_network, monkeypatch,
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     api = RecordingApi(token=None)
     with pytest.raises(HubCredentialsError, match="hf auth login"):
-        push_to_hub(runs["emoreg"], "org/emoreg-demo", api=api)
+        push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api)
     assert api.calls == []
+    # what the recipes' --push_to_hub path calls, with the real HfApi: a message, no network, no traceback
+    with pytest.raises(HubCredentialsError, match="No Hugging Face token"):
+        push_to_hub([str(demo_runs.finetune)], "org/emoreg-demo", private=False)
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        push_to_hub([str(demo_runs.finetune)], None)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    class Unreachable(RecordingApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise ConnectionError("no route to host")
+
+    with pytest.raises(HubUnreachableError, match="Could not reach the Hub"):
+        push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=Unreachable())
+
+    sys.path.insert(0, str(ROOT / "recipes"))
     try:
         import push
     finally:
         sys.path.pop(0)
-    assert push.main([str(runs["emoreg"]), "--repo_id", "org/emoreg-demo"]) == 1
+    assert push.main([str(demo_runs.finetune), "--repo_id", "org/emoreg-demo"]) == 1
     err = capsys.readouterr().err
     assert "No Hugging Face token" in err and "Traceback" not in err
-    assert push.main([str(runs["emoreg"]), "--repo_id", "org/emoreg-demo", "--dry_run"]) == 0
