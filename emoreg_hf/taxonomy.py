@@ -165,16 +165,20 @@ class LabelSpace:
     ) -> dict[str, str | None]:
         """Map every source label name to a name of this space (None = dropped).
 
-        ``label_map`` overrides win (a value of None drops that label). Unless ``drop_unmapped``, an
-        :class:`UnmappedLabelError` lists every label that could not be mapped.
+        ``label_map`` overrides win (a value of None drops that label). A value is a label of this space
+        or any name that maps onto it, so one map can name a source's numbered classes once and serve
+        every taxonomy (``{"1": happy}`` -> ``happiness`` on ekman7, ``positive`` on valence3). Unless
+        ``drop_unmapped``, an :class:`UnmappedLabelError` lists every label that could not be mapped.
         """
-        overrides = {str(k): v for k, v in (label_map or {}).items()}
-        for src, dst in overrides.items():
-            if dst is not None and dst not in self.names:
+        overrides: dict[str, str | None] = {}
+        for src, dst in (label_map or {}).items():
+            target = None if dst is None else self.resolve(str(dst))
+            if dst is not None and target is None:
                 raise ValueError(
-                    f"source {source!r}: label_map sends {src!r} to {dst!r}, which is not a label of "
-                    f"taxonomy {self.name!r} {self.names}"
+                    f"source {source!r}: label_map sends {str(src)!r} to {dst!r}, which is not a label of "
+                    f"taxonomy {self.name!r} {self.names} and does not map onto one"
                 )
+            overrides[str(src)] = target
         mapping: dict[str, str | None] = {}
         unmapped = []
         for label in source_labels:

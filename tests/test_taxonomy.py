@@ -66,6 +66,18 @@ def test_overrides_and_drop_unmapped():
     }
 
 
+def test_label_map_values_may_be_any_name_that_maps():
+    """One map names numbered classes (AffectNet's 0..7) once; each taxonomy resolves the names."""
+    affectnet = {0: "neutral", 1: "happy", 2: "sad", 3: "surprise", 4: "fear", 5: "disgust", 6: "anger"}
+    numbered = [str(i) for i in range(8)]
+    valence = get_label_space("valence3").map_labels(numbered, label_map={**affectnet, 7: "contempt"})
+    assert valence["1"] == "positive" and valence["7"] == "negative" and valence["3"] == "neutral"
+    ekman = get_label_space("ekman7").map_labels(numbered, label_map={**affectnet, 7: None})
+    assert ekman["1"] == "happiness" and ekman["2"] == "sadness" and ekman["7"] is None
+    with pytest.raises(ValueError, match="'7' to 'contempt'.*taxonomy 'ekman7'.*does not map onto one"):
+        get_label_space("ekman7").map_labels(numbered, label_map={**affectnet, 7: "contempt"})
+
+
 def test_user_defined_space():
     mine = get_label_space(
         {"name": "mine", "labels": {"anger": "negative", "calm": "positive", "meh": "neutral"}}
