@@ -1,12 +1,14 @@
 import hashlib
 import json
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
+import yaml
 from data_fixtures import *  # noqa: F403
-from data_fixtures import CIFAR10_NAMES, MIKELS_NAMES, png_bytes
+from data_fixtures import CIFAR10_NAMES, MIKELS_NAMES, png_bytes, write_parquet
 
 from emoreg_hf.data import SourceSpec, load_affective_mixture, load_target_dataset
 from emoreg_hf.taxonomy import UnmappedLabelError
@@ -206,3 +208,46 @@ def test_source_spec_from_dict():
     spec = SourceSpec.from_any({"path": "imagefolder", "data_dir": "/x/fer2013", "weight": 2})
     assert spec.display_name == "fer2013" and spec.weight == 2
     assert SourceSpec.from_any("uoft-cs/cifar10").display_name == "uoft-cs/cifar10"
+
+
+EXAMPLE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "examples" / "affective_mixture.yaml"
+
+
+def test_example_yaml_four_schemas_one_weighted_stream(fer_dir, tmp_path):
+    """recipes/examples/affective_mixture.yaml, as written, on tiny stand-ins for its four layouts."""
+    rng = np.random.default_rng(5)
+    root = tmp_path / "affect"
+    root.mkdir()
+    (root / "fer2013").symlink_to(fer_dir)  # train/<adjective>/*.jpg, grayscale
+    for emotion in MIKELS_NAMES:  # FI: <emotion>/*.jpg, no split folders
+        (root / "FI" / "emotion_dataset" / emotion).mkdir(parents=True)
+        for i in range(3):
+            (root / "FI" / "emotion_dataset" / emotion / f"{i}.jpg").write_bytes(
+                png_bytes(rng, 96, fmt="JPEG")
+            )
+    features = datasets.Features(
+        {"image": datasets.Image(), "emotion": datasets.Value("string"), "arousal": datasets.Value("float32")}
+    )
+    for split, n in (("train", 24), ("val", 8)):  # EmoSet: parquet, own validation split
+        emotions = [MIKELS_NAMES[i % 8] for i in range(n)]
+        cols = {"image": [{"bytes": png_bytes(rng, 64), "path": None} for _ in emotions], "emotion": emotions}
+        write_parquet(root / "emoset" / f"{split}-00000.parquet", {**cols, "arousal": [0.5] * n}, features)
+    (root / "oasis").mkdir()  # OASIS: flat folder + metadata.csv with a valence_bin column
+    rows = ["file_name,valence_bin,valence_mean"]
+    for i in range(30):
+        (root / "oasis" / f"I{i}.jpg").write_bytes(png_bytes(rng, 80, fmt="JPEG"))
+        rows.append(f"I{i}.jpg,{('low', 'mid', 'high')[i % 3]},4.0")
+    (root / "oasis" / "metadata.csv").write_text("\n".join(rows) + "\n")
+
+    config = yaml.safe_load(EXAMPLE_YAML.read_text().replace("/data/affect", str(root)))
+    assert set(config) == {"taxonomy", "affective_sources"} and len(config["affective_sources"]) == 4
+    dd, report = load_affective_mixture(config["affective_sources"], config["taxonomy"], seed=0)
+    assert list(dd["train"].features) == FEATURES and dd["train"].features["label"].names == [
+        "negative", "neutral", "positive",
+    ]  # fmt: skip
+    assert set(dd["train"]["source"]) == set(report["sources"]) == {"fer2013", "fi", "emoset", "oasis"}
+    assert report["sources"]["fer2013"]["mapping"]["surprise"] == "positive"  # its label_map
+    assert report["sources"]["oasis"]["mapping"] == {"high": "positive", "low": "negative", "mid": "neutral"}
+    assert report["sources"]["emoset"]["validation_from"] == "validation"  # its own split (data_files)
+    assert report["mixture"]["probabilities"]["fi"] == 2 * report["mixture"]["probabilities"]["fer2013"]
+    assert {dd["train"][i]["image"].mode for i in range(0, len(dd["train"]), 7)} == {"RGB"}
