@@ -736,7 +736,10 @@ def build_model_card(
     emoreg = info.get("emoreg") or {}
 
     tags = ["image-classification", "emoreg", "emotional-regulation", "affective-computing"]
-    tags.append("emotion-recognition" if run.stage == "pretrain" else "emoreg-classifier")
+    if run.stage == "pretrain":
+        tags.append("emotion-recognition")
+    elif run.method != "baseline":
+        tags.append("emoreg-classifier")
     if run.method:
         tags.append(f"method-{run.method}")
     if emoreg.get("regulation") and run.method == "emoreg":
@@ -748,15 +751,21 @@ def build_model_card(
 
     datasets, mappings = _pretrain_sources(info)
     base_models = info.get("base_models") or []
+    hub_base_models = [m for m in base_models if _is_hub_id(m)]
     metrics = reported_metrics(run)
-    stage1 = _stage1_run(run) if run.stage == "finetune" else None
+    uses_stage1 = run.stage == "finetune" and run.method in ("emoreg", "transfer")
+    stage1 = (
+        _stage1_run(run) if uses_stage1 and not (info.get("controls") or {}).get("no_pretraining") else None
+    )
     card_data = ModelCardData(
         license=info.get("license", "apache-2.0"),
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=tags,
         datasets=[d["id"] for d in datasets if _is_hub_id(d.get("id"))] or None,
-        base_model=[m for m in base_models if _is_hub_id(m)] or None,
+        base_model=hub_base_models or None,
+        # Two base models would read as a merge on the Hub; both pathways are fine-tuned from / built on them.
+        base_model_relation="finetune" if hub_base_models else None,
         metrics=[m for m in metrics if any(f"{p}_{m}" in stats for p in SPLITS)] or None,
         model_name=model_name,
         eval_results=evals or None,
@@ -950,6 +959,24 @@ def push_to_hub(
         return _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api)
 
 
+def push_from_training_args(output_dir: PathLike, training_args: Any) -> str | None:
+    """The recipes' `--push_to_hub true --hub_model_id org/name` path: push `output_dir` with the
+    `hub_*` training arguments, or exit with the reason (missing token, existing card, bad id), not a traceback."""
+    try:
+        return push_to_hub(
+            [output_dir],
+            training_args.hub_model_id,
+            private=bool(getattr(training_args, "hub_private_repo", False)),
+            revision=getattr(training_args, "hub_revision", None),
+            token=getattr(training_args, "hub_token", None),
+        )
+    except (HubPushError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(
+            f"push_to_hub: {error}\nThe run in {output_dir} is complete and saved; publish it later with "
+            f"`python recipes/push.py {output_dir} --repo_id {training_args.hub_model_id or 'org/name'}`."
+        ) from None
+
+
 def _hf_api(token: str | None):
     from huggingface_hub import HfApi
 
@@ -963,7 +990,8 @@ def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, com
     if not (getattr(api, "token", None) or get_token()):
         raise HubCredentialsError(
             "No Hugging Face token found, so nothing was pushed. Log in with `hf auth login` or set HF_TOKEN "
-            "(a token with write access to the target namespace), then rerun; --dry_run needs no token."
+            "(a token with write access to the target namespace), then rerun; `recipes/push.py ... --dry_run` "
+            "shows what would be uploaded without a token."
         )
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from emoreg_hf.hub import (
     check_export,
     export_for_hub,
     load_run,
+    push_from_training_args,
     push_to_hub,
     reported_metrics,
     scrub,
@@ -461,6 +463,13 @@ def test_missing_credentials_and_no_hub_give_clear_messages(
         push_to_hub([str(demo_runs.finetune)], "org/emoreg-demo", private=False)
     with pytest.raises(ValueError, match="--hub_model_id"):
         push_to_hub([str(demo_runs.finetune)], None)
+    args = SimpleNamespace(
+        hub_model_id="org/emoreg-demo", hub_private_repo=None, hub_revision=None, hub_token=None
+    )
+    with pytest.raises(SystemExit, match="^push_to_hub: No Hugging Face token"):
+        push_from_training_args(demo_runs.finetune, args)
+    with pytest.raises(SystemExit, match="^push_to_hub: None is not a Hub model repository id"):
+        push_from_training_args(demo_runs.finetune, SimpleNamespace(hub_model_id=None))
 
     class Unreachable(RecordingApi):
         def create_repo(self, repo_id, **kwargs):
