@@ -1,0 +1,34 @@
+"""Run the ablation matrix (methods x seeds) through the pretrain/finetune recipes, then aggregate it.
+
+    python recipes/ablate.py [CONFIG.yaml] [--key value ...]
+
+With no CONFIG it runs the embedded demo matrix (recipes/ablations/demo.yaml: synthetic data, CPU, offline).
+Each run is a subprocess `python recipes/{pretrain,finetune}.py <run>/ablation_run.yaml`, so the matrix
+runs the same code as users. Stage-1 models are trained once per (variant, seed) and shared; a finished
+run is skipped when the command is repeated, so an interrupted matrix resumes where it stopped.
+
+Config keys: `pretrain` and `finetune` (recipe keys for each stage; `config: <recipe YAML>` as the base,
+or just the YAML's path), `methods` (default all seven: baseline, transfer, emoreg_fixed,
+emoreg_learned, emoreg_adaptive, shuffled_emotion, no_pretraining), `seeds` (a count or a list;
+default 3 = seeds 0, 1, 2), `output_dir`, `title`, `notes`.
+
+Overrides: `--STAGE.KEY VALUE` sets a recipe key of one stage; `--seeds`, `--methods`, `--output_dir`
+set the matrix. Values are YAML, so lists and dicts work (quote them for the shell):
+
+    python recipes/ablate.py recipes/ablations/real_small.yaml \
+        --pretrain.affective_sources '[{path: imagefolder, data_dir: ../shared/data/fer2013-mini}]' \
+        --finetune.dataset '{path: ../shared/data/cifar10-mini}' \
+        --seeds 3 --methods baseline,emoreg_adaptive,shuffled_emotion
+
+Output: `<output_dir>/{pretrain,finetune}/<variant or method>/seed<N>/` (one recipe run each, with its
+YAML and log), `ablation.log`, and `results.md`, `results.json`, `results.png`.
+"""
+
+from pathlib import Path
+
+from emoreg_hf.ablation import main
+
+HERE = Path(__file__).parent
+
+if __name__ == "__main__":
+    main(recipes_dir=HERE, default_config=HERE / "ablations" / "demo.yaml")

@@ -1,0 +1,284 @@
+"""The ablation runner: planning, overrides, statistics against hand-computed values, and the demo matrix
+end to end (2 seeds x 2 methods through the real recipes) with skip-on-restart."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emoreg_hf import ablation
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+
+# -- statistics -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "p, df, expected",
+    [
+        (0.975, 1, 12.706204736174705),
+        (0.975, 2, 4.302652729749464),
+        (0.975, 4, 2.7764451051977987),
+        (0.975, 29, 2.045229642132703),
+        (0.95, 10, 1.8124611228107335),
+        (0.025, 3, -3.182446305284263),
+    ],
+)
+def test_t_quantile_matches_tables(p, df, expected):
+    assert ablation.t_quantile(p, df) == pytest.approx(expected, rel=1e-9)
+
+
+def test_t_quantile_agrees_with_scipy_when_installed():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 5, 8, 13, 50, 200):
+        for p in (0.9, 0.95, 0.975, 0.995):
+            assert ablation.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+
+
+def test_describe_by_hand():
+    stats = ablation.describe([0.5, 0.6, 0.7])
+    # mean 0.6; std (ddof=1) = sqrt((0.01 + 0 + 0.01) / 2) = 0.1; sem = 0.1 / sqrt(3)
+    half = 4.302652729749464 * 0.1 / math.sqrt(3)  # t(0.975, 2) x sem = 0.248414...
+    assert stats["n"] == 3
+    assert stats["mean"] == pytest.approx(0.6)
+    assert stats["std"] == pytest.approx(0.1)
+    assert stats["ci_low"] == pytest.approx(0.6 - half) and stats["ci_low"] == pytest.approx(
+        0.351586, abs=1e-6
+    )
+    assert stats["ci_high"] == pytest.approx(0.848414, abs=1e-6)
+    single = ablation.describe([0.4])
+    assert single["mean"] == 0.4 and single["std"] is None and single["ci_low"] is None
+
+
+def test_paired_difference_by_hand():
+    method = {0: 0.50, 1: 0.60, 2: 0.70}
+    baseline = {0: 0.40, 1: 0.55, 2: 0.60, 3: 0.99}  # seed 3 has no partner and is left out
+    stats = ablation.paired_difference(method, baseline)
+    # differences 0.10, 0.05, 0.10: mean 0.083333, std sqrt(0.0025 / 3) = 0.0288675, sem 0.0166667
+    assert stats["seeds"] == [0, 1, 2]
+    assert stats["mean"] == pytest.approx(0.0833333, abs=1e-7)
+    assert stats["std"] == pytest.approx(0.0288675, abs=1e-7)
+    assert stats["ci_low"] == pytest.approx(0.0116224, abs=1e-6)
+    assert stats["ci_high"] == pytest.approx(0.1550443, abs=1e-6)
+    assert stats["verdict"] == "higher"
+    noisy = ablation.paired_difference({0: 0.5, 1: 0.6}, {0: 0.55, 1: 0.5})
+    assert noisy["verdict"] == "noise"
+    assert ablation.paired_difference({0: 0.1, 1: 0.2}, {0: 0.3, 1: 0.41})["verdict"] == "lower"
+
+
+def _records(values: dict[str, list[float]], rho: float | None = None) -> dict:
+    return {
+        method: {
+            seed: {
+                "test_accuracy": v,
+                "test_top5_accuracy": 0.9,
+                "test_macro_f1": v - 0.01,
+                "test_balanced_accuracy": v,
+                "test_ece": 0.05,
+                "eval_accuracy": v + 0.01,
+                "train_runtime": 10.0 + seed,
+                "train_samples_per_second": 100.0,
+                **({"test_rho_mean": rho} if rho is not None and method != "baseline" else {}),
+            }
+            for seed, v in enumerate(vs)
+        }
+        for method, vs in values.items()
+    }
+
+
+def test_summarize_and_render_fixed_input(tmp_path):
+    records = _records(
+        {
+            "baseline": [0.40, 0.55, 0.60],
+            "emoreg_adaptive": [0.50, 0.60, 0.70],
+            "shuffled_emotion": [0.50, 0.60, 0.70],
+        },
+        rho=0.3,
+    )
+    summary = ablation.summarize(records)
+    assert summary["split"] == "test" and summary["baseline"] == "baseline"
+    adaptive = summary["methods"]["emoreg_adaptive"]
+    assert adaptive["n"] == 3
+    assert adaptive["metrics"]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert adaptive["metrics"]["accuracy"]["std"] == pytest.approx(0.1)
+    assert adaptive["vs_baseline"]["mean"] == pytest.approx(0.0833333, abs=1e-7)
+    assert adaptive["rho_mean"]["mean"] == pytest.approx(0.3)
+    assert adaptive["train_runtime"]["mean"] == pytest.approx(11.0)
+    assert summary["methods"]["baseline"]["rho_mean"] is None
+    (shuffled,) = summary["comparisons"]
+    assert shuffled["versus"] == "shuffled_emotion" and shuffled["mean"] == pytest.approx(0.0)
+    assert shuffled["verdict"] == "noise"  # identical runs: a zero-width interval at 0
+    text = ablation.render_markdown(summary, title="fixed")
+    assert "| emoreg_adaptive | 3 | 60.00 ± 10.00 | [35.16, 84.84] | +8.33 [+1.16, +15.50] |" in text
+    assert "**higher beyond noise**" in text
+    assert "shuffled_emotion" in text and "t = 4.30" in text
+    json.dumps(summary)  # serialisable as written to results.json
+    assert ablation.plot_results(summary, tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_summarize_says_within_noise():
+    records = _records({"baseline": [0.50, 0.60, 0.55], "emoreg_adaptive": [0.52, 0.58, 0.57]})
+    summary = ablation.summarize(records)
+    assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["verdict"] == "noise"
+    assert "**within noise**" in ablation.render_markdown(summary)
+
+
+# -- configuration and planning -------------------------------------------------------------------------
+
+
+def test_overrides_are_nested_yaml():
+    out = ablation.parse_overrides(
+        [
+            "--pretrain.affective_sources",
+            '[{"path": "imagefolder", "data_dir": "../x"}]',
+            "--finetune.dataset={path: ../y}",
+            "--finetune.eval_strategy",
+            "no",
+            "--seeds",
+            "2",
+            "--methods",
+            "baseline,emoreg_adaptive",
+        ]
+    )
+    assert out["pretrain"]["affective_sources"] == [{"path": "imagefolder", "data_dir": "../x"}]
+    assert out["finetune"] == {"dataset": {"path": "../y"}, "eval_strategy": "no"}
+    config = ablation.load_config(RECIPES / "ablations" / "demo.yaml", [*_flatten(out)], repo_root=REPO)
+    assert config.seeds == [0, 1] and config.methods == ["baseline", "emoreg_adaptive"]
+    assert config.finetune["dataset"] == {"path": "../y"}  # replaced, not merged into the preset
+    assert config.finetune["task_model_config"]["model_type"] == "resnet"  # from recipes/demo/finetune.yaml
+    assert "output_dir" not in config.finetune and "seed" not in config.pretrain  # owned by the runner
+    with pytest.raises(ValueError, match="unknown method"):
+        ablation.load_config({"pretrain": {}, "finetune": {}, "methods": ["emoreg_magic"]})
+    with pytest.raises(ValueError, match="unknown ablation key"):
+        ablation.load_config({"pretrain": {}, "finetune": {}, "seed": 3})
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[str]:
+    args = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not prefix:
+            args += _flatten(value, name + ".")
+        else:
+            args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+    return args
+
+
+def test_plan_trains_stage_one_once_per_variant_and_seed():
+    config = ablation.load_config(
+        {"pretrain": {"a": 1}, "finetune": {"b": 2}, "seeds": 3, "output_dir": "out"}
+    )
+    runs = ablation.plan_runs(config)
+    pretrain = [r.key for r in runs if r.stage == "pretrain"]
+    assert sorted(pretrain) == sorted(
+        f"pretrain/{v}/seed{s}" for v in ("normal", "shuffled") for s in range(3)
+    )
+    assert len([r for r in runs if r.stage == "finetune"]) == 21
+    by_key = {r.key: r for r in runs}
+    shuffled = by_key["finetune/shuffled_emotion/seed1"]
+    assert shuffled.needs == "pretrain/shuffled/seed1"
+    assert shuffled.values["affect_model_name_or_path"] == str(Path("out/pretrain/shuffled/seed1"))
+    assert by_key["pretrain/shuffled/seed1"].values["shuffle_labels"] is True
+    assert by_key["finetune/no_pretraining/seed0"].values["affect_init"] == "random"
+    assert by_key["finetune/emoreg_fixed/seed2"].values["regulation"] == "fixed"
+    assert "affect_model_name_or_path" not in by_key["finetune/baseline/seed0"].values
+    order = [r.key for r in runs]
+    assert order.index("pretrain/normal/seed0") < order.index("finetune/transfer/seed0")
+
+
+@pytest.mark.parametrize(
+    "name, switch",
+    [
+        ("baseline", {"method": "baseline"}),
+        ("transfer", {"method": "transfer"}),
+        ("emoreg_fixed", {"regulation": "fixed"}),
+        ("emoreg_learned", {"regulation": "learned"}),
+        ("emoreg_adaptive", {}),
+        ("no_pretraining", {"affect_init": "random"}),
+    ],
+)
+def test_single_method_configs_are_one_switch_from_the_recipe(name, switch):
+    base_file = RECIPES / "vit-base-patch16" / "finetune_cifar100.yaml"
+    if not base_file.is_file():
+        pytest.skip("recipes/vit-base-patch16/finetune_cifar100.yaml not present")
+    base = yaml.safe_load(base_file.read_text())
+    variant = yaml.safe_load((RECIPES / "ablations" / f"{name}.yaml").read_text())
+    base.pop("output_dir"), variant.pop("output_dir")
+    if name == "baseline":
+        base.pop("affect_model_name_or_path")  # the baseline has no affective pathway to load
+    changed = {k: variant.get(k) for k in set(base) | set(variant) if base.get(k) != variant.get(k)}
+    assert changed == switch
+
+
+def test_shuffled_config_is_one_switch_from_the_pretrain_recipe():
+    base_file = RECIPES / "vit-base-patch16" / "pretrain_affect.yaml"
+    if not base_file.is_file():
+        pytest.skip("recipes/vit-base-patch16/pretrain_affect.yaml not present")
+    base = yaml.safe_load(base_file.read_text())
+    variant = yaml.safe_load((RECIPES / "ablations" / "shuffled_emotion.yaml").read_text())
+    base.pop("output_dir"), variant.pop("output_dir")
+    assert {k: variant.get(k) for k in set(base) | set(variant) if base.get(k) != variant.get(k)} == {
+        "shuffle_labels": True
+    }
+
+
+# -- end to end -----------------------------------------------------------------------------------------
+
+
+def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
+    """2 seeds x 2 methods on the demo through the real recipes; a second call runs nothing."""
+    tiny = {
+        "methods": "baseline,emoreg_adaptive",
+        "seeds": "2",
+        "output_dir": str(tmp_path / "matrix"),
+        "pretrain.num_train_epochs": "1",
+        "pretrain.max_train_samples": "128",
+        "pretrain.max_eval_samples": "64",
+        "finetune.num_train_epochs": "1",
+        "finetune.max_train_samples": "128",
+        "finetune.max_eval_samples": "64",
+        "finetune.save_strategy": "no",
+    }
+    argv = [token for key, value in tiny.items() for token in (f"--{key}", value)]
+    config = ablation.load_config(RECIPES / "ablations" / "demo.yaml", argv, repo_root=REPO)
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    lines: list[str] = []
+
+    first = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
+    assert sorted(first["ran"]) == sorted(
+        [f"pretrain/normal/seed{s}" for s in (0, 1)]
+        + [f"finetune/{m}/seed{s}" for m in ("baseline", "emoreg_adaptive") for s in (0, 1)]
+    )
+    root = Path(config.output_dir)
+    run = root / "finetune" / "emoreg_adaptive" / "seed1"
+    assert (run / "ablation_run.yaml").is_file() and (run / "all_results.json").is_file()
+    assert yaml.safe_load((run / "ablation_run.yaml").read_text())["affect_model_name_or_path"] == str(
+        root / "pretrain" / "normal" / "seed1"
+    )
+    assert json.loads((run / "run_info.json").read_text())["config"]["regulation"] == "adaptive"
+
+    lines.clear()
+    second = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
+    assert second["ran"] == [] and len(second["skipped"]) == 6
+    assert sum("finished before, skipped" in line for line in lines) == 6
+    assert not any("running" in line for line in lines)
+
+    (run / "all_results.json").unlink()  # an interrupted run: only it runs again
+    third = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
+    assert third["ran"] == ["finetune/emoreg_adaptive/seed1"]
+
+    summary = ablation.aggregate(config)
+    assert set(summary["methods"]) == {"baseline", "emoreg_adaptive"}
+    assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["seeds"] == [0, 1]
+    assert summary["methods"]["emoreg_adaptive"]["rho_mean"] is not None
+    markdown = (root / "results.md").read_text()
+    assert "| baseline | 2 |" in markdown and "emoreg_adaptive" in markdown
+    assert (root / "results.png").is_file() and json.loads((root / "results.json").read_text())[
+        "split"
+    ] == "test"
