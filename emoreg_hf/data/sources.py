@@ -258,7 +258,12 @@ def _prepare_split(
         dropped = int(np.sum(_column(ds, "label") == -1))
         stats[split] = {"rows_loaded": len(ds), "bad_images": bad, "unmapped_dropped": dropped}
     else:
-        stats[split] = {"rows_loaded": None, "bad_images": None, "unmapped_dropped": None}  # counted lazily
+        stats[split] = {  # rows are checked as they stream past; skips are not counted
+            "rows_loaded": None,
+            "bad_images": None,
+            "unmapped_dropped": None,
+            "note": "streaming: unreadable images and unmapped labels are dropped as they arrive, uncounted",
+        }
     ds = ds.filter(_keep_row, batched=True, input_columns=["_keep", "label"]).remove_columns(
         ["_keep", "_bad"]
     )
@@ -441,6 +446,14 @@ def load_affective_mixture(
         stats["validation"] = len(validation)
         stats["class_counts"] = {"train": _count(train), "validation": _count(validation)}
         report["sources"][src] = stats
+        logger.info(
+            "source %r: %s train / %d validation rows; train classes %s; per split %s",
+            src,
+            stats["train"] if stats["train"] is not None else "streamed",
+            stats["validation"],
+            stats["class_counts"]["train"],
+            stats["splits"],
+        )
         trains.append(train)
         validations.append(validation)
 
