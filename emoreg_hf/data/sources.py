@@ -70,6 +70,7 @@ class SourceSpec:
     source: str | None = None  # the name written to the `source` column; default derived from path
     validation_split: str | None = None  # the data set's own validation split, if its name is unusual
     load_kwargs: dict = field(default_factory=dict)  # anything else for load_dataset
+    obtain: str | None = None  # how to get a gated or licensed source; shown when it is missing
 
     @classmethod
     def from_any(cls, spec: SourceSpec | Mapping | str) -> SourceSpec:
