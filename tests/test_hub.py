@@ -207,6 +207,26 @@ def test_several_seeds_give_mean_and_std(demo_runs, tmp_path):
         build_model_card([demo_runs.finetune, fixed])
 
 
+def test_hub_backbones_and_dataset_become_metadata(demo_runs, tmp_path):
+    """A run on Hub checkpoints and a Hub data set (as with real configs): both base models, the data set id."""
+    task, affect = "google/vit-base-patch16-224-in21k", "org/emoreg-vit-affect"
+
+    def on_the_hub(info):
+        info["config"].update(task_model_name_or_path=task, affect_model_name_or_path=affect)
+        info.update(base_models=[task, affect], synthetic_data=False)
+        info["datasets"] = [{"id": "uoft-cs/cifar10", "split_sizes": {"train": 256, "test": 64}}]
+
+    run = variant(demo_runs.finetune, tmp_path / "run", info=on_the_hub)
+    card = build_model_card(run, repo_id="org/emoreg-vit-cifar10")
+    data = card.data
+    assert data.base_model == [task, affect] and data.base_model_relation == "finetune"
+    assert data.datasets == ["uoft-cs/cifar10"] and "synthetic-data" not in data.tags
+    assert {(r.dataset_type, r.dataset_name) for r in data.eval_results} == {("uoft-cs/cifar10", "CIFAR-10")}
+    assert f"[`{affect}`](https://huggingface.co/{affect})" in card.text and "**CIFAR-10**" in card.text
+    assert "stage 1: the affective pathway" not in card.text  # stage 1 lives in its own Hub repo
+    assert "synthetic data" not in card.text
+
+
 def make_baseline(run: Path, dest: Path, seed: int, shift: float) -> Path:
     def as_baseline(info):
         info.update(method="baseline", emoreg=None)
