@@ -11,6 +11,7 @@ FLOP/s / peak dense bf16 FLOP/s of the card (`--peak_tflops`, else a table of kn
     python benchmarks/gpu_throughput.py                          # one GPU, ViT-B/16, batch 128
     python benchmarks/gpu_throughput.py --json out.json --compile off
     python benchmarks/gpu_throughput.py --device cpu --tiny      # a tiny ViT, a few steps: checks it runs
+                                                                 # (its figures are a smoke test, not a measurement)
 """
 
 from __future__ import annotations
@@ -159,7 +160,12 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny ViT at 32 px (a CPU smoke run)")
     parser.add_argument("--batch_size", type=int, default=None, help="default 128 (ViT-B/16), 8 with --tiny")
     parser.add_argument("--steps", type=int, default=None, help="timed steps; default 30, 3 with --tiny")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps; default 5, 2 with --tiny")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed steps (compilation happens here); default 5, 3 with --tiny",
+    )
     parser.add_argument("--compile", choices=["off", "on", "both"], default="both")
     parser.add_argument("--methods", default="baseline,emoreg")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
@@ -169,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     args.batch_size = args.batch_size or (8 if args.tiny else 128)
     args.steps = args.steps or (3 if args.tiny else 30)
-    args.warmup = args.warmup if args.warmup is not None else (2 if args.tiny else 5)
+    args.warmup = args.warmup if args.warmup is not None else (3 if args.tiny else 5)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
