@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import glob
 import os
 import sys
@@ -234,9 +235,19 @@ def _unwrap_optional(tp):
     return tp
 
 
-def _convert(name: str, raw: str, tp) -> Any:
-    """A command-line string to the field's type; structured types are parsed as YAML."""
-    if raw.lower() in ("none", "null") and (typing.get_origin(tp) in (typing.Union, types.UnionType)):
+def _is_textual(tp) -> bool:
+    """A field whose value is a word (str or an enum such as IntervalStrategy), never a structure or bool."""
+    members = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    if any(typing.get_origin(m) in (list, dict) or m in (list, dict, bool) for m in members):
+        return False
+    return any(isinstance(m, type) and issubclass(m, str | enum.Enum) for m in members)
+
+
+def _convert(name: str, raw: str, tp, default: Any = None) -> Any:
+    """A command-line string to the field's type; structured types are parsed as YAML. `none` is None for
+    optional fields whose default is None, and the word itself elsewhere (`--report_to none`)."""
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and default is None
+    if raw.lower() in ("none", "null") and optional:
         return None
     base = _unwrap_optional(tp)
     try:
@@ -248,7 +259,7 @@ def _convert(name: str, raw: str, tp) -> Any:
             return int(raw)
         if base is float:
             return float(raw)
-        if base is str or (isinstance(base, type) and issubclass(base, str)):
+        if _is_textual(base):
             return raw
     except ValueError as err:
         raise ValueError(f"--{name}: cannot read {raw!r} as {getattr(base, '__name__', base)}") from err
@@ -263,6 +274,8 @@ def _coerce_numbers(values: dict, types_by_name: dict) -> dict:
         base = _unwrap_optional(types_by_name.get(key))
         if isinstance(value, str) and base in (int, float):
             value = _convert(key, value, base)
+        elif isinstance(value, bool) and _is_textual(base):  # YAML 1.1 reads `no` as False
+            value = "yes" if value else "no"
         out[key] = value
     return out
 
@@ -274,11 +287,13 @@ class RecipeArgumentParser(HfArgumentParser):
         super().__init__((script_class, TrainingArguments))
         self.default_config = default_config
         self.types_by_name = {}
+        self.defaults_by_name = {}
         for dtype in self.dataclass_types:
             hints = typing.get_type_hints(dtype)
             for f in dataclasses.fields(dtype):
                 if f.init:
                     self.types_by_name[f.name] = hints.get(f.name, f.type)
+                    self.defaults_by_name[f.name] = None if f.default is dataclasses.MISSING else f.default
 
     def parse(self, argv: list[str] | None = None) -> tuple:
         """Return `(script_args, training_args, config_path)`."""
@@ -301,7 +316,7 @@ class RecipeArgumentParser(HfArgumentParser):
         self._check_known({**values, **overrides}, config_path)
         values = _coerce_numbers(values, self.types_by_name)
         for key, raw in overrides.items():
-            values[key] = _convert(key, raw, self.types_by_name[key])
+            values[key] = _convert(key, raw, self.types_by_name[key], self.defaults_by_name[key])
         script_args, training_args = self.parse_dict(values)
         return script_args, training_args, config_path
 

@@ -182,7 +182,9 @@ def setup_logging(training_args) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     for lib in (datasets.utils.logging, transformers.utils.logging):
         lib.set_verbosity(level)
-    logger.setLevel(level)
+    # Our own progress messages (data report, input path, resume) are INFO on the main process by default.
+    ours = logging.INFO if training_args.should_log and training_args.log_level == "passive" else level
+    logging.getLogger("emoreg_hf").setLevel(ours)
 
 
 def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
@@ -200,6 +202,16 @@ def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
             if name.startswith("checkpoint-"):
                 shutil.rmtree(os.path.join(training_args.output_dir, name))
     return checkpoint
+
+
+def adapt_training_args(training_args) -> bool:
+    """Settings every recipe needs; returns whether to push at the end (the recipe pushes the finished,
+    carded folder itself rather than letting Trainer push checkpoints)."""
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # nothing to pin for
+    return push
 
 
 def cap(split, n: int | None, seed: int = 0):

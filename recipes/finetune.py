@@ -17,6 +17,7 @@ from emoreg_hf.configs import FinetuneArguments, RecipeArgumentParser
 from emoreg_hf.data import load_target_dataset
 from emoreg_hf.training import (
     EmoRegTrainer,
+    adapt_training_args,
     build_compute_metrics,
     build_finetune_model,
     cap,
@@ -58,11 +59,7 @@ def main() -> None:
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(label_names))
     emotion_names = model.config.emotion_labels if args.method == "emoreg" else None
 
-    push, training_args.push_to_hub = (
-        training_args.push_to_hub,
-        False,
-    )  # we push the finished folder ourselves
-    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    push = adapt_training_args(training_args)
     trainer = EmoRegTrainer(
         model=model,
         args=training_args,
@@ -126,13 +123,9 @@ def main() -> None:
                 },
             },
         )
-        hub.write_model_card(training_args.output_dir)
+        hub.write_model_card(training_args.output_dir, repo_id=training_args.hub_model_id)
         if push:
-            hub.push_to_hub(
-                [training_args.output_dir],
-                training_args.hub_model_id,
-                private=bool(training_args.hub_private_repo),
-            )
+            hub.push_from_training_args(training_args.output_dir, training_args)
     print(
         f"test_accuracy={results.get('test_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
     )

@@ -5,6 +5,7 @@
 With no CONFIG it runs the embedded synthetic demo (recipes/demo/pretrain.yaml).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from emoreg_hf.data import load_affective_mixture
 from emoreg_hf.taxonomy import get_label_space
 from emoreg_hf.training import (
     EmoRegTrainer,
+    adapt_training_args,
     build_compute_metrics,
     build_pretrain_model,
     cap,
@@ -56,11 +58,7 @@ def main() -> None:
     model, model_geometry = build_pretrain_model(args, space.names)
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(space.names))
 
-    push, training_args.push_to_hub = (
-        training_args.push_to_hub,
-        False,
-    )  # we push the finished folder ourselves
-    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    push = adapt_training_args(training_args)
     trainer = EmoRegTrainer(
         model=model,
         args=training_args,
@@ -74,6 +72,8 @@ def main() -> None:
     results = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=space.names)
 
     if trainer.is_world_process_zero():
+        with open(os.path.join(training_args.output_dir, "data_report.json"), "w") as f:
+            json.dump(data_report, f, indent=2)
         write_run_info(
             training_args.output_dir,
             {
@@ -95,13 +95,9 @@ def main() -> None:
                 "controls": {"shuffle_labels": args.shuffle_labels},
             },
         )
-        hub.write_model_card(training_args.output_dir)
+        hub.write_model_card(training_args.output_dir, repo_id=training_args.hub_model_id)
         if push:
-            hub.push_to_hub(
-                [training_args.output_dir],
-                training_args.hub_model_id,
-                private=bool(training_args.hub_private_repo),
-            )
+            hub.push_from_training_args(training_args.output_dir, training_args)
     print(
         f"eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
     )
