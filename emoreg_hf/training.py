@@ -29,7 +29,18 @@ class EmoRegTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.finisher = finisher
         self.model_accepts_loss_kwargs = False  # losses are per-batch means
-        self._regulation_sums: dict[str, torch.Tensor] = {}
+        self._training_sums: dict[str, torch.Tensor] = {}
+
+    def _get_dataloader(self, *args, **kwargs):
+        """Evaluation batches are never mixed: mixup/cutmix belong to training only."""
+        collator = self.data_collator
+        if kwargs.get("is_training") or not getattr(collator, "mixes", False):
+            return super()._get_dataloader(*args, **kwargs)
+        self.data_collator = collator.without_mixing()
+        try:
+            return super()._get_dataloader(*args, **kwargs)
+        finally:
+            self.data_collator = collator
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
@@ -46,8 +57,6 @@ class EmoRegTrainer(Trainer):
         if is_emoreg:
             outputs = model(**inputs)
             loss = outputs.loss
-            if model.training:
-                self._accumulate_regulation(outputs)
         else:
             outputs = model(pixel_values=inputs["pixel_values"])
             loss = None
@@ -55,29 +64,36 @@ class EmoRegTrainer(Trainer):
                 smoothing = self.args.label_smoothing_factor
                 loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=smoothing)
             outputs["loss"] = loss
+        if model.training and labels is not None:
+            self._accumulate_training_stats(outputs, labels)
         return (loss, outputs) if return_outputs else loss
 
-    def _accumulate_regulation(self, outputs) -> None:
-        rho = outputs.regulation.detach().float()
-        probs = outputs.emotion_probs.detach().float()
+    def _accumulate_training_stats(self, outputs, labels: torch.Tensor) -> None:
+        """Running means over the logging window: accuracy on the (augmented) training batches and, for
+        EmoReg, ρ and the emotion entropy; logged with the loss, so they land in trainer_state.json."""
+        targets = labels.argmax(-1) if labels.ndim > 1 else labels  # mixup/cutmix: the dominant class
         step = {
-            "rho_mean": rho.mean(),
-            "rho_std": rho.std(unbiased=False),
-            "emotion_entropy": _entropy(probs).mean(),
-            "steps": torch.ones((), device=rho.device),
+            "accuracy": (outputs.logits.detach().argmax(-1) == targets).float().mean(),
+            "steps": torch.ones((), device=labels.device),
         }
+        if getattr(outputs, "regulation", None) is not None:
+            rho = outputs.regulation.detach().float()
+            step["rho_mean"] = rho.mean()
+            step["rho_std"] = rho.std(unbiased=False)
+            step["emotion_entropy"] = _entropy(outputs.emotion_probs.detach().float()).mean()
         for key, value in step.items():
-            self._regulation_sums[key] = self._regulation_sums.get(key, 0) + value
+            self._training_sums[key] = self._training_sums.get(key, 0) + value
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._regulation_sums:
-            sums = torch.stack(
-                [self._regulation_sums[k] for k in ("rho_mean", "rho_std", "emotion_entropy", "steps")]
-            )
+        if "loss" in logs and self._training_sums:
+            keys = sorted(self._training_sums)
+            sums = torch.stack([torch.as_tensor(self._training_sums[k]).float() for k in keys])
             sums = self.accelerator.reduce(sums, reduction="sum")
-            for key, value in zip(("rho_mean", "rho_std", "emotion_entropy"), sums[:3] / sums[3]):
-                logs[key] = round(value.item(), 4)
-            self._regulation_sums = {}
+            steps = sums[keys.index("steps")]
+            for key, value in zip(keys, sums):
+                if key != "steps":
+                    logs[key] = round((value / steps).item(), 4)
+            self._training_sums = {}
         super().log(logs, start_time)
 
     def create_optimizer(self, model=None):

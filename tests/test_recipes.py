@@ -256,3 +256,30 @@ def test_two_process_gloo_run_matches_single_process_keys(tmp_path, demo_runs):
     # Every test image was evaluated once across the two ranks (no padding duplicates in the metrics).
     predictions = json.loads((tmp_path / "two" / "predictions_test.json").read_text())
     assert len(predictions["labels"]) == 64
+
+
+def test_mixup_mixes_training_batches_only(tmp_path):
+    from transformers import AutoModelForImageClassification, ResNetConfig, TrainingArguments
+
+    from emoreg_hf.data import Collator
+    from emoreg_hf.training import EmoRegTrainer
+
+    examples = [
+        {"pixel_values": torch.full((3, 8, 8), 10 * i, dtype=torch.uint8), "labels": i} for i in range(4)
+    ]
+    model = AutoModelForImageClassification.from_config(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=4)
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4, report_to=[],
+        remove_unused_columns=False, use_cpu=True,
+    )  # fmt: skip
+    collator = Collator(num_classes=4, mixup_alpha=1.0)
+    trainer = EmoRegTrainer(model=model, args=args, train_dataset=examples, data_collator=collator)
+    train_batch = next(iter(trainer.get_train_dataloader()))
+    assert train_batch["labels"].shape == (4, 4)  # soft targets: mixed
+    for loader in (trainer.get_eval_dataloader(examples), trainer.get_test_dataloader(examples)):
+        batch = next(iter(loader))
+        assert batch["labels"].tolist() == [0, 1, 2, 3]
+        assert batch["pixel_values"][:, 0, 0, 0].tolist() == [0, 10, 20, 30]  # images untouched
+    assert trainer.data_collator is collator

@@ -107,6 +107,14 @@ class Collator:
             raise ValueError("mixup/cutmix need num_classes (soft targets are [batch, num_classes])")
         self.num_classes, self.mixup_alpha, self.cutmix_alpha = num_classes, mixup_alpha, cutmix_alpha
 
+    @property
+    def mixes(self) -> bool:
+        return bool(self.mixup_alpha or self.cutmix_alpha)
+
+    def without_mixing(self) -> Collator:
+        """The same collation for evaluation, where images must not be mixed."""
+        return Collator(num_classes=self.num_classes)
+
     def __call__(self, examples: list[dict]) -> dict:
         try:
             pixels = torch.stack([e["pixel_values"] for e in examples])
