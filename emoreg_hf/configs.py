@@ -227,6 +227,12 @@ def check_sources_available(sources: list) -> None:
         )
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
 def _unwrap_optional(tp):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -317,6 +323,9 @@ class RecipeArgumentParser(HfArgumentParser):
         values = _coerce_numbers(values, self.types_by_name)
         for key, raw in overrides.items():
             values[key] = _convert(key, raw, self.types_by_name[key], self.defaults_by_name[key])
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "use_cpu" not in values and not _has_accelerator():
+            # torchrun on a CPU-only machine: without use_cpu each rank would silently train alone.
+            values["use_cpu"] = True
         script_args, training_args = self.parse_dict(values)
         return script_args, training_args, config_path
 

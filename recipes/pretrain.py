@@ -98,9 +98,9 @@ def main() -> None:
         hub.write_model_card(training_args.output_dir, repo_id=training_args.hub_model_id)
         if push:
             hub.push_from_training_args(training_args.output_dir, training_args)
-    print(
-        f"eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
-    )
+        print(
+            f"eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
+        )
 
 
 if __name__ == "__main__":
