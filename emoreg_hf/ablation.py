@@ -272,8 +272,11 @@ MARKER = "ablation_run.json"
 RUN_CONFIG = "ablation_run.yaml"
 
 
-def _fingerprint(values: dict, upstream: str | None) -> str:
+def _fingerprint(values: dict, upstream: str | None, root: Path) -> str:
+    """What a run computes: its recipe keys (paths inside the matrix folder made relative, so a moved
+    folder still counts as finished) and the fingerprint of the stage-1 run it reads."""
     blob = json.dumps({"values": values, "upstream": upstream}, sort_keys=True, default=str)
+    blob = blob.replace(json.dumps(str(root))[1:-1], "<output_dir>")
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -333,7 +336,7 @@ def run_matrix(
     )
     started = time.time()
     for index, run in enumerate(runs, 1):
-        fingerprint = _fingerprint(run.values, fingerprints.get(run.needs) if run.needs else None)
+        fingerprint = _fingerprint(run.values, fingerprints.get(run.needs) if run.needs else None, out_root)
         fingerprints[run.key] = fingerprint
         tag = f"[{index}/{len(runs)}] {run.key}"
         marker = _read_json(run.output_dir / MARKER) or {}
@@ -703,7 +706,7 @@ def render_markdown(
         f"Mean ± std (ddof = 1) over seeds; {level}% CI: Student t on the mean; Δ: paired difference to the "
         "baseline over the same seeds (same seed = same data split and initialisation draw), in percentage points. "
         "ρ: mean regulation on the evaluated split (EmoReg variants). train s / images/s: stage-2 training "
-        "wall-clock and throughput per run."
+        "wall-clock and throughput per run (on a shared machine: indicative only)."
     )
     if stage1:
         parts = []
@@ -746,6 +749,15 @@ def render_markdown(
             "",
             f"With {min(seeds)} seeds the interval uses {df} degree(s) of freedom "
             f"(t = {t_quantile(0.975, df):.2f}), so only large effects can be told from noise.",
+        ]
+    tested = sum(1 for e in summary["methods"].values() if e.get("vs_baseline")) + len(summary["comparisons"])
+    if tested > 1:
+        chance = 1 - summary["confidence"] ** tested
+        lines += [
+            "",
+            f"No correction for multiple comparisons: with {tested} intervals at {level}%, the chance that at "
+            f"least one excludes 0 by luck alone is about {100 * chance:.0f}% (if they were independent), so a "
+            "single isolated 'beyond noise' is weak evidence.",
         ]
     if notes:
         lines += ["", notes.strip()]

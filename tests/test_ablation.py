@@ -269,6 +269,14 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
     assert sum("finished before, skipped" in line for line in lines) == 6
     assert not any("running" in line for line in lines)
 
+    moved = tmp_path / "moved"  # a moved matrix folder still counts as finished
+    root.rename(moved)
+    config = ablation.load_config(
+        RECIPES / "ablations" / "demo.yaml", [*argv, "--output_dir", str(moved)], repo_root=REPO
+    )
+    root, run = moved, moved / "finetune" / "emoreg_adaptive" / "seed1"
+    assert ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)["ran"] == []
+
     (run / "all_results.json").unlink()  # an interrupted run: only it runs again
     third = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
     assert third["ran"] == ["finetune/emoreg_adaptive/seed1"]
