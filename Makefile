@@ -16,8 +16,8 @@ install: $(VENV)/.installed
 
 # The main job: demo pretrain -> finetune -> model card, offline, on the embedded synthetic data.
 demo: install
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 recipes/pretrain.py
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 recipes/finetune.py
+	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/pretrain.py
+	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/finetune.py
 	$(PY) recipes/push.py outputs/demo/finetune --repo_id your-org/emoreg-demo --dry_run
 
 test: install
