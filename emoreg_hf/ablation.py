@@ -39,7 +39,17 @@ METHODS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "emoreg_adaptive": ("normal", {"method": "emoreg", "regulation": "adaptive"}),
     "shuffled_emotion": ("shuffled", {"method": "emoreg", "regulation": "adaptive"}),
     "no_pretraining": ("normal", {"method": "emoreg", "regulation": "adaptive", "affect_init": "random"}),
+    # Optional, not in the default seven: the shuffled-label control for `transfer`.
+    "transfer_shuffled": ("shuffled", {"method": "transfer"}),
 }
+#: the seven methods run when a config names none (DESIGN §1).
+DEFAULT_METHODS = [m for m in METHODS if m != "transfer_shuffled"]
+#: (method, its control): "is it the emotion?" comparisons reported when both ran.
+CONTROL_PAIRS = (
+    ("emoreg_adaptive", "shuffled_emotion"),
+    ("emoreg_adaptive", "no_pretraining"),
+    ("transfer", "transfer_shuffled"),
+)
 #: stage-1 variant -> pretrain keys. `shuffled`: same pixels and compute, permuted emotion labels.
 PRETRAIN_VARIANTS: dict[str, dict[str, Any]] = {
     "normal": {"shuffle_labels": False},
@@ -53,6 +63,7 @@ DESCRIPTIONS = {
     "emoreg_adaptive": "EmoReg, ρ(x) per image",
     "shuffled_emotion": "EmoReg adaptive on a shuffled-label stage 1",
     "no_pretraining": "EmoReg adaptive, random affective pathway",
+    "transfer_shuffled": "transfer from a shuffled-label stage 1",
 }
 # Recipe keys that the runner sets itself; a stage config may not pin them.
 RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
@@ -65,7 +76,7 @@ class AblationConfig:
 
     pretrain: dict
     finetune: dict
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     output_dir: str = "outputs/ablations/run"
     title: str | None = None
@@ -214,7 +225,7 @@ def load_config(
     return AblationConfig(
         pretrain=stages["pretrain"],
         finetune=stages["finetune"],
-        methods=_methods(merged.get("methods", list(METHODS))),
+        methods=_methods(merged.get("methods", list(DEFAULT_METHODS))),
         seeds=_seeds(merged.get("seeds", 3)),
         output_dir=str(merged.get("output_dir", "outputs/ablations/run")),
         title=merged.get("title"),
@@ -547,12 +558,11 @@ def summarize(
     records: dict[str, dict[int, dict]],
     *,
     baseline: str = "baseline",
-    reference: str = "emoreg_adaptive",
-    controls: Sequence[str] = ("shuffled_emotion", "no_pretraining"),
+    pairs: Sequence[tuple[str, str]] = CONTROL_PAIRS,
     split: str | None = None,
     confidence: float = 0.95,
 ) -> dict:
-    """Statistics per method over seeds, paired differences to `baseline`, and `reference` vs `controls`.
+    """Statistics per method over seeds, paired differences to `baseline`, and each (method, control) pair of `pairs` that ran.
 
     `records`: `{method: {seed: all_results}}`. `split`: `test` (default when present) or `eval`.
     """
@@ -600,13 +610,12 @@ def summarize(
             )
         methods[method] = entry
     comparisons = []
-    if reference in records:
-        for control in controls:
-            if control in records:
-                stats = paired_difference(
-                    series(reference, f"{split}_accuracy"), series(control, f"{split}_accuracy"), confidence
-                )
-                comparisons.append({"method": reference, "versus": control, **stats})
+    for reference, control in pairs:
+        if reference in records and control in records:
+            stats = paired_difference(
+                series(reference, f"{split}_accuracy"), series(control, f"{split}_accuracy"), confidence
+            )
+            comparisons.append({"method": reference, "versus": control, **stats})
     return {
         "split": split,
         "confidence": confidence,
@@ -651,6 +660,23 @@ def _sentence(name: str, other: str, stats: dict) -> str:
     return (
         f"**{name}** vs {other}: {diff}, 95% CI {ci} pp over {n} paired seeds: "
         f"**{word} beyond noise** (the interval excludes 0)."
+    )
+
+
+def _control_conclusion(comparison: dict) -> str:
+    """What a method vs its shuffled-label control says about emotion, in one sentence."""
+    name, control = comparison["method"], comparison["versus"]
+    if comparison["verdict"] == "higher":
+        return (
+            f"{name} beats its shuffled-label control ({control}) beyond noise: at this scale the emotion "
+            "labels, not only the stage-1 pixels and compute, carry the difference."
+        )
+    if comparison["verdict"] == "lower":
+        return f"{name} is below its shuffled-label control ({control}) beyond noise: the emotion labels did not help."
+    extra = "the second pathway, " if name.startswith("emoreg") else ""
+    return (
+        f"{name} cannot be told apart from its shuffled-label control ({control}): these runs give no "
+        f"evidence that emotion, rather than {extra}the stage-1 pixels and compute, causes any difference."
     )
 
 
@@ -723,25 +749,12 @@ def render_markdown(
         if entry.get("vs_baseline") is not None:
             lines.append(f"- {_sentence(method, summary['baseline'], entry['vs_baseline'])}")
     if summary["comparisons"]:
-        lines += ["", "**Emotion or just a second pathway?**", ""]
+        lines += ["", "**Is it the emotion? (each method against its control)**", ""]
         for comparison in summary["comparisons"]:
             lines.append(f"- {_sentence(comparison['method'], comparison['versus'], comparison)}")
-        by_control = {c["versus"]: c for c in summary["comparisons"]}
-        shuffled = by_control.get("shuffled_emotion")
-        if shuffled is not None:
-            if shuffled["verdict"] == "higher":
-                conclusion = (
-                    "EmoReg beats the shuffled-emotion control beyond noise: at this scale the emotion labels, "
-                    "not only the extra pathway, pixels and compute, carry the difference."
-                )
-            elif shuffled["verdict"] == "lower":
-                conclusion = "EmoReg is below the shuffled-emotion control beyond noise: the emotion labels did not help here."
-            else:
-                conclusion = (
-                    "EmoReg cannot be told apart from the shuffled-emotion control: these runs give no evidence "
-                    "that emotion, rather than the second pathway, its pixels and its compute, causes any difference."
-                )
-            lines += ["", conclusion]
+        for comparison in summary["comparisons"]:
+            if comparison["versus"] in ("shuffled_emotion", "transfer_shuffled"):
+                lines += ["", _control_conclusion(comparison)]
     seeds = {entry["n"] for entry in summary["methods"].values()}
     if seeds and min(seeds) <= 3:
         df = max(1, min(seeds) - 1)

@@ -9,7 +9,8 @@ run is skipped when the command is repeated, so an interrupted matrix resumes wh
 
 Config keys: `pretrain` and `finetune` (recipe keys for each stage; `config: <recipe YAML>` as the base,
 or just the YAML's path), `methods` (default all seven: baseline, transfer, emoreg_fixed,
-emoreg_learned, emoreg_adaptive, shuffled_emotion, no_pretraining), `seeds` (a count or a list;
+emoreg_learned, emoreg_adaptive, shuffled_emotion, no_pretraining; `transfer_shuffled`, transfer from
+the shuffled stage 1, is an optional eighth), `seeds` (a count or a list;
 default 3 = seeds 0, 1, 2), `output_dir`, `title`, `notes`.
 
 Overrides: `--STAGE.KEY VALUE` sets a recipe key of one stage; `--seeds`, `--methods`, `--output_dir`

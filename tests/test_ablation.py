@@ -188,6 +188,16 @@ def test_plan_trains_stage_one_once_per_variant_and_seed():
     assert by_key["finetune/no_pretraining/seed0"].values["affect_init"] == "random"
     assert by_key["finetune/emoreg_fixed/seed2"].values["regulation"] == "fixed"
     assert "affect_model_name_or_path" not in by_key["finetune/baseline/seed0"].values
+    extra = ablation.plan_runs(
+        ablation.load_config(
+            {"pretrain": {}, "finetune": {}, "seeds": 1, "methods": "baseline,transfer_shuffled"}
+        )
+    )
+    assert [r.key for r in extra] == [
+        "pretrain/shuffled/seed0",
+        "finetune/baseline/seed0",
+        "finetune/transfer_shuffled/seed0",
+    ]
     order = [r.key for r in runs]
     assert order.index("pretrain/normal/seed0") < order.index("finetune/transfer/seed0")
 
