@@ -675,8 +675,8 @@ def _control_conclusion(comparison: dict) -> str:
         return f"{name} is below its shuffled-label control ({control}) beyond noise: the emotion labels did not help."
     extra = "the second pathway, " if name.startswith("emoreg") else ""
     return (
-        f"{name} cannot be told apart from its shuffled-label control ({control}): these runs give no "
-        f"evidence that emotion, rather than {extra}the stage-1 pixels and compute, causes any difference."
+        f"{name} cannot be told apart from its shuffled-label control ({control}): these runs do not "
+        f"establish that emotion, rather than {extra}the stage-1 pixels and compute, causes any difference."
     )
 
 
@@ -795,7 +795,7 @@ def plot_results(summary: dict, path: str | Path) -> Path:
     colors = [
         "#888888"
         if m == "baseline"
-        else ("#c44e52" if m in ("shuffled_emotion", "no_pretraining") else "#4c72b0")
+        else ("#c44e52" if m in ("shuffled_emotion", "no_pretraining", "transfer_shuffled") else "#4c72b0")
         for m in names
     ]
     ax.bar(range(len(names)), means, yerr=errors, capsize=4, color=colors)
@@ -808,7 +808,9 @@ def plot_results(summary: dict, path: str | Path) -> Path:
     ax.set_xticklabels(names, rotation=30, ha="right")
     split_name = "test" if summary["split"] == "test" else "validation"
     ax.set_ylabel(f"{split_name} top-1 accuracy (%)")
-    ax.set_title(f"mean over seeds, {int(round(100 * summary['confidence']))}% Student-t interval")
+    ax.set_title(
+        f"mean over seeds, {int(round(100 * summary['confidence']))}% Student-t interval; grey: baseline, red: controls"
+    )
     low = min((m - e for m, e in zip(means, errors[0])), default=0.0)
     ax.set_ylim(bottom=max(0.0, low - 5.0))
     fig.tight_layout()
@@ -853,7 +855,8 @@ def main(argv: Sequence[str] | None = None, *, recipes_dir: str | Path, default_
     log = Logger(Path(config.output_dir) / "ablation.log")
     log(f"config {path}" + (f" with overrides {' '.join(argv)}" if argv else ""))
     summary = run_matrix(config, recipes_dir=recipes_dir, log=log)
-    command = "Reproduce: `" + shlex.join(["python", "recipes/ablate.py", path, *argv]) + "`"
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    command = "Reproduce: `" + shlex.join(["python", "recipes/ablate.py", shown, *argv]) + "`"
     result = aggregate(config, command=command, log=log)
     print((Path(config.output_dir) / "results.md").read_text())
     return {"runs": summary, "results": result}
