@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from .configs import read_overrides
+
 # -- the matrix ---------------------------------------------------------------------------------------
 
 #: method -> (stage-1 variant it needs or None, finetune keys that define it). One switch each.
@@ -141,21 +143,7 @@ def _stage_values(value: Any, bases: Sequence[Path], stage: str) -> dict:
 def parse_overrides(argv: Sequence[str]) -> dict:
     """`--a.b.c VALUE` / `--a.b.c=VALUE` -> nested dict; values are YAML (numbers, lists, dicts)."""
     out: dict = {}
-    i, argv = 0, list(argv)
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--"):
-            raise ValueError(
-                f"unexpected argument {token!r}: overrides are --key value (the config comes first)"
-            )
-        key = token[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            raw, i = argv[i + 1], i + 2
-        else:
-            raw, i = "true", i + 1
+    for key, raw in read_overrides(list(argv)).items():
         node = out
         *parents, last = key.replace("-", "_").split(".")
         for part in parents:

@@ -286,6 +286,29 @@ def _coerce_numbers(values: dict, types_by_name: dict) -> dict:
     return out
 
 
+def read_overrides(argv: list[str]) -> dict[str, str]:
+    """`--key value`, `--key=value` and bare `--flag` (true) -> {key: raw string}; `-` in keys reads as `_`."""
+    overrides, i = {}, 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            raise ValueError(
+                f"unexpected argument {token!r}: options are --key value (the config file comes first)"
+            )
+        key = token[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+            i += 2
+        else:  # a bare flag: --push_to_hub
+            value = "true"
+            i += 1
+        overrides[key.replace("-", "_")] = value
+    return overrides
+
+
 class RecipeArgumentParser(HfArgumentParser):
     """`HfArgumentParser` over (script arguments, TrainingArguments) with YAML + CLI overrides."""
 
@@ -318,7 +341,7 @@ class RecipeArgumentParser(HfArgumentParser):
                 raise ValueError(
                     f"{config_path} must hold a mapping of keys to values, got {type(values).__name__}"
                 )
-        overrides = self._read_overrides(argv)
+        overrides = read_overrides(argv)
         self._check_known({**values, **overrides}, config_path)
         values = _coerce_numbers(values, self.types_by_name)
         for key, raw in overrides.items():
@@ -328,28 +351,6 @@ class RecipeArgumentParser(HfArgumentParser):
             values["use_cpu"] = True
         script_args, training_args = self.parse_dict(values)
         return script_args, training_args, config_path
-
-    @staticmethod
-    def _read_overrides(argv: list[str]) -> dict[str, str]:
-        overrides, i = {}, 0
-        while i < len(argv):
-            token = argv[i]
-            if not token.startswith("--"):
-                raise ValueError(
-                    f"unexpected argument {token!r}: options are --key value (the config file comes first)"
-                )
-            key = token[2:]
-            if "=" in key:
-                key, value = key.split("=", 1)
-                i += 1
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                value = argv[i + 1]
-                i += 2
-            else:  # a bare flag: --push_to_hub
-                value = "true"
-                i += 1
-            overrides[key.replace("-", "_")] = value
-        return overrides
 
     def _check_known(self, values: dict, config_path: str | None) -> None:
         unknown = [k for k in values if k not in self.types_by_name]
