@@ -403,7 +403,7 @@ def build_finetune_model(args, label_names):
     from .modeling_emoreg import EmoRegForImageClassification
 
     labels = _labels(label_names)
-    if args.affect_model_name_or_path and not (
+    if args.method != "baseline" and not (
         os.path.isdir(args.affect_model_name_or_path) or args.affect_model_name_or_path.count("/") == 1
     ):
         raise FileNotFoundError(

@@ -89,7 +89,12 @@ def main() -> None:
                 ],
                 "synthetic_data": dataset_id == "demo",
                 "base_models": [
-                    m for m in (args.task_model_name_or_path, args.affect_model_name_or_path) if m
+                    m
+                    for m in (
+                        args.task_model_name_or_path if args.method != "transfer" else None,
+                        args.affect_model_name_or_path if args.method != "baseline" else None,
+                    )
+                    if m
                 ],
                 "label_names": list(label_names),
                 "taxonomy": {
