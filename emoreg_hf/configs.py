@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import glob
 import os
 import sys
 import types
@@ -26,6 +25,15 @@ from .configuration_emoreg import AFFECT_TRAINABLE_MODES, INFLUENCE_MODES, REGUL
 
 AUGMENTATIONS = ("none", "basic", "randaugment", "trivialaugment", "autoaugment")
 METHODS = ("emoreg", "baseline", "transfer")
+# FinetuneArguments fields that are EmoRegConfig options of the same name.
+EMOREG_OPTIONS = (
+    "influence",
+    "regulation",
+    "rho_init",
+    "aux_loss_weight",
+    "affect_trainable",
+    "affect_lr_scale",
+)
 
 
 def _choice(name: str, value: Any, allowed: typing.Iterable) -> None:
@@ -191,40 +199,6 @@ def read_source_list(path: str) -> list[dict]:
     if not isinstance(sources, list):
         raise ValueError(f"{found} must hold a list of source specs under `affective_sources:`")
     return sources
-
-
-PACKAGED_BUILDERS = ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset")
-
-
-def missing_sources(sources: list) -> list[str]:
-    """Local sources whose files are absent, each with how to obtain it; checked before any training so a
-    run does not die after hours on its last source. Hub ids cannot be checked offline and pass."""
-    problems = []
-    for spec in sources:
-        spec = {"path": spec} if isinstance(spec, str) else spec
-        path, name = str(spec.get("path", "")), spec.get("source") or spec.get("name") or spec.get("path")
-        local: list[str] = []
-        if path in PACKAGED_BUILDERS:
-            if spec.get("data_dir"):
-                local.append(spec["data_dir"])
-            files = spec.get("data_files")
-            if isinstance(files, str):
-                local.append(files)
-        elif path.startswith((".", "/", "~")) or os.sep in path.rstrip(os.sep) and path.count("/") != 1:
-            local.append(path)
-        absent = [p for p in local if not glob.glob(os.path.expanduser(p))]
-        if absent:
-            how = spec.get("obtain") or "see the source's homepage; arrange it as the spec says"
-            problems.append(f"source {name!r}: {', '.join(absent)} not found. To obtain it: {how}")
-    return problems
-
-
-def check_sources_available(sources: list) -> None:
-    problems = missing_sources(sources)
-    if problems:
-        raise FileNotFoundError(
-            "affective data is missing (nothing was trained):\n  - " + "\n  - ".join(problems)
-        )
 
 
 def _has_accelerator() -> bool:

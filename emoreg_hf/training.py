@@ -152,8 +152,6 @@ def build_compute_metrics(
     def compute_metrics(prediction: EvalPrediction) -> dict:
         outputs, labels = prediction.predictions, np.asarray(prediction.label_ids)
         logits = outputs[0] if isinstance(outputs, tuple) else outputs
-        if labels.ndim == 2:  # soft targets never reach evaluation, but be safe
-            labels = labels.argmax(-1)
         metrics = compute_classification_metrics(np.asarray(logits), labels)
         if isinstance(outputs, tuple) and len(outputs) >= 3 and emotion_names:
             metrics.update(regulation_statistics(outputs[1], outputs[2], labels, label_names, emotion_names))
@@ -327,11 +325,38 @@ def train_and_evaluate(trainer: EmoRegTrainer, splits, *, checkpoint: str | None
     return results
 
 
-def write_run_info(output_dir: str, info: dict) -> None:
+def finish_run(
+    training_args,
+    script_args,
+    *,
+    config_path: str | None,
+    image_size,
+    results: dict,
+    push: bool,
+    headline: str,
+    **info,
+) -> None:
+    """Main process, after training: `run_info.json` (what the card and the ablation runner read: the
+    command, the config, the training summary, plus the stage's own `info`), the model card, the push if
+    asked, and one summary line with the `headline` metric."""
     import json
 
+    from . import hub
+
+    output_dir = training_args.output_dir
+    run_info = {
+        **info,
+        "command": command_line(),
+        "config_file": config_path,
+        "config": vars(script_args),
+        "training": training_summary(training_args, image_size),
+    }
     with open(os.path.join(output_dir, "run_info.json"), "w") as f:
-        json.dump(info, f, indent=2, default=str)
+        json.dump(run_info, f, indent=2, default=str)
+    hub.write_model_card(output_dir, repo_id=training_args.hub_model_id)
+    if push:
+        hub.push_from_training_args(output_dir, training_args)
+    print(f"{headline}={results.get(headline, float('nan')):.4f} -> {os.path.abspath(output_dir)}")
 
 
 # -- model builders -------------------------------------------------------------------------------------
@@ -400,6 +425,7 @@ def build_finetune_model(args, label_names):
     """Stage 2 for `method`: EmoReg, the task pathway alone (baseline) or the affective backbone (transfer)."""
     from transformers import AutoModelForImageClassification
 
+    from .configs import EMOREG_OPTIONS
     from .modeling_emoreg import EmoRegForImageClassification
 
     labels = _labels(label_names)
@@ -440,12 +466,7 @@ def build_finetune_model(args, label_names):
         task_image_size=task_geometry["size"],
         task_image_mean=task_geometry["mean"],
         task_image_std=task_geometry["std"],
-        influence=args.influence,
-        regulation=args.regulation,
-        rho_init=args.rho_init,
-        aux_loss_weight=args.aux_loss_weight,
-        affect_trainable=args.affect_trainable,
-        affect_lr_scale=args.affect_lr_scale,
+        **{option: getattr(args, option) for option in EMOREG_OPTIONS},
         **labels,
     )
     if args.affect_init == "random":

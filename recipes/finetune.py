@@ -7,13 +7,11 @@
 CONFIG it runs the embedded synthetic demo (recipes/demo/finetune.yaml) on the output of the demo pretrain.
 """
 
-import os
 from pathlib import Path
 
 from transformers import set_seed
 
-from emoreg_hf import hub
-from emoreg_hf.configs import FinetuneArguments, RecipeArgumentParser
+from emoreg_hf.configs import EMOREG_OPTIONS, FinetuneArguments, RecipeArgumentParser
 from emoreg_hf.data import load_target_dataset
 from emoreg_hf.training import (
     EmoRegTrainer,
@@ -21,14 +19,12 @@ from emoreg_hf.training import (
     build_compute_metrics,
     build_finetune_model,
     cap,
-    command_line,
+    finish_run,
     input_pipeline,
     keep_logits_for_metrics,
     prepare_output_dir,
     setup_logging,
     train_and_evaluate,
-    training_summary,
-    write_run_info,
 )
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "finetune.yaml"
@@ -75,64 +71,38 @@ def main() -> None:
 
     if trainer.is_world_process_zero():
         dataset_id = args.dataset if isinstance(args.dataset, str) else args.dataset.get("path")
-        write_run_info(
-            training_args.output_dir,
-            {
-                "stage": "finetune",
-                "method": args.method,
-                "command": command_line(),
-                "config_file": config_path,
-                "config": vars(args),
-                "training": training_summary(training_args, model_geometry["size"]),
-                "datasets": [
-                    {"id": dataset_id, "split_sizes": {name: len(split) for name, split in splits.items()}}
-                ],
-                "synthetic_data": dataset_id == "demo",
-                "base_models": [
-                    m
-                    for m in (
-                        args.task_model_name_or_path if args.method != "transfer" else None,
-                        args.affect_model_name_or_path if args.method != "baseline" else None,
-                    )
-                    if m
-                ],
-                "label_names": list(label_names),
-                "taxonomy": {
-                    "name": getattr(model.config.affect_config, "emotion_taxonomy", None),
-                    "names": list(emotion_names),
-                }
-                if emotion_names
-                else None,
-                "emoreg": {
-                    key: getattr(args, key)
-                    for key in (
-                        "influence",
-                        "regulation",
-                        "rho_init",
-                        "aux_loss_weight",
-                        "affect_trainable",
-                        "affect_lr_scale",
-                    )
-                }
-                if args.method == "emoreg"
-                else None,
-                "controls": {
-                    "no_pretraining": args.affect_init == "random",
-                    "shuffled_emotion": bool(
-                        getattr(
-                            getattr(model.config, "affect_config", model.config),
-                            "shuffled_emotion_labels",
-                            False,
-                        )
-                    ),
-                },
+        affect_config = getattr(model.config, "affect_config", model.config)  # transfer: the model itself
+        finish_run(
+            training_args,
+            args,
+            config_path=config_path,
+            image_size=model_geometry["size"],
+            results=results,
+            push=push,
+            headline="test_accuracy",
+            stage="finetune",
+            method=args.method,
+            datasets=[
+                {"id": dataset_id, "split_sizes": {name: len(split) for name, split in splits.items()}}
+            ],
+            synthetic_data=dataset_id == "demo",
+            base_models=[
+                m
+                for m in (
+                    args.task_model_name_or_path if args.method != "transfer" else None,
+                    args.affect_model_name_or_path if args.method != "baseline" else None,
+                )
+                if m
+            ],
+            label_names=list(label_names),
+            taxonomy={"name": getattr(affect_config, "emotion_taxonomy", None), "names": list(emotion_names)}
+            if emotion_names
+            else None,
+            emoreg={key: getattr(args, key) for key in EMOREG_OPTIONS} if args.method == "emoreg" else None,
+            controls={
+                "no_pretraining": args.affect_init == "random",
+                "shuffled_emotion": bool(getattr(affect_config, "shuffled_emotion_labels", False)),
             },
-        )
-        hub.write_model_card(training_args.output_dir, repo_id=training_args.hub_model_id)
-        if push:
-            hub.push_from_training_args(training_args.output_dir, training_args)
-        print(
-            f"test_accuracy={results.get('test_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
         )
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from emoreg_hf import hub
-from emoreg_hf.configs import PretrainArguments, RecipeArgumentParser, check_sources_available
-from emoreg_hf.data import load_affective_mixture
+from emoreg_hf.configs import PretrainArguments, RecipeArgumentParser
+from emoreg_hf.data import check_sources_available, load_affective_mixture
 from emoreg_hf.taxonomy import get_label_space
 from emoreg_hf.training import (
     EmoRegTrainer,
@@ -21,13 +20,11 @@ from emoreg_hf.training import (
     build_compute_metrics,
     build_pretrain_model,
     cap,
-    command_line,
+    finish_run,
     input_pipeline,
     prepare_output_dir,
     setup_logging,
     train_and_evaluate,
-    training_summary,
-    write_run_info,
 )
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "pretrain.yaml"
@@ -74,32 +71,24 @@ def main() -> None:
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "data_report.json"), "w") as f:
             json.dump(data_report, f, indent=2)
-        write_run_info(
-            training_args.output_dir,
-            {
-                "stage": "pretrain",
-                "command": command_line(),
-                "config_file": config_path,
-                "config": vars(args),
-                "training": training_summary(training_args, model_geometry["size"]),
-                "datasets": [
-                    {"id": source["path"], "name": name} for name, source in data_report["sources"].items()
-                ],
-                "data_report": data_report,
-                "synthetic_data": any(
-                    str(s.get("path", "")).startswith("demo:") for s in args.affective_sources
-                ),
-                "base_models": [args.model_name_or_path] if args.model_name_or_path else [],
-                "taxonomy": {"name": space.name, "names": list(space.names)},
-                "label_names": list(space.names),
-                "controls": {"shuffle_labels": args.shuffle_labels},
-            },
-        )
-        hub.write_model_card(training_args.output_dir, repo_id=training_args.hub_model_id)
-        if push:
-            hub.push_from_training_args(training_args.output_dir, training_args)
-        print(
-            f"eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} -> {os.path.abspath(training_args.output_dir)}"
+        finish_run(
+            training_args,
+            args,
+            config_path=config_path,
+            image_size=model_geometry["size"],
+            results=results,
+            push=push,
+            headline="eval_accuracy",
+            stage="pretrain",
+            datasets=[
+                {"id": source["path"], "name": name} for name, source in data_report["sources"].items()
+            ],
+            data_report=data_report,
+            synthetic_data=any(str(s.get("path", "")).startswith("demo:") for s in args.affective_sources),
+            base_models=[args.model_name_or_path] if args.model_name_or_path else [],
+            taxonomy={"name": space.name, "names": list(space.names)},
+            label_names=list(space.names),
+            controls={"shuffle_labels": args.shuffle_labels},
         )
 
 

@@ -12,13 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emoreg_hf.configs import (
-    FinetuneArguments,
-    PretrainArguments,
-    RecipeArgumentParser,
-    check_sources_available,
-    missing_sources,
-)
+from emoreg_hf.configs import FinetuneArguments, PretrainArguments, RecipeArgumentParser
+from emoreg_hf.data import check_sources_available, missing_sources
 from emoreg_hf.training import prepare_output_dir
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,14 @@
 the input path (uint8 on the host, resize + normalise on the device), and the embedded synthetic demo."""
 
 from .demo import DEMO_NAMES, ensure_demo
-from .sources import TARGET_PRESETS, SourceSpec, load_affective_mixture, load_target_dataset
+from .sources import (
+    TARGET_PRESETS,
+    SourceSpec,
+    check_sources_available,
+    load_affective_mixture,
+    load_target_dataset,
+    missing_sources,
+)
 from .transforms import (
     AUGMENTATIONS,
     Collator,
@@ -21,8 +28,10 @@ __all__ = [
     "LoaderTransform",
     "SourceSpec",
     "build_image_processor",
+    "check_sources_available",
     "ensure_demo",
     "infer_working_size",
     "load_affective_mixture",
     "load_target_dataset",
+    "missing_sources",
 ]

@@ -8,9 +8,11 @@ class names and get train / validation / test splits.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values", "picture", "photo")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "emotion", "fine_label", "class", "category")
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
+PACKAGED_BUILDERS = ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset")  # read local files
 
 TARGET_PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": {
@@ -93,11 +96,46 @@ class SourceSpec:
         if self.source:
             return self.source
         base = self.path.removeprefix("demo:")
-        if self.path in ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset") and self.data_dir:
+        if self.path in PACKAGED_BUILDERS and self.data_dir:
             base = Path(self.data_dir).name
         elif Path(base).exists():
             base = Path(base).resolve().name
         return base + (f"/{self.name}" if self.name else "")
+
+    def local_paths(self) -> list[str]:
+        """The local files or folders this source reads (none for a Hub id, which cannot be checked offline)."""
+        if self.path in PACKAGED_BUILDERS:
+            files = [self.data_files] if isinstance(self.data_files, str) else []
+            return [self.data_dir, *files] if self.data_dir else files
+        if (
+            self.path.startswith((".", "/", "~"))
+            or os.sep in self.path.rstrip(os.sep)
+            and self.path.count("/") != 1
+        ):
+            return [self.path]
+        return []
+
+
+def missing_sources(sources: list) -> list[str]:
+    """Local sources whose files are absent, each with how to obtain it; checked before any training so a
+    run does not die after hours on its last source."""
+    problems = []
+    for spec in map(SourceSpec.from_any, sources):
+        absent = [p for p in spec.local_paths() if not glob.glob(os.path.expanduser(p))]
+        if absent:
+            how = spec.obtain or "see the source's homepage; arrange it as the spec says"
+            problems.append(
+                f"source {spec.display_name!r}: {', '.join(absent)} not found. To obtain it: {how}"
+            )
+    return problems
+
+
+def check_sources_available(sources: list) -> None:
+    problems = missing_sources(sources)
+    if problems:
+        raise FileNotFoundError(
+            "affective data is missing (nothing was trained):\n  - " + "\n  - ".join(problems)
+        )
 
 
 # ---------------------------------------------------------------- loading one source
