@@ -155,6 +155,18 @@ def _load(spec: SourceSpec, split: str | None = None):
         raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}") from err
 
 
+def _load_with_train_split(spec: SourceSpec, kind: str):
+    """Load a source; return it, its split names and the training split (`spec.split`, default `train`)."""
+    loaded = _load(spec)
+    splits = _split_names(loaded)
+    train_split = spec.split or "train"
+    if train_split not in splits:
+        raise ValueError(
+            f"{kind} {spec.display_name!r}: split {train_split!r} not found; splits are {splits}"
+        )
+    return loaded, splits, train_split
+
+
 def _pick_column(spec: SourceSpec, features: datasets.Features, which: str) -> str:
     given = spec.image_column if which == "image" else spec.label_column
     columns = list(features)
@@ -437,11 +449,7 @@ def load_affective_mixture(
             raise ValueError(
                 f"source {src!r}: shuffle_labels needs a map-style source; set `streaming: false`"
             )
-        loaded = _load(spec)
-        splits = _split_names(loaded)
-        train_split = spec.split or "train"
-        if train_split not in splits:
-            raise ValueError(f"source {src!r}: split {train_split!r} not found; splits are {splits}")
+        loaded, splits, train_split = _load_with_train_split(spec, "source")
         val_split = _find_validation(spec, splits)
         label_col = _pick_column(spec, loaded[train_split].features, "label")
         vocab = _label_names(loaded[train_split], label_col, spec)
@@ -575,11 +583,7 @@ def load_target_dataset(
         raise ValueError(
             f"target {src!r}: streaming targets are not supported (evaluation needs map-style splits)"
         )
-    loaded = _load(spec)
-    splits = _split_names(loaded)
-    train_split = spec.split or "train"
-    if train_split not in splits:
-        raise ValueError(f"target {src!r}: split {train_split!r} not found; splits are {splits}")
+    loaded, splits, train_split = _load_with_train_split(spec, "target")
     label_col = _pick_column(spec, loaded[train_split].features, "label")
     feature = loaded[train_split].features[label_col]
     if isinstance(feature, datasets.ClassLabel):
