@@ -1,5 +1,5 @@
 """Trainer wiring: device-side input finishing, the loss, EmoReg's optimizer groups, metrics, regulation
-statistics, and resume rules."""
+statistics and the train → evaluate sequence of both recipes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction, Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ class EmoRegTrainer(Trainer):
 
     `finisher` (resize to the model's input + normalise) runs on the device as the first step of every
     training and evaluation step, so the host never builds float full-size tensors. The loss is
-    EmoReg's own (DESIGN §1) or, for a plain classifier, cross-entropy that also takes mixup's soft targets.
+    EmoReg's own (arXiv:2606.13081 as defined in docs/method.md) or, for a plain classifier, cross-entropy that also takes mixup's soft targets.
     During training it keeps running regulation statistics and logs them with the loss.
     """
 
@@ -160,30 +159,6 @@ def build_compute_metrics(
     return compute_metrics
 
 
-def resume_checkpoint(output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool) -> str | None:
-    """The checkpoint to resume from, or None for a fresh run.
-
-    An explicit `resume_from_checkpoint` path wins; otherwise the last `checkpoint-*` in `output_dir` is
-    resumed. A non-empty `output_dir` without one is refused (it may hold a finished model) unless `overwrite`.
-    """
-    if resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true":
-        if not os.path.isdir(resume_from_checkpoint):
-            raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
-        return resume_from_checkpoint
-    if overwrite or not os.path.isdir(output_dir):
-        return None
-    last = get_last_checkpoint(output_dir)
-    if last is not None:
-        logger.info("Resuming from %s", last)
-        return last
-    if os.listdir(output_dir):
-        raise ValueError(
-            f"output_dir {output_dir!r} is not empty and holds no checkpoint to resume from; "
-            "pass --overwrite_output_dir true to replace its contents, or choose another output_dir"
-        )
-    return None
-
-
 # -- recipe plumbing ------------------------------------------------------------------------------------
 
 
@@ -199,23 +174,6 @@ def setup_logging(training_args) -> None:
     # Our own progress messages (data report, input path, resume) are INFO on the main process by default.
     ours = logging.INFO if training_args.should_log and training_args.log_level == "passive" else level
     logging.getLogger("emoreg_hf").setLevel(ours)
-
-
-def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
-    """Decide resume vs fresh start before any work; with `overwrite`, stale checkpoints are removed so
-    they cannot be resumed later by mistake."""
-    import shutil
-
-    checkpoint = resume_checkpoint(
-        training_args.output_dir,
-        resume_from_checkpoint=training_args.resume_from_checkpoint,
-        overwrite=overwrite,
-    )
-    if overwrite and os.path.isdir(training_args.output_dir) and training_args.process_index == 0:
-        for name in os.listdir(training_args.output_dir):
-            if name.startswith("checkpoint-"):
-                shutil.rmtree(os.path.join(training_args.output_dir, name))
-    return checkpoint
 
 
 def adapt_training_args(training_args) -> bool:
@@ -243,50 +201,29 @@ def cap(split, n: int | None, seed: int = 0):
         return split.shuffle(seed=seed).select(range(n))
 
 
-def command_line() -> str:
-    """How this run was started, for the model card's reproduce section."""
-    import shlex
-    import sys
+def rows_per_source(splits, data_report: dict) -> dict[str, dict[str, int]]:
+    """Rows of each affective source per split actually used (after caps), from the `source` column;
+    a streamed split, which cannot be counted, falls back to the loader's report."""
+    from .data.sources import count_labels
 
-    launcher = (
-        "accelerate launch"
-        if "ACCELERATE_MIXED_PRECISION" in os.environ or "ACCELERATE_USE_CPU" in os.environ
-        else "python"
-    )
-    return " ".join([launcher, *map(shlex.quote, sys.argv)])
-
-
-def training_summary(training_args, image_size) -> dict:
-    world = training_args.world_size
-    return {
-        "learning_rate": training_args.learning_rate,
-        "num_train_epochs": training_args.num_train_epochs,
-        "max_steps": training_args.max_steps,
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-        "world_size": world,
-        "global_batch_size": training_args.per_device_train_batch_size
-        * world
-        * training_args.gradient_accumulation_steps,
-        "weight_decay": training_args.weight_decay,
-        "warmup_ratio": getattr(training_args, "warmup_ratio", None),
-        "warmup_steps": training_args.warmup_steps,
-        "lr_scheduler_type": str(
-            getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
-        ),
-        "optim": str(getattr(training_args.optim, "value", training_args.optim)),
-        "seed": training_args.seed,
-        "bf16": training_args.bf16,
-        "fp16": training_args.fp16,
-        "image_size": image_size,
-    }
+    used: dict[str, dict[str, int]] = {name: {} for name in data_report["sources"]}
+    for split_name, split in splits.items():
+        counts = count_labels(split, "source")
+        for name, stats in data_report["sources"].items():
+            n = counts.get(name, 0) if counts is not None else stats.get(split_name)
+            if n is not None:
+                used[name][split_name] = int(n)
+    return used
 
 
-def train_and_evaluate(trainer: EmoRegTrainer, splits, *, checkpoint: str | None, label_names) -> dict:
+def train_and_evaluate(
+    trainer: EmoRegTrainer, splits, *, checkpoint: str | None, label_names
+) -> tuple[dict, dict[str, str]]:
     """Train (resuming from `checkpoint`), save the model, evaluate on validation and, if present, test.
 
-    Returns the flat results dict written to `all_results.json`; also writes `predictions_<split>.json`
-    (labels, predictions, ρ) of the last evaluated split for the card's confusion matrix and ρ plots.
+    Returns the flat results dict written to `all_results.json` and the result files this run wrote (role
+    -> name, for the run record); also writes `predictions_<split>.json` (labels, predictions, ρ) of the
+    last evaluated split for the card's confusion matrix and ρ plots.
     """
     import json
 
@@ -322,161 +259,25 @@ def train_and_evaluate(trainer: EmoRegTrainer, splits, *, checkpoint: str | None
         with open(os.path.join(trainer.args.output_dir, f"predictions_{final_split}.json"), "w") as f:
             json.dump(payload, f)
         trainer.save_metrics("all", results, combined=False)
-    return results
-
-
-def finish_run(
-    training_args,
-    script_args,
-    *,
-    config_path: str | None,
-    image_size,
-    results: dict,
-    push: bool,
-    headline: str,
-    **info,
-) -> None:
-    """Main process, after training: `run_info.json` (what the card and the ablation runner read: the
-    command, the config, the training summary, plus the stage's own `info`), the model card, the push if
-    asked, and one summary line with the `headline` metric."""
-    import json
-
-    from . import hub
-
-    output_dir = training_args.output_dir
-    run_info = {
-        **info,
-        "command": command_line(),
-        "config_file": config_path,
-        "config": vars(script_args),
-        "training": training_summary(training_args, image_size),
+    files = {
+        "results": "all_results.json",
+        "train_results": "train_results.json",
+        "trainer_state": "trainer_state.json",
+        "predictions": f"predictions_{final_split}.json",
     }
-    with open(os.path.join(output_dir, "run_info.json"), "w") as f:
-        json.dump(run_info, f, indent=2, default=str)
-    hub.write_model_card(output_dir, repo_id=training_args.hub_model_id)
-    if push:
-        hub.push_from_training_args(output_dir, training_args)
-    print(f"{headline}={results.get(headline, float('nan')):.4f} -> {os.path.abspath(output_dir)}")
-
-
-# -- model builders -------------------------------------------------------------------------------------
-
-DEFAULT_MEAN = [0.5, 0.5, 0.5]
-DEFAULT_STD = [0.5, 0.5, 0.5]
-
-
-def _labels(names) -> dict:
-    names = list(names)
-    return {
-        "num_labels": len(names),
-        "id2label": dict(enumerate(names)),
-        "label2id": {name: i for i, name in enumerate(names)},
-    }
-
-
-def config_from_dict(model_config: dict, names, image_size: int | None):
-    """`AutoConfig.for_model` from a YAML dict, labelled, with `image_size` where the family has one."""
-    from transformers import AutoConfig
-
-    fields = dict(model_config)
-    model_type = fields.pop("model_type")
-    config = AutoConfig.for_model(model_type, **fields, **_labels(names))
-    if image_size is not None and hasattr(config, "image_size") and "image_size" not in fields:
-        config.image_size = image_size
-    return config
-
-
-def geometry(name_or_path: str | None, image_size: int | None) -> dict:
-    """Input size / mean / std of a checkpoint's processor; defaults for a model built from scratch."""
-    from .modeling_emoreg import _processor_geometry
-
-    found = _processor_geometry(name_or_path) if name_or_path else {}
-    size = found.get("size") or ([image_size, image_size] if image_size else None)
-    if size is None:
-        raise ValueError(
-            f"cannot tell the input size of {name_or_path or 'a model built from scratch'}: "
-            "it has no image processor; pass --image_size"
-        )
-    return {"size": size, "mean": found.get("mean", DEFAULT_MEAN), "std": found.get("std", DEFAULT_STD)}
-
-
-def build_pretrain_model(args, emotion_names):
-    """Stage 1: a plain AutoModelForImageClassification with one output per emotion."""
-    from transformers import AutoModelForImageClassification
-
-    if args.model_name_or_path:
-        model = AutoModelForImageClassification.from_pretrained(
-            args.model_name_or_path, ignore_mismatched_sizes=True, **_labels(emotion_names)
-        )
-        model_geometry = geometry(args.model_name_or_path, args.image_size)
-    else:
-        config = config_from_dict(args.model_config, emotion_names, args.image_size)
-        model, model_geometry = (
-            AutoModelForImageClassification.from_config(config),
-            geometry(None, args.image_size),
-        )
-    # Provenance that travels inside config.json, so stage 2 (and its card) knows what the experience means.
-    model.config.emotion_taxonomy = args.taxonomy
-    model.config.shuffled_emotion_labels = bool(args.shuffle_labels)
-    return model, model_geometry
-
-
-def build_finetune_model(args, label_names):
-    """Stage 2 for `method`: EmoReg, the task pathway alone (baseline) or the affective backbone (transfer)."""
-    from transformers import AutoModelForImageClassification
-
-    from .configs import EMOREG_OPTIONS
-    from .modeling_emoreg import EmoRegForImageClassification
-
-    labels = _labels(label_names)
-    if args.method != "baseline" and not (
-        os.path.isdir(args.affect_model_name_or_path) or args.affect_model_name_or_path.count("/") == 1
-    ):
-        raise FileNotFoundError(
-            f"affect_model_name_or_path {args.affect_model_name_or_path!r} is neither a folder nor a Hub id; "
-            "run stage 1 first (accelerate launch recipes/pretrain.py) or point it at a stage-1 checkpoint"
-        )
-    if args.method == "transfer":
-        model = AutoModelForImageClassification.from_pretrained(
-            args.affect_model_name_or_path, ignore_mismatched_sizes=True, **labels
-        )
-        if args.affect_init == "random":
-            model = AutoModelForImageClassification.from_config(model.config)
-        return model, geometry(args.affect_model_name_or_path, args.image_size)
-
-    task_geometry = geometry(args.task_model_name_or_path, args.image_size)
-    if args.method == "baseline":
-        if args.task_model_name_or_path:
-            model = AutoModelForImageClassification.from_pretrained(
-                args.task_model_name_or_path, ignore_mismatched_sizes=True, **labels
-            )
-        else:
-            model = AutoModelForImageClassification.from_config(
-                config_from_dict(args.task_model_config, label_names, args.image_size)
-            )
-        return model, task_geometry
-
-    task_config = None
-    if args.task_model_config is not None:
-        task_config = config_from_dict(args.task_model_config, label_names, args.image_size)
-    model = EmoRegForImageClassification.from_backbones(
-        args.task_model_name_or_path,
-        args.affect_model_name_or_path,
-        task_config=task_config,
-        task_image_size=task_geometry["size"],
-        task_image_mean=task_geometry["mean"],
-        task_image_std=task_geometry["std"],
-        **{option: getattr(args, option) for option in EMOREG_OPTIONS},
-        **labels,
+    files.update(
+        {
+            f"{prefix}_results": f"{prefix}_results.json"
+            for prefix in ("eval", "test")
+            if any(k.startswith(f"{prefix}_") for k in results)
+        }
     )
-    if args.affect_init == "random":
-        model.reset_affective_pathway()
-    return model, task_geometry
+    return results, files
 
 
 def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
     """Loader transforms (uint8 at the working size), the collator, the saved image processor and the
-    device-side finisher that matches it (DESIGN §4, input path)."""
+    device-side finisher that matches it (docs/architecture.md, input path)."""
     from .data import Collator, DeviceFinisher, LoaderTransform, build_image_processor, infer_working_size
 
     size = model_geometry["size"]

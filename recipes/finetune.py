@@ -7,22 +7,23 @@
 CONFIG it runs the embedded synthetic demo (recipes/demo/finetune.yaml) on the output of the demo pretrain.
 """
 
+import os
 from pathlib import Path
 
 from transformers import set_seed
 
 from emoreg_hf.configs import EMOREG_OPTIONS, FinetuneArguments, RecipeArgumentParser
-from emoreg_hf.data import load_target_dataset
+from emoreg_hf.data import is_synthetic, load_target_dataset, resolve_target_spec
+from emoreg_hf.models import build_finetune_model
+from emoreg_hf.run_dir import finish_run, prepare_output_dir
+from emoreg_hf.run_record import DatasetRecord
 from emoreg_hf.training import (
     EmoRegTrainer,
     adapt_training_args,
     build_compute_metrics,
-    build_finetune_model,
     cap,
-    finish_run,
     input_pipeline,
     keep_logits_for_metrics,
-    prepare_output_dir,
     setup_logging,
     train_and_evaluate,
 )
@@ -36,9 +37,10 @@ def main() -> None:
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
     set_seed(training_args.seed)
 
+    target = resolve_target_spec(args.dataset)
     with training_args.main_process_first(desc="loading the target data set"):
         splits = load_target_dataset(
-            args.dataset,
+            target,
             validation_split_size=args.validation_split_size,
             seed=training_args.seed,
             on_bad_image=args.on_bad_image,
@@ -67,10 +69,10 @@ def main() -> None:
         preprocess_logits_for_metrics=keep_logits_for_metrics,
         finisher=finisher,
     )
-    results = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=label_names)
+    results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=label_names)
 
     if trainer.is_world_process_zero():
-        dataset_id = args.dataset if isinstance(args.dataset, str) else args.dataset.get("path")
+        affect = args.affect_model_name_or_path if args.method != "baseline" else None
         affect_config = getattr(model.config, "affect_config", model.config)  # transfer: the model itself
         finish_run(
             training_args,
@@ -78,23 +80,26 @@ def main() -> None:
             config_path=config_path,
             image_size=model_geometry["size"],
             results=results,
+            files=files,
             push=push,
             headline="test_accuracy",
             stage="finetune",
             method=args.method,
-            datasets=[
-                {"id": dataset_id, "split_sizes": {name: len(split) for name, split in splits.items()}}
-            ],
-            synthetic_data=dataset_id == "demo",
-            base_models=[
-                m
-                for m in (
-                    args.task_model_name_or_path if args.method != "transfer" else None,
-                    args.affect_model_name_or_path if args.method != "baseline" else None,
-                )
-                if m
-            ],
             label_names=list(label_names),
+            datasets=[
+                DatasetRecord(target.path, target.display_name, {n: len(s) for n, s in splits.items()})
+            ],
+            synthetic_data=is_synthetic(target),
+            models={
+                "task": args.task_model_name_or_path if args.method != "transfer" else None,
+                "task_config": args.task_model_config if args.method != "transfer" else None,
+                "affect": affect,
+                "affect_path": os.path.abspath(affect) if affect and os.path.isdir(affect) else None,
+                "architecture": model.config.model_type,
+            },
+            base_models=[
+                m for m in (args.task_model_name_or_path if args.method != "transfer" else None, affect) if m
+            ],
             taxonomy={"name": getattr(affect_config, "emotion_taxonomy", None), "names": list(emotion_names)}
             if emotion_names
             else None,

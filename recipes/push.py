@@ -1,19 +1,21 @@
 """Publish one or more run folders (seeds of one configuration) as a Hub model repository.
 
     python recipes/push.py RUN_DIR [RUN_DIR ...] --repo_id org/name [--compare CONTROL_DIR ...]
-                           [--private] [--revision BRANCH] [--create_pr] [--dry_run] [--overwrite]
+                           [--private] [--revision BRANCH] [--create_pr] [--dry_run | --export_dir DIR]
+                           [--overwrite]
 
 The first folder gives the weights and plots; all of them give the results (mean ± std over seeds).
 `--compare` adds other configurations (baseline, transfer, shuffled-emotion and no-pretraining controls;
 several seeds of one configuration are averaged) to the card's Controls table.
-`--dry_run` prints the file list and the model card and touches no network.
+`--dry_run` prints the file list and the model card and touches no network; `--export_dir DIR` writes
+exactly the folder that would be uploaded into DIR, for review, and stops.
 """
 
 import argparse
 import logging
 import sys
 
-from emoreg_hf.hub import HubPushError, push_to_hub
+from emoreg_hf.publish import HubPushError, push_to_hub
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +42,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--revision", default=None, help="branch to push to (created if missing; default main)"
     )
     parser.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--dry_run", action="store_true", help="print the files and the card; no network")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--dry_run", action="store_true", help="print the files and the card; no network")
+    target.add_argument(
+        "--export_dir",
+        default=None,
+        metavar="DIR",
+        help="write exactly the folder that would be uploaded into DIR (new or empty) and stop; no network",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing README.md at the revision"
     )
@@ -60,6 +69,7 @@ def main(argv=None) -> int:
             create_pr=args.create_pr,
             overwrite=args.overwrite,
             dry_run=args.dry_run,
+            export_dir=args.export_dir,
             compare_dirs=args.compare,
             commit_message=args.commit_message,
         )

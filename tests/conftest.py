@@ -7,3 +7,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from demo_runs import demo_runs  # noqa: E402, F401  (session fixture: real tiny demo pretrain + finetune)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that train through the recipes (the `demo_runs` fixture, or marked themselves) are `slow`:
+    `pytest -m "not slow"` is the quick loop; `make test` and CI run everything."""
+    import pytest
+
+    for item in items:
+        if "demo_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

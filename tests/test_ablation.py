@@ -1,10 +1,9 @@
-"""The ablation runner: planning, overrides, statistics against hand-computed values, and the demo matrix
-end to end (2 seeds x 2 methods through the real recipes) with skip-on-restart."""
+"""The ablation: planning, overrides, the report on fixed numbers (one reference rendering of its table),
+and the demo matrix end to end (2 seeds x 2 methods through the real recipes) with skip-on-restart."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -14,62 +13,6 @@ from emoreg_hf import ablation
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
-
-
-# -- statistics -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "p, df, expected",
-    [
-        (0.975, 1, 12.706204736174705),
-        (0.975, 2, 4.302652729749464),
-        (0.975, 4, 2.7764451051977987),
-        (0.975, 29, 2.045229642132703),
-        (0.95, 10, 1.8124611228107335),
-        (0.025, 3, -3.182446305284263),
-    ],
-)
-def test_t_quantile_matches_tables(p, df, expected):
-    assert ablation.t_quantile(p, df) == pytest.approx(expected, rel=1e-9)
-
-
-def test_t_quantile_agrees_with_scipy_when_installed():
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 3, 5, 8, 13, 50, 200):
-        for p in (0.9, 0.95, 0.975, 0.995):
-            assert ablation.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
-
-
-def test_describe_by_hand():
-    stats = ablation.describe([0.5, 0.6, 0.7])
-    # mean 0.6; std (ddof=1) = sqrt((0.01 + 0 + 0.01) / 2) = 0.1; sem = 0.1 / sqrt(3)
-    half = 4.302652729749464 * 0.1 / math.sqrt(3)  # t(0.975, 2) x sem = 0.248414...
-    assert stats["n"] == 3
-    assert stats["mean"] == pytest.approx(0.6)
-    assert stats["std"] == pytest.approx(0.1)
-    assert stats["ci_low"] == pytest.approx(0.6 - half) and stats["ci_low"] == pytest.approx(
-        0.351586, abs=1e-6
-    )
-    assert stats["ci_high"] == pytest.approx(0.848414, abs=1e-6)
-    single = ablation.describe([0.4])
-    assert single["mean"] == 0.4 and single["std"] is None and single["ci_low"] is None
-
-
-def test_paired_difference_by_hand():
-    method = {0: 0.50, 1: 0.60, 2: 0.70}
-    baseline = {0: 0.40, 1: 0.55, 2: 0.60, 3: 0.99}  # seed 3 has no partner and is left out
-    stats = ablation.paired_difference(method, baseline)
-    # differences 0.10, 0.05, 0.10: mean 0.083333, std sqrt(0.0025 / 3) = 0.0288675, sem 0.0166667
-    assert stats["seeds"] == [0, 1, 2]
-    assert stats["mean"] == pytest.approx(0.0833333, abs=1e-7)
-    assert stats["std"] == pytest.approx(0.0288675, abs=1e-7)
-    assert stats["ci_low"] == pytest.approx(0.0116224, abs=1e-6)
-    assert stats["ci_high"] == pytest.approx(0.1550443, abs=1e-6)
-    assert stats["verdict"] == "higher"
-    noisy = ablation.paired_difference({0: 0.5, 1: 0.6}, {0: 0.55, 1: 0.5})
-    assert noisy["verdict"] == "noise"
-    assert ablation.paired_difference({0: 0.1, 1: 0.2}, {0: 0.3, 1: 0.41})["verdict"] == "lower"
 
 
 def _records(values: dict[str, list[float]], rho: float | None = None) -> dict:
@@ -118,6 +61,9 @@ def test_summarize_and_render_fixed_input(tmp_path):
     assert "| emoreg_adaptive | 3 | 60.00 ± 10.00 | [35.16, 84.84] | +8.33 [+1.16, +15.50] |" in text
     assert "**higher beyond noise**" in text
     assert "shuffled_emotion" in text and "t = 4.30" in text
+    # power: t(0.975, 2) noncentral at 80% for the measured std of the differences (0.0288675) over 3 seeds
+    assert adaptive["vs_baseline"]["detectable_at_80_power"] == pytest.approx(3.264044 * 0.0288675, rel=1e-5)
+    assert "emoreg_adaptive 9.42 pp" in text and "80% power" in text
     json.dumps(summary)  # serialisable as written to results.json
     assert ablation.plot_results(summary, tmp_path / "r.png").stat().st_size > 1000
 
@@ -241,6 +187,7 @@ def test_shuffled_config_is_one_switch_from_the_pretrain_recipe():
 # -- end to end -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
     """2 seeds x 2 methods on the demo through the real recipes; a second call runs nothing."""
     tiny = {
@@ -287,16 +234,19 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
     root, run = moved, moved / "finetune" / "emoreg_adaptive" / "seed1"
     assert ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)["ran"] == []
 
-    (run / "all_results.json").unlink()  # an interrupted run: only it runs again
+    (run / "run_info.json").unlink()  # an interrupted run (no record yet): only it runs again
     third = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
     assert third["ran"] == ["finetune/emoreg_adaptive/seed1"]
 
-    summary = ablation.aggregate(config)
+    summary = ablation.write_report(config)
     assert set(summary["methods"]) == {"baseline", "emoreg_adaptive"}
     assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["seeds"] == [0, 1]
     assert summary["methods"]["emoreg_adaptive"]["rho_mean"] is not None
     markdown = (root / "results.md").read_text()
     assert "| baseline | 2 |" in markdown and "emoreg_adaptive" in markdown
-    assert (root / "results.png").is_file() and json.loads((root / "results.json").read_text())[
-        "split"
-    ] == "test"
+    written = json.loads((root / "results.json").read_text())
+    assert (root / "results.png").is_file() and written["split"] == "test"
+    # images per run and stage, from each run's record
+    assert written["images"]["finetune"]["baseline"]["0"] == {"train": 128, "validation": 64, "test": 64}
+    assert written["images"]["pretrain"]["normal"]["1"]["train"] == 128
+    assert "Images per run: stage 1: " in markdown

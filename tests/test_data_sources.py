@@ -119,7 +119,7 @@ def test_emotion_column_source_maps_onto_valence3_and_ekman7(mikels_dir):
 
 def test_mixture_proportions_follow_weights(fer_dir, mikels_dir, tmp_path, caplog):
     sources = [_fer(fer_dir, weight=3.0), _mikels(mikels_dir, weight=1.0)]
-    with caplog.at_level("INFO", logger="emoreg_hf.data.sources"):
+    with caplog.at_level("INFO", logger="emoreg_hf.data.mixture"):
         dd, report = load_affective_mixture(sources, "valence3", seed=0, report_path=tmp_path / "r.json")
     assert "source 'fer': 37 train / 5 validation rows; train classes {'negative': " in caplog.text
     per_source = Counter(dd["train"]["source"])

@@ -1,4 +1,4 @@
-"""The shipped evaluate modules load offline and agree with scikit-learn / hand-computed values."""
+"""The shipped evaluate module loads offline and agrees with scikit-learn / hand-computed values."""
 
 import os
 from importlib import resources
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, top_k_accuracy_score
 
-from emoreg_hf.metrics import METRIC_NAMES, compute_classification_metrics, load_metric, metric_path
+from emoreg_hf.metrics import compute_classification_metrics, load_metric, metric_path
 
 RNG = np.random.default_rng(0)
 LOGITS = RNG.normal(size=(300, 10)) * 2
@@ -32,15 +32,18 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def test_every_metric_ships_as_a_loadable_local_module():
+def test_the_metric_ships_as_one_loadable_local_module():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     shipped = resources.files("emoreg_hf.metrics")
-    for name in METRIC_NAMES:
-        assert shipped.joinpath(name, f"{name}.py").is_file()
-        module = evaluate.load(metric_path(name), keep_in_memory=True)
-        assert isinstance(module, evaluate.Metric) and module.description
-    with pytest.raises(ValueError, match="Unknown metric"):
-        metric_path("bleu")
+    assert shipped.joinpath("classification", "classification.py").is_file()
+    module = evaluate.load(metric_path(), keep_in_memory=True)
+    assert isinstance(module, evaluate.Metric) and "calibration" in module.description
+    assert load_metric() is load_metric()  # loaded once per process
+
+
+def ece_of(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ECE through `compute_classification_metrics`, from probabilities (log-probabilities are logits)."""
+    return compute_classification_metrics(np.log(np.clip(probs, 1e-300, None)), labels)["ece"]
 
 
 def test_compute_classification_metrics_matches_sklearn():
@@ -57,24 +60,25 @@ def test_compute_classification_metrics_matches_sklearn():
     assert compute_classification_metrics((LOGITS, np.zeros(300)), LABELS) == results
 
 
-def test_top5_is_clipped_to_the_number_of_classes():
+def test_top5_is_clipped_to_the_number_of_classes_and_ties_favour_the_reference():
     logits, labels = RNG.normal(size=(50, 3)), RNG.integers(0, 3, 50)
     assert compute_classification_metrics(logits, labels)["top5_accuracy"] == 1.0
-    top2 = load_metric("top5_accuracy").compute(predictions=logits, references=labels, k=2)["top5_accuracy"]
-    assert top2 == pytest.approx(top_k_accuracy_score(labels, logits, k=2))
+    tied = np.zeros((4, 8))  # every class scores the same: the reference is in any top-k
+    assert compute_classification_metrics(tied, np.arange(4))["top5_accuracy"] == 1.0
+    ranked = np.tile(np.arange(8, 0, -1), (3, 1))  # class 0 best ... class 7 worst
+    assert compute_classification_metrics(ranked, np.array([4, 5, 7]))["top5_accuracy"] == pytest.approx(
+        1 / 3
+    )
 
 
 def test_ece_edge_cases():
-    ece = load_metric("expected_calibration_error")
     confident_and_right = np.eye(4)
-    assert ece.compute(predictions=confident_and_right, references=np.arange(4))["ece"] == 0.0
+    assert ece_of(confident_and_right, np.arange(4)) == pytest.approx(0.0, abs=1e-12)
     confident_and_wrong = np.eye(4)[[1, 2, 3, 0]]
-    assert ece.compute(predictions=confident_and_wrong, references=np.arange(4))["ece"] == pytest.approx(1.0)
+    assert ece_of(confident_and_wrong, np.arange(4)) == pytest.approx(1.0)
     # 60 % confident, right 3 times out of 5: perfectly calibrated.
     probs = np.tile([0.6, 0.4], (5, 1))
-    assert ece.compute(predictions=probs, references=[0, 0, 0, 1, 1])["ece"] == pytest.approx(0.0)
-    from_logits = ece.compute(predictions=LOGITS, references=LABELS, from_logits=True)["ece"]
-    assert from_logits == pytest.approx(reference_ece(softmax(LOGITS), LABELS))
+    assert ece_of(probs, np.array([0, 0, 0, 1, 1])) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_class_averaged_metrics_weigh_rare_classes():

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from emoreg_hf.configs import FinetuneArguments, PretrainArguments, RecipeArgumentParser
 from emoreg_hf.data import check_sources_available, missing_sources
-from emoreg_hf.training import prepare_output_dir
+from emoreg_hf.run_dir import prepare_output_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -190,6 +190,7 @@ runpy.run_path("recipes/finetune.py", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     # Bitwise equality needs deterministic inputs: with random augmentation, accelerate's loader has already
     # drawn the next batch's augmentation when the checkpoint saves the RNG state, so a resumed run draws
@@ -226,6 +227,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_matches_single_process_keys(tmp_path, demo_runs):
     emoreg = [
         *TINY_BASELINE[2:],
@@ -243,7 +245,7 @@ def test_two_process_gloo_run_matches_single_process_keys(tmp_path, demo_runs):
     results = [json.loads((tmp_path / d / "all_results.json").read_text()) for d in ("one", "two")]
     assert results[0].keys() == results[1].keys()
     assert {"eval_accuracy", "test_accuracy", "test_rho_mean", "test_emotion_entropy"} <= results[1].keys()
-    info = json.loads((tmp_path / "two" / "run_info.json").read_text())["training"]
+    info = json.loads((tmp_path / "two" / "run_info.json").read_text())["hyperparameters"]
     assert info["world_size"] == 2 and info["global_batch_size"] == 2 * 16
     states = [json.loads((tmp_path / d / "trainer_state.json").read_text()) for d in ("one", "two")]
     assert states[0]["global_step"] == 2 * 128 // 16

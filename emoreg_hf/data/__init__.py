@@ -1,15 +1,11 @@
-"""Data layer: affective mixtures and target data sets through ``datasets``, the loader/device split of
-the input path (uint8 on the host, resize + normalise on the device), and the embedded synthetic demo."""
+"""Data layer: sources as data (`sources`), affective mixtures (`mixture`), target data sets
+(`targets`), the loader/device split of the input path (`transforms`: uint8 on the host, resize +
+normalise on the device), and the embedded synthetic demo (`demo`)."""
 
 from .demo import DEMO_NAMES, ensure_demo
-from .sources import (
-    TARGET_PRESETS,
-    SourceSpec,
-    check_sources_available,
-    load_affective_mixture,
-    load_target_dataset,
-    missing_sources,
-)
+from .mixture import load_affective_mixture
+from .sources import SourceSpec, check_sources_available, is_synthetic, missing_sources
+from .targets import TARGET_PRESETS, load_target_dataset, resolve_target_spec
 from .transforms import (
     AUGMENTATIONS,
     Collator,
@@ -31,7 +27,9 @@ __all__ = [
     "check_sources_available",
     "ensure_demo",
     "infer_working_size",
+    "is_synthetic",
     "load_affective_mixture",
     "load_target_dataset",
     "missing_sources",
+    "resolve_target_spec",
 ]

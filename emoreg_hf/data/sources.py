@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import io
-import json
 import logging
 import os
 from collections import Counter
@@ -22,7 +21,6 @@ from typing import Any
 import datasets
 import numpy as np
 
-from ..taxonomy import LabelSpace, get_label_space
 from .demo import resolve_demo_path
 
 logger = logging.getLogger(__name__)
@@ -31,27 +29,6 @@ IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values", "picture", "photo")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "emotion", "fine_label", "class", "category")
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 PACKAGED_BUILDERS = ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset")  # read local files
-
-TARGET_PRESETS: dict[str, dict[str, Any]] = {
-    "cifar10": {
-        "path": "uoft-cs/cifar10",
-        "image_column": "img",
-        "label_column": "label",
-        "source": "cifar10",
-    },
-    "cifar100": {
-        "path": "uoft-cs/cifar100",
-        "image_column": "img",
-        "label_column": "fine_label",  # {"preset": "cifar100", "label_column": "coarse_label"} for 20 classes
-        "source": "cifar100",
-    },
-    "demo": {
-        "path": "demo:synthetic-target",
-        "image_column": "img",
-        "label_column": "label",
-        "source": "synthetic-target",
-    },
-}
 
 
 @dataclass
@@ -116,6 +93,11 @@ class SourceSpec:
         return []
 
 
+def is_synthetic(spec: SourceSpec | Mapping | str) -> bool:
+    """The one rule for "synthetic data": the source is the embedded demo generator (`demo:<name>`)."""
+    return SourceSpec.from_any(spec).path.startswith("demo:")
+
+
 def missing_sources(sources: list) -> list[str]:
     """Local sources whose files are absent, each with how to obtain it; checked before any training so a
     run does not die after hours on its last source."""
@@ -155,7 +137,7 @@ def _load(spec: SourceSpec, split: str | None = None):
         raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}") from err
 
 
-def _load_with_train_split(spec: SourceSpec, kind: str):
+def load_with_train_split(spec: SourceSpec, kind: str):
     """Load a source; return it, its split names and the training split (`spec.split`, default `train`)."""
     loaded = _load(spec)
     splits = _split_names(loaded)
@@ -167,7 +149,7 @@ def _load_with_train_split(spec: SourceSpec, kind: str):
     return loaded, splits, train_split
 
 
-def _pick_column(spec: SourceSpec, features: datasets.Features, which: str) -> str:
+def pick_column(spec: SourceSpec, features: datasets.Features, which: str) -> str:
     given = spec.image_column if which == "image" else spec.label_column
     columns = list(features)
     if given is not None:
@@ -189,7 +171,7 @@ def _pick_column(spec: SourceSpec, features: datasets.Features, which: str) -> s
     return found[0]
 
 
-def _label_names(ds, column: str, spec: SourceSpec) -> list[str] | None:
+def label_vocabulary(ds, column: str, spec: SourceSpec) -> list[str] | None:
     """Source label vocabulary: ClassLabel names, or the distinct values of a string/int column."""
     feature = ds.features[column]
     if isinstance(feature, datasets.ClassLabel):
@@ -269,7 +251,7 @@ class _Prepare:
         }
 
 
-def _prepare_split(
+def prepare_split(
     ds,
     spec: SourceSpec,
     split: str,
@@ -280,8 +262,8 @@ def _prepare_split(
     stats: dict,
 ):
     """Rename to image/label, check images, map labels, add source, cast to the final features."""
-    image_col = _pick_column(spec, ds.features, "image")
-    label_col = _pick_column(spec, ds.features, "label")
+    image_col = pick_column(spec, ds.features, "image")
+    label_col = pick_column(spec, ds.features, "label")
     ds = ds.select_columns([image_col, label_col])
     if image_col != "image":
         ds = ds.rename_column(image_col, "image")
@@ -330,7 +312,7 @@ def _split_names(loaded) -> list[str]:
     return list(loaded.keys())
 
 
-def _find_validation(spec: SourceSpec, splits: list[str]) -> str | None:
+def find_validation(spec: SourceSpec, splits: list[str]) -> str | None:
     if spec.validation_split is not None:
         if spec.validation_split not in splits:
             raise ValueError(
@@ -340,7 +322,7 @@ def _find_validation(spec: SourceSpec, splits: list[str]) -> str | None:
     return next((s for s in VALIDATION_SPLIT_NAMES if s in splits), None)
 
 
-def _carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
+def carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
     """Stratified, seeded train/validation split; unstratified if a class is too rare to stratify."""
     try:
         parts = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
@@ -352,7 +334,7 @@ def _carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str)
     return parts["train"], parts["test"]
 
 
-def _stream_validation(ds: datasets.IterableDataset, size: float, seed: int, spec: SourceSpec):
+def stream_validation(ds: datasets.IterableDataset, size: float, seed: int, spec: SourceSpec):
     """Streaming source without its own validation split: the first n examples (n = size if >= 1,
     else size x the split's known length, else 500) become a small in-memory validation set."""
     try:
@@ -372,7 +354,7 @@ def _column(ds: datasets.Dataset, column: str) -> np.ndarray:
     return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column])
 
 
-def _count(ds, column: str = "label") -> dict[str, int] | None:
+def count_labels(ds, column: str = "label") -> dict[str, int] | None:
     if not isinstance(ds, datasets.Dataset):
         return None
     feature = ds.features[column]
@@ -382,7 +364,7 @@ def _count(ds, column: str = "label") -> dict[str, int] | None:
     return {str(k): int(v) for k, v in sorted(counts.items())}
 
 
-def _shuffle_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
+def permute_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
     """Permute the label column (same counts, new assignments): the shuffled-emotion control."""
     labels = _column(ds, "label")
     permuted = np.random.default_rng(seed).permutation(labels)
@@ -390,224 +372,6 @@ def _shuffle_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
     return ds.remove_columns("label").add_column("label", permuted.tolist(), feature=feature)
 
 
-def _check_policy(on_bad_image: str) -> None:
+def check_policy(on_bad_image: str) -> None:
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
-
-
-# ---------------------------------------------------------------- affective mixture
-
-
-def load_affective_mixture(
-    sources: list[dict | SourceSpec],
-    taxonomy: str | Mapping | LabelSpace,
-    *,
-    seed: int = 42,
-    on_bad_image: str = "error",
-    shuffle_labels: bool = False,
-    validation_split_size: float = 0.1,
-    report_path: str | Path | None = None,
-    stopping_strategy: str = "all_exhausted",
-) -> tuple[datasets.DatasetDict, dict]:
-    """Load affective sources, map their labels onto ``taxonomy``, and mix them.
-
-    Returns ``DatasetDict(train=..., validation=...)`` with columns image / label / source, and a
-    JSON-serialisable report (also written to ``report_path``). With weights, ``train`` is
-    ``interleave_datasets`` with probabilities ∝ weight (``stopping_strategy="all_exhausted"``: every
-    example is seen, smaller sources repeat); without, the sources are concatenated. ``validation`` is
-    carved per source (stratified, seeded) unless a source has its own validation split; it is never
-    weighted. If any source streams, ``train`` is an ``IterableDataset`` and a streaming source's
-    validation set is its first examples (see ``_stream_validation``).
-    """
-    _check_policy(on_bad_image)
-    space = get_label_space(taxonomy)
-    specs = [SourceSpec.from_any(s) for s in sources]
-    if not specs:
-        raise ValueError("load_affective_mixture needs at least one source")
-    names = [s.display_name for s in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"several sources are named {duplicates}; give each a distinct `source:`")
-    weighted = any(s.weight is not None for s in specs)
-    if weighted and any(s.weight is None or s.weight <= 0 for s in specs):
-        raise ValueError(
-            f"when one source has a weight, all need a positive one; got {[s.weight for s in specs]}"
-        )
-    class_label = space.class_label()
-    report: dict[str, Any] = {
-        "taxonomy": space.name,
-        "labels": list(space.names),
-        "seed": seed,
-        "shuffle_labels": shuffle_labels,
-        "on_bad_image": on_bad_image,
-        "sources": {},
-    }
-    trains, validations = [], []
-    for i, spec in enumerate(specs):
-        src = spec.display_name
-        if shuffle_labels and spec.streaming:
-            raise ValueError(
-                f"source {src!r}: shuffle_labels needs a map-style source; set `streaming: false`"
-            )
-        loaded, splits, train_split = _load_with_train_split(spec, "source")
-        val_split = _find_validation(spec, splits)
-        label_col = _pick_column(spec, loaded[train_split].features, "label")
-        vocab = _label_names(loaded[train_split], label_col, spec)
-        stats: dict[str, Any] = {"path": spec.path, "weight": spec.weight, "streaming": spec.streaming}
-        if vocab is not None:
-            mapping = space.map_labels(
-                vocab, source=src, label_map=spec.label_map, drop_unmapped=spec.drop_unmapped
-            )
-            stats["mapping"] = mapping
-            lookup = {k: (space.names.index(v) if v is not None else None) for k, v in mapping.items()}
-        else:  # streaming labels without ClassLabel: each new spelling is mapped when first seen
-            lookup = _LazyLookup(space, spec)
-            stats["mapping"] = "lazy (streaming source without a ClassLabel column)"
-        parts = {}
-        for split in [train_split] + ([val_split] if val_split else []):
-            parts[split] = _prepare_split(
-                loaded[split],
-                spec,
-                split,
-                vocab,
-                lookup,
-                class_label,
-                on_bad_image,
-                stats.setdefault("splits", {}),
-            )
-        train = parts[train_split]
-        if shuffle_labels:
-            train = _shuffle_labels(train, seed + i)
-        if val_split:
-            validation = parts[val_split]
-            if shuffle_labels:
-                validation = _shuffle_labels(validation, seed + 1000 + i)
-        elif spec.streaming:
-            train, validation = _stream_validation(train, validation_split_size, seed, spec)
-        else:
-            train, validation = _carve_validation(train, validation_split_size, seed, src)
-        stats["validation_from"] = val_split or (
-            "first examples of the stream" if spec.streaming else "carved"
-        )
-        stats["train"] = len(train) if isinstance(train, datasets.Dataset) else None
-        stats["validation"] = len(validation)
-        stats["class_counts"] = {"train": _count(train), "validation": _count(validation)}
-        report["sources"][src] = stats
-        logger.info(
-            "source %r: %s train / %d validation rows; train classes %s; per split %s",
-            src,
-            stats["train"] if stats["train"] is not None else "streamed",
-            stats["validation"],
-            stats["class_counts"]["train"],
-            stats["splits"],
-        )
-        trains.append(train)
-        validations.append(validation)
-
-    streaming = any(not isinstance(t, datasets.Dataset) for t in trains)
-    if streaming:
-        trains = [t.to_iterable_dataset() if isinstance(t, datasets.Dataset) else t for t in trains]
-    if weighted:
-        total = sum(s.weight for s in specs)
-        probabilities = [s.weight / total for s in specs]
-        train = datasets.interleave_datasets(
-            trains, probabilities=probabilities, seed=seed, stopping_strategy=stopping_strategy
-        )
-        mixing = {
-            "strategy": f"interleave ({stopping_strategy})",
-            "probabilities": dict(zip(names, probabilities)),
-        }
-    else:
-        train = datasets.interleave_datasets(trains) if streaming else datasets.concatenate_datasets(trains)
-        mixing = {"strategy": "concatenate", "probabilities": None}
-    validation = datasets.concatenate_datasets(validations)
-    mixing["train_rows"] = len(train) if not streaming else None
-    mixing["train_per_source"] = _count(train, "source") if not streaming else None
-    mixing["train_class_counts"] = _count(train) if not streaming else None
-    mixing["validation_rows"] = len(validation)
-    report["mixture"] = mixing
-    logger.info("affective mixture: %s", json.dumps(report["mixture"]))
-    if report_path is not None:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(json.dumps(report, indent=2))
-    return datasets.DatasetDict({"train": train, "validation": validation}), report
-
-
-class _LazyLookup(dict):
-    def __init__(self, space: LabelSpace, spec: SourceSpec):
-        super().__init__()
-        self.space, self.spec = space, spec
-
-    def __contains__(self, key) -> bool:
-        if not dict.__contains__(self, key):
-            target = self.space.map_labels(
-                [key],
-                source=self.spec.display_name,
-                label_map=self.spec.label_map,
-                drop_unmapped=self.spec.drop_unmapped,
-            )[str(key)]
-            self[key] = self.space.names.index(target) if target is not None else None
-        return True
-
-    def __reduce__(self):
-        return (_LazyLookup, (self.space, self.spec))
-
-
-# ---------------------------------------------------------------- target data sets
-
-
-def load_target_dataset(
-    spec: str | Mapping | SourceSpec,
-    *,
-    validation_split_size: float = 0.1,
-    seed: int = 42,
-    on_bad_image: str = "error",
-) -> datasets.DatasetDict:
-    """A task data set with ``train``, ``validation`` and (if it has one) ``test``.
-
-    ``spec``: a preset (``"cifar10"``, ``"cifar100"``, ``"demo"``), a dict ``{"preset": ..., **overrides}``
-    (e.g. ``label_column: coarse_label``), or any source spec. The data set's own validation split is used
-    if it has one, else a stratified, seeded one is carved from train; ``test`` is left untouched.
-    """
-    _check_policy(on_bad_image)
-    if isinstance(spec, str) and spec in TARGET_PRESETS:
-        spec = dict(TARGET_PRESETS[spec])
-    elif isinstance(spec, Mapping) and "preset" in spec:
-        preset = spec["preset"]
-        if preset not in TARGET_PRESETS:
-            raise ValueError(f"unknown target preset {preset!r}; available: {sorted(TARGET_PRESETS)}")
-        spec = {**TARGET_PRESETS[preset], **{k: v for k, v in spec.items() if k != "preset"}}
-    spec = SourceSpec.from_any(spec)
-    src = spec.display_name
-    if spec.streaming:
-        raise ValueError(
-            f"target {src!r}: streaming targets are not supported (evaluation needs map-style splits)"
-        )
-    loaded, splits, train_split = _load_with_train_split(spec, "target")
-    label_col = _pick_column(spec, loaded[train_split].features, "label")
-    feature = loaded[train_split].features[label_col]
-    if isinstance(feature, datasets.ClassLabel):
-        source_names, lookup = list(feature.names), None
-    else:  # string or int labels without names: sorted distinct values of every split
-        source_names = sorted({str(v) for s in splits for v in loaded[s].unique(label_col)})
-        lookup = {n: i for i, n in enumerate(source_names)}
-    names = [str((spec.label_map or {}).get(n, n)) for n in source_names]  # label_map renames classes
-    class_label = datasets.ClassLabel(names=names)
-    val_split = _find_validation(spec, splits)
-    stats: dict = {}
-    wanted = {"train": train_split, "validation": val_split, "test": "test" if "test" in splits else None}
-    out = {}
-    for role, split in wanted.items():
-        if split is None:
-            continue
-        out[role] = _prepare_split(
-            loaded[split], spec, split, source_names, lookup, class_label, on_bad_image, stats
-        )
-    if "validation" not in out:
-        out["train"], out["validation"] = _carve_validation(out["train"], validation_split_size, seed, src)
-    bad = sum(s["bad_images"] or 0 for s in stats.values())
-    if bad:
-        logger.warning("target %r: skipped %d unreadable image(s): %s", src, bad, stats)
-    result = datasets.DatasetDict(out)
-    result.load_report = stats  # type: ignore[attr-defined]  # per split: rows_loaded, bad_images
-    return result

@@ -1,4 +1,4 @@
-"""The input path, split between host and device (DESIGN §4).
+"""The input path, split between host and device (docs/architecture.md, "Input path").
 
 The loader (``LoaderTransform`` + ``Collator``, in DataLoader workers) decodes, augments and batches
 **uint8** images at a small working size; ``DeviceFinisher`` resizes to the model's input size and

@@ -1,7 +1,7 @@
-"""Classification metrics as local `evaluate` modules, so evaluation never needs the Hub.
+"""Classification metrics as one local `evaluate` module, so evaluation never needs the Hub.
 
-Each metric is a folder `<name>/<name>.py` next to this file, loadable with
-`evaluate.load(metric_path(name))` under `HF_HUB_OFFLINE=1`.
+The module lives in `classification/classification.py` next to this file and loads with
+`evaluate.load(metric_path())` under `HF_HUB_OFFLINE=1`; `compute_classification_metrics` feeds it from logits.
 """
 
 from __future__ import annotations
@@ -12,26 +12,26 @@ from pathlib import Path
 import numpy as np
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("accuracy", "top5_accuracy", "macro_f1", "balanced_accuracy", "expected_calibration_error")
+METRIC_MODULE = "classification"
+#: the keys `compute_classification_metrics` returns, in order
+METRIC_NAMES = ("accuracy", "top5_accuracy", "macro_f1", "balanced_accuracy", "ece")
 ECE_BINS = 15
 TOP_K = 5
 
 __all__ = ["METRIC_NAMES", "compute_classification_metrics", "load_metric", "metric_path"]
 
 
-def metric_path(name: str) -> str:
-    """Local path of a shipped metric module, for `evaluate.load`."""
-    if name not in METRIC_NAMES:
-        raise ValueError(f"Unknown metric {name!r}; shipped metrics are {', '.join(METRIC_NAMES)}.")
-    return str(METRICS_DIR / name)
+def metric_path() -> str:
+    """Local path of the shipped metric module, for `evaluate.load`."""
+    return str(METRICS_DIR / METRIC_MODULE)
 
 
 @functools.cache
-def load_metric(name: str):
-    """Load a shipped metric once per process; in memory, so parallel ranks never share a cache file."""
+def load_metric():
+    """Load the shipped module once per process; in memory, so parallel ranks never share a cache file."""
     import evaluate
 
-    return evaluate.load(metric_path(name), keep_in_memory=True)
+    return evaluate.load(metric_path(), keep_in_memory=True)
 
 
 def compute_classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -47,17 +47,16 @@ def compute_classification_metrics(logits: np.ndarray, labels: np.ndarray) -> di
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"Expected logits (N, C) and labels (N,), got {logits.shape} and {labels.shape}.")
     predictions = logits.argmax(axis=1)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-
-    k = min(TOP_K, logits.shape[1])
-    results = {
-        **load_metric("accuracy").compute(predictions=predictions, references=labels),
-        **load_metric("top5_accuracy").compute(predictions=logits, references=labels, k=k),
-        **load_metric("macro_f1").compute(predictions=predictions, references=labels),
-        **load_metric("balanced_accuracy").compute(predictions=predictions, references=labels),
-        **load_metric("expected_calibration_error").compute(
-            predictions=probs, references=labels, n_bins=ECE_BINS
-        ),
-    }
-    return {key: float(value) for key, value in results.items()}
+    top = logits[np.arange(len(labels)), predictions]
+    confidences = 1.0 / np.exp(logits - top[:, None]).sum(axis=1)  # softmax of the top class
+    reference_scores = logits[np.arange(len(labels)), labels]
+    reference_ranks = (logits > reference_scores[:, None]).sum(axis=1)
+    results = load_metric().compute(
+        predictions=predictions,
+        references=labels,
+        confidences=confidences,
+        reference_ranks=reference_ranks,
+        k=min(TOP_K, logits.shape[1]),
+        n_bins=ECE_BINS,
+    )
+    return {key: float(results[key]) for key in METRIC_NAMES}

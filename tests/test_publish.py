@@ -2,11 +2,13 @@
 the demo pretrain and finetune recipes, tiny. Tests never change those folders: they write elsewhere or copy.
 
 Push is tested at the `huggingface_hub` boundary with a recording `HfApi` stand-in, with sockets refused.
-Variants (another seed, a baseline, a leaked token) are copies of the real runs with `run_info.json` /
-`all_results.json` edited, because training them too would double the suite's time.
+Variants (another seed, a baseline, a leaked token) are copies of the real runs with their run record
+(`run_info.json`) edited, because training them too would double the suite's time. Cards are checked
+through their data (`card_context`) plus one reference rendering of a hand-written record.
 """
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -22,17 +24,20 @@ import torch
 from demo_runs import ROOT
 from huggingface_hub import EvalResult, ModelCard
 from PIL import Image
+from records import finetune_record, write_run
 from transformers import AutoModelForImageClassification
 
 import emoreg_hf  # noqa: F401  (registers EmoReg with the Auto classes)
-from emoreg_hf.hub import (
+from emoreg_hf import ablation, stats
+from emoreg_hf.publish import (
     CardExistsError,
     HubCredentialsError,
     HubUnreachableError,
     build_model_card,
+    card_context,
     check_export,
     export_for_hub,
-    load_run,
+    load_run_folder,
     push_from_training_args,
     push_to_hub,
     reported_metrics,
@@ -57,7 +62,7 @@ def edit_json(path: Path, edit) -> None:
 
 
 def variant(run: Path, dest: Path, *, shift: float = 0.0, info=None) -> Path:
-    """A copy of a real run whose metrics are shifted by `shift` and whose run_info is edited by `info`."""
+    """A copy of a real run whose metrics are shifted by `shift` and whose run record is edited by `info`."""
     dest = copy_run(run, dest)
     metrics = ("accuracy", "macro_f1", "balanced_accuracy", "top5_accuracy")
 
@@ -67,9 +72,24 @@ def variant(run: Path, dest: Path, *, shift: float = 0.0, info=None) -> Path:
                 results[key] = value + shift  # may leave [0, 1]: only the arithmetic is tested
 
     edit_json(dest / "all_results.json", shifted)
-    if info is not None:
-        edit_json(dest / "run_info.json", info)
+
+    def edit_record(record):
+        shifted(record["results"])
+        if info is not None:
+            info(record)
+
+    edit_json(dest / "run_info.json", edit_record)
     return dest
+
+
+def reseed(seed: int):
+    """A run-record edit: the same configuration with another seed."""
+
+    def edit(record):
+        record["seed"] = seed
+        record["hyperparameters"]["seed"] = seed
+
+    return edit
 
 
 def files_of(folder: Path) -> set[str]:
@@ -111,7 +131,7 @@ def test_card_round_trips_and_model_index_equals_all_results(demo_runs, exports,
     assert {"emoreg", "emotional-regulation", "synthetic-data"} <= set(data.tags)
 
     results = json.loads((run / "all_results.json").read_text())
-    metrics = reported_metrics(load_run(run))
+    metrics = reported_metrics(load_run_folder(run))
     assert all(isinstance(r, EvalResult) for r in data.eval_results)
     reported = {f"{SPLIT_PREFIX[r.dataset_split]}_{r.metric_type}": r.metric_value for r in data.eval_results}
     expected = {
@@ -134,26 +154,30 @@ def test_card_round_trips_and_model_index_equals_all_results(demo_runs, exports,
     for name in re.findall(r"\]\((plots/[\w.]+\.png)\)", text):
         assert (folder / name).is_file(), name  # every embedded plot is in the folder
 
+    context = card_context([load_run_folder(run)], repo_id=f"org/{repo}")[1]
     if stage == "pretrain":
-        assert len(load_run(run).info["label_names"]) == 3 and "top5_accuracy" not in metrics  # trivially 1.0
+        record = load_run_folder(run).record
+        assert len(record.label_names) == 3 and "top5_accuracy" not in metrics  # trivially 1.0
         assert {r.dataset_split for r in data.eval_results} == {"validation"}
         assert not data.datasets and not data.base_model  # demo sources are not Hub data sets
-        report = load_run(run).info["data_report"]["sources"]
-        for source, counts in report.items():
+        report = record.data_report["sources"]
+        for source in report:
             assert f"**{source}**" in text
-            assert counts["class_counts"]["train"]  # the card's table is built from these
-        first = next(iter(report))
-        train = report[first]["class_counts"]["train"]
-        totals = {e: sum(s["class_counts"]["train"].get(e, 0) for s in report.values()) for e in train}
-        for emotion, count in train.items():
-            assert re.search(rf"\| {emotion} \| {count} \|.* \| {totals[emotion]} \|", text), emotion
+        table = context["data_report"]  # classes x sources, from each source's train counts
+        assert table["sources"] == list(report)
+        for row in table["rows"]:
+            counts = [report[s]["class_counts"]["train"].get(row["name"], 0) for s in report]
+            assert row["values"] == counts and row["total"] == sum(counts)
+        assert table["total"] == sum(sum(report[s]["class_counts"]["train"].values()) for s in report)
+        used = {d.name: d.split_sizes for d in record.datasets}  # rows used after the caps, per source
+        assert sum(sizes["train"] for sizes in used.values()) == 128
         assert "How each source's labels were mapped" in text and "id2label=dict(enumerate(classes))" in text
         assert "python recipes/pretrain.py --output_dir pretrain" in text
     else:
-        info = load_run(run).info
+        record = load_run_folder(run).record
         assert {r.dataset_split for r in data.eval_results} == {"validation", "test"}
         assert "top5_accuracy" in metrics  # 10 classes
-        emoreg = info["emoreg"]
+        emoreg = record.emoreg
         assert r"\rho(x) = \sigma" in text and f"initialised at }} \\approx {emoreg['rho_init']}" in text
         assert f"+ {emoreg['aux_loss_weight']} \\cdot" in text and "**frozen**" in text
         assert "Regulation statistics" in text and "On the test split ρ averaged" in text
@@ -179,9 +203,7 @@ def test_plots_are_valid_pngs(demo_runs, tmp_path):
 
 
 def test_several_seeds_give_mean_and_std(demo_runs, tmp_path):
-    seed2 = variant(
-        demo_runs.finetune, tmp_path / "seed2", shift=-0.02, info=lambda i: i["training"].update(seed=8)
-    )
+    seed2 = variant(demo_runs.finetune, tmp_path / "seed2", shift=-0.02, info=reseed(8))
     card = build_model_card([demo_runs.finetune, seed2], repo_id="org/x")
     a, b = (json.loads((d / "all_results.json").read_text()) for d in (demo_runs.finetune, seed2))
     test_accuracy = next(
@@ -192,13 +214,19 @@ def test_several_seeds_give_mean_and_std(demo_runs, tmp_path):
         np.mean([a["test_accuracy"], b["test_accuracy"]]),
         np.std([a["test_accuracy"], b["test_accuracy"]], ddof=1),
     )
-    assert f"| test | {mean:.4f} ± {std:.4f} |" in card.text
+    runs = [load_run_folder(d) for d in (demo_runs.finetune, seed2)]
+    context = card_context(runs, repo_id="org/x")[1]
+    (test_row,) = [row for row in context["results"]["rows"] if row["split"] == "test"]
+    assert test_row["values"][context["results"]["columns"].index("Accuracy")] == f"{mean:.4f} ± {std:.4f}"
+    assert context["seeds"] == [7, 8]
     assert "**2 seeds** (7, 8)" in card.text and "mean of 2 seeds" in str(card)
 
-    other_lr = variant(
-        demo_runs.finetune, tmp_path / "lr", info=lambda i: i["training"].update(seed=9, learning_rate=0.1)
-    )
-    with pytest.raises(ValueError, match="training.learning_rate"):
+    def other_lr(record):
+        reseed(9)(record)
+        record["hyperparameters"]["learning_rate"] = 0.1
+
+    other_lr = variant(demo_runs.finetune, tmp_path / "lr", info=other_lr)
+    with pytest.raises(ValueError, match="hyperparameters.learning_rate"):
         build_model_card([demo_runs.finetune, other_lr])
     fixed = variant(
         demo_runs.finetune, tmp_path / "fixed", info=lambda i: i["emoreg"].update(regulation="fixed")
@@ -211,10 +239,12 @@ def test_hub_backbones_and_dataset_become_metadata(demo_runs, tmp_path):
     """A run on Hub checkpoints and a Hub data set (as with real configs): both base models, the data set id."""
     task, affect = "google/vit-base-patch16-224-in21k", "org/emoreg-vit-affect"
 
-    def on_the_hub(info):
-        info["config"].update(task_model_name_or_path=task, affect_model_name_or_path=affect)
-        info.update(base_models=[task, affect], synthetic_data=False)
-        info["datasets"] = [{"id": "uoft-cs/cifar10", "split_sizes": {"train": 256, "test": 64}}]
+    def on_the_hub(record):
+        record["models"].update(task=task, affect=affect, affect_path=None)
+        record.update(base_models=[task, affect], synthetic_data=False)
+        record["datasets"] = [
+            {"id": "uoft-cs/cifar10", "name": "cifar10", "split_sizes": {"train": 256, "test": 64}}
+        ]
 
     run = variant(demo_runs.finetune, tmp_path / "run", info=on_the_hub)
     card = build_model_card(run, repo_id="org/emoreg-vit-cifar10")
@@ -228,23 +258,24 @@ def test_hub_backbones_and_dataset_become_metadata(demo_runs, tmp_path):
 
 
 def make_baseline(run: Path, dest: Path, seed: int, shift: float) -> Path:
-    def as_baseline(info):
-        info.update(method="baseline", emoreg=None)
-        info["training"]["seed"] = seed
-        info["command"] = info["command"] + " --method baseline"
+    def as_baseline(record):
+        record.update(method="baseline", emoreg=None)
+        reseed(seed)(record)
+        record["command"] = record["command"] + " --method baseline"
 
     return variant(run, dest, shift=shift, info=as_baseline)
 
 
 def test_controls_table_from_compare_dirs(demo_runs, tmp_path, no_network, capsys):
     baselines = [
-        make_baseline(demo_runs.finetune, tmp_path / f"baseline{s}", s, 0.1 + 0.01 * s) for s in (1, 2)
+        make_baseline(demo_runs.finetune, tmp_path / f"baseline{s}", s, 0.1 + 0.01 * s) for s in (7, 8)
     ]
     card = build_model_card(demo_runs.finetune, repo_id="org/emoreg-demo", compare_dirs=baselines).text
     accuracy = json.loads((demo_runs.finetune / "all_results.json").read_text())["test_accuracy"]
     assert f"| emoreg (adaptive, concat) (this checkpoint) | 1 | {accuracy:.4f} | – |" in card
+    # seed 7 is the only seed both ran: one paired difference, too few for an interval
     assert re.search(
-        r"\| baseline \| 2 \| [\d.]+ ± [\d.]+ \| this checkpoint behind by 0\.1150 \(single runs", card
+        r"\| baseline \| 2 \| [\d.]+ ± [\d.]+ \| Δ -0\.1700 over 1 paired seed: too few paired seeds", card
     )
     assert "Not attached to this card: transfer, shuffled-emotion control, no-pretraining control" in card
     assert "# the configurations in the Controls table" in card and "--method baseline" in card
@@ -267,6 +298,49 @@ def test_controls_table_from_compare_dirs(demo_runs, tmp_path, no_network, capsy
 
     with pytest.raises(ValueError, match="same stage"):
         build_model_card(demo_runs.finetune, compare_dirs=[demo_runs.pretrain])
+
+
+@pytest.mark.parametrize(
+    "emoreg, baseline, expected",
+    [
+        ([0.60, 0.62, 0.61], [0.50, 0.53, 0.51], "higher"),
+        ([0.50, 0.51, 0.49], [0.60, 0.62, 0.61], "lower"),
+        ([0.60, 0.52, 0.61], [0.55, 0.58, 0.54], "noise"),
+    ],
+)
+def test_card_and_ablation_report_give_the_same_verdict(tmp_path, emoreg, baseline, expected):
+    """The same runs, read by the card's Controls table and by the ablation's results.md: one verdict."""
+    root = tmp_path / "matrix"
+    for seed in range(3):
+        write_run(root / "finetune" / "emoreg_adaptive" / f"seed{seed}", finetune_record(seed, emoreg[seed]))
+        write_run(
+            root / "finetune" / "baseline" / f"seed{seed}",
+            finetune_record(seed, baseline[seed], method="baseline"),
+        )
+    config = ablation.load_config(
+        {"pretrain": {}, "finetune": {}, "methods": ["baseline", "emoreg_adaptive"], "output_dir": str(root)}
+    )
+    summary = ablation.write_report(config)
+    difference = summary["methods"]["emoreg_adaptive"]["vs_baseline"]
+    runs = [load_run_folder(root / "finetune" / "emoreg_adaptive" / f"seed{s}") for s in range(3)]
+    compare = [root / "finetune" / "baseline" / f"seed{s}" for s in range(3)]
+    row = card_context(runs, repo_id="org/x", compare_dirs=compare)[1]["comparisons"]["rows"][1]
+    assert row["verdict"] == difference["verdict"] == expected
+    words = stats.difference_words(difference)
+    assert row["reading"].startswith(words) and f"**{words}**" in (root / "results.md").read_text()
+    assert f"{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}" in row["reading"]  # the same interval
+
+
+def test_reference_rendering_of_a_card(tmp_path):
+    """One full card from a hand-written record, against tests/reference/emoreg_card.md. Rerun with
+    EMOREG_UPDATE_REFERENCE=1 after an intended template change, and read the diff."""
+    run = write_run(tmp_path / "run", finetune_record(seed=0, accuracy=0.6))
+    baselines = [write_run(tmp_path / f"b{s}", finetune_record(s, 0.55, method="baseline")) for s in (0, 1)]
+    text = str(build_model_card(run, repo_id="org/emoreg-vit-cifar10", compare_dirs=baselines))
+    reference = ROOT / "tests" / "reference" / "emoreg_card.md"
+    if os.environ.get("EMOREG_UPDATE_REFERENCE"):
+        reference.write_text(text)
+    assert text == reference.read_text()
 
 
 def test_scrub_rewrites_paths_and_drops_secrets(tmp_path):
@@ -322,9 +396,9 @@ def test_export_holds_only_publishable_files(demo_runs, exports, stage):
 
 
 def test_export_scrubs_tokens_and_check_export_catches_leaks(demo_runs, tmp_path):
-    def leak(info):
-        info["config"]["hub_token"] = FAKE_TOKEN
-        info["command"] += f" --hub_token {FAKE_TOKEN} --logging_dir {Path.home() / 'logs'}"
+    def leak(record):
+        record["config"]["hub_token"] = FAKE_TOKEN  # as an older or hand-edited record might hold
+        record["command"] += f" --hub_token {FAKE_TOKEN} --logging_dir {Path.home() / 'logs'}"
 
     run = variant(demo_runs.finetune, tmp_path / "run", info=leak)
     folder = export_for_hub(run, tmp_path / "export", repo_id="org/emoreg-demo")
@@ -506,3 +580,49 @@ def test_missing_credentials_and_no_hub_give_clear_messages(
     assert push.main([str(demo_runs.finetune), "--repo_id", "org/emoreg-demo"]) == 1
     err = capsys.readouterr().err
     assert "No Hugging Face token" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------- a folder holds its own run
+
+
+def test_overwrite_clears_the_earlier_runs_outputs_and_keeps_the_users_files(demo_runs, tmp_path):
+    from emoreg_hf.run_dir import prepare_output_dir
+
+    run = Path(shutil.copytree(demo_runs.finetune, tmp_path / "run"))
+    (run / "predictions_validation.json").write_text("{}")  # e.g. from an earlier run without a test split
+    (run / "notes.txt").write_text("mine")
+    args = SimpleNamespace(output_dir=str(run), resume_from_checkpoint=None, process_index=0)
+    assert prepare_output_dir(args, overwrite=True) is None
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_export_reads_only_the_files_the_run_record_lists(demo_runs, tmp_path):
+    run = copy_run(demo_runs.finetune, tmp_path / "run")
+    stale = {"labels": [0], "predictions": [0], "split": "validation"}
+    (run / "predictions_validation.json").write_text(json.dumps(stale))  # allow-listed, but not this run's
+    folder = export_for_hub(run, tmp_path / "export", repo_id="org/emoreg-demo")
+    assert "predictions_validation.json" not in files_of(folder) and "predictions_test.json" in files_of(
+        folder
+    )
+    assert load_run_folder(run).predictions["split"] == "test"  # the card's plots read this run's file only
+
+
+def test_push_export_dir_writes_the_reviewable_folder_and_stops(demo_runs, tmp_path, no_network, capsys):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import push
+    finally:
+        sys.path.pop(0)
+    target = tmp_path / "review"
+    assert (
+        push.main([str(demo_runs.finetune), "--repo_id", "org/emoreg-demo", "--export_dir", str(target)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "Nothing was uploaded" in out and "model.safetensors" in out
+    api = RecordingApi()  # exactly what a push would upload
+    push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api)
+    assert files_of(target) == api.calls[-1][2]["files"]
+    assert (
+        push.main([str(demo_runs.finetune), "--repo_id", "org/emoreg-demo", "--export_dir", str(target)]) == 1
+    )
+    assert "is not empty" in capsys.readouterr().err

@@ -1,0 +1,202 @@
+"""The ablation matrix as configured: methods (one switch each), seeds, the two stages' recipe keys, and
+command-line overrides (`--pretrain.KEY VALUE`, `--finetune.KEY VALUE`, `--seeds`, `--methods`)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..configs import read_overrides
+
+#: method -> (stage-1 variant it needs or None, finetune keys that define it). One switch each.
+METHODS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "baseline": (None, {"method": "baseline"}),
+    "transfer": ("normal", {"method": "transfer"}),
+    "emoreg_fixed": ("normal", {"method": "emoreg", "regulation": "fixed"}),
+    "emoreg_learned": ("normal", {"method": "emoreg", "regulation": "learned"}),
+    "emoreg_adaptive": ("normal", {"method": "emoreg", "regulation": "adaptive"}),
+    "shuffled_emotion": ("shuffled", {"method": "emoreg", "regulation": "adaptive"}),
+    "no_pretraining": ("normal", {"method": "emoreg", "regulation": "adaptive", "affect_init": "random"}),
+    # Optional, not in the default seven: the shuffled-label control for `transfer`.
+    "transfer_shuffled": ("shuffled", {"method": "transfer"}),
+}
+#: the seven methods run when a config names none: EmoReg's three variants and their controls.
+DEFAULT_METHODS = [m for m in METHODS if m != "transfer_shuffled"]
+#: (method, its control): "is it the emotion?" comparisons reported when both ran.
+CONTROL_PAIRS = (
+    ("emoreg_adaptive", "shuffled_emotion"),
+    ("emoreg_adaptive", "no_pretraining"),
+    ("transfer", "transfer_shuffled"),
+)
+#: stage-1 variant -> pretrain keys. `shuffled`: same pixels and compute, permuted emotion labels.
+PRETRAIN_VARIANTS: dict[str, dict[str, Any]] = {
+    "normal": {"shuffle_labels": False},
+    "shuffled": {"shuffle_labels": True},
+}
+DESCRIPTIONS = {
+    "baseline": "task pathway alone (ρ = 0)",
+    "transfer": "fine-tune the affective backbone directly",
+    "emoreg_fixed": "EmoReg, constant ρ",
+    "emoreg_learned": "EmoReg, one learned ρ",
+    "emoreg_adaptive": "EmoReg, ρ(x) per image",
+    "shuffled_emotion": "EmoReg adaptive on a shuffled-label stage 1",
+    "no_pretraining": "EmoReg adaptive, random affective pathway",
+    "transfer_shuffled": "transfer from a shuffled-label stage 1",
+}
+# Recipe keys that the runner sets itself; a stage config may not pin them.
+RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
+
+
+@dataclass
+class AblationConfig:
+    """`pretrain` / `finetune`: recipe keys for each stage (a `config:` key names a recipe YAML to start
+    from); `methods`: names from `METHODS`; `seeds`: the training seeds (stage 1 and 2 use the same)."""
+
+    pretrain: dict
+    finetune: dict
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    output_dir: str = "outputs/ablations/run"
+    title: str | None = None
+    notes: str = ""
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; available: {list(METHODS)}")
+        if not self.seeds:
+            raise ValueError("seeds must be a positive count or a non-empty list")
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, bool):
+        raise ValueError(f"seeds: expected a count or a list, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"seeds: a count must be >= 1, got {value}")
+        return list(range(value))
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split()]
+    return [int(v) for v in value]
+
+
+def _methods(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split()]
+    return [str(v) for v in value]
+
+
+def _find_file(name: str, bases: Sequence[Path]) -> Path:
+    path = Path(name)
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = [Path.cwd() / path, *(base / path for base in bases)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"config file {name!r} not found (looked in {[str(c) for c in candidates]})")
+
+
+def _stage_values(value: Any, bases: Sequence[Path], stage: str) -> dict:
+    """A stage's recipe keys: a YAML path, or a dict whose optional `config:` YAML is the base."""
+    if value is None:
+        value = {}
+    if isinstance(value, (str, Path)):
+        value = {"config": str(value)}
+    if not isinstance(value, dict):
+        raise ValueError(f"{stage}: expected a mapping of recipe keys or a YAML path, got {value!r}")
+    values = dict(value)
+    base: dict = {}
+    if "config" in values:
+        path = _find_file(str(values.pop("config")), bases)
+        base = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(base, dict):
+            raise ValueError(f"{path} must hold a mapping of recipe keys")
+    return {**base, **values}
+
+
+def parse_overrides(argv: Sequence[str]) -> dict:
+    """`--a.b.c VALUE` / `--a.b.c=VALUE` -> nested dict; values are YAML (numbers, lists, dicts)."""
+    out: dict = {}
+    for key, raw in read_overrides(list(argv)).items():
+        node = out
+        *parents, last = key.replace("-", "_").split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--{key}: {part!r} is set to a value and cannot also hold keys")
+        value = yaml.safe_load(raw)
+        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
+            value = raw  # YAML 1.1 reads `no` / `on` as booleans; `--eval_strategy no` means the string
+        node[last] = value
+    return out
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("dataset",):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] | dict = (),
+    *,
+    repo_root: str | Path | None = None,
+) -> AblationConfig:
+    """Read an ablation YAML (or a dict), apply `--key value` overrides, resolve stage YAML paths.
+
+    Stage YAML paths are looked up relative to the working directory, the ablation YAML's folder and
+    `repo_root`, in that order. `--pretrain.KEY` / `--finetune.KEY` override a stage's recipe key (after
+    its `config:` file is read); `--seeds`, `--methods`, `--output_dir` the matrix itself.
+    """
+    raw: dict = {}
+    bases: list[Path] = []
+    if isinstance(path, dict):
+        raw = copy.deepcopy(path)
+    elif path is not None:
+        file = Path(path)
+        raw = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} must hold a mapping (pretrain, finetune, methods, seeds, output_dir)")
+        bases.append(file.resolve().parent)
+    if repo_root is not None:
+        bases.append(Path(repo_root))
+    extra = parse_overrides(overrides) if not isinstance(overrides, dict) else copy.deepcopy(overrides)
+    allowed = {"pretrain", "finetune", "methods", "seeds", "output_dir", "title", "notes"}
+    unknown = sorted(set(raw) - allowed) + sorted(set(extra) - allowed)
+    if unknown:
+        raise ValueError(f"unknown ablation key(s) {unknown}; allowed: {sorted(allowed)}")
+    stages = {}
+    for stage in ("pretrain", "finetune"):
+        values = _stage_values(raw.get(stage), bases, stage)
+        stage_extra = extra.get(stage) or {}
+        if not isinstance(stage_extra, dict):
+            raise ValueError(f"--{stage} takes keys: --{stage}.KEY VALUE")
+        if "config" in stage_extra:
+            values = _stage_values({"config": stage_extra.pop("config")}, bases, stage)
+        stages[stage] = _merge(values, stage_extra)
+        pinned = [k for k in RUNNER_KEYS if k in stages[stage]]
+        for key in pinned:  # the runner owns these; drop silently (a recipe YAML usually names output_dir)
+            stages[stage].pop(key)
+    merged = {k: v for k, v in raw.items() if k not in ("pretrain", "finetune")}
+    merged.update({k: v for k, v in extra.items() if k not in ("pretrain", "finetune")})
+    return AblationConfig(
+        pretrain=stages["pretrain"],
+        finetune=stages["finetune"],
+        methods=_methods(merged.get("methods", list(DEFAULT_METHODS))),
+        seeds=_seeds(merged.get("seeds", 3)),
+        output_dir=str(merged.get("output_dir", "outputs/ablations/run")),
+        title=merged.get("title"),
+        notes=str(merged.get("notes") or ""),
+    )

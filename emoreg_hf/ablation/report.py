@@ -1,0 +1,373 @@
+"""The matrix's report: statistics per method over seeds (`emoreg_hf.stats`), paired differences to the
+baseline and to each method's control, the smallest difference the design can detect, and
+`results.md` (from a shipped template), `results.json` and `results.png`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import stats
+from ..metrics import METRIC_NAMES
+from ..run_record import RECORD_FILE, RunRecord, load_run_record
+from ..templates import read_template
+from .config import CONTROL_PAIRS, DESCRIPTIONS, PRETRAIN_VARIANTS, AblationConfig
+
+CONTROLS = ("shuffled_emotion", "no_pretraining", "transfer_shuffled")
+
+
+def collect_records(output_dir: str | Path, methods: Sequence[str], seeds: Sequence[int]) -> dict:
+    """`{"finetune": {method: {seed: RunRecord}}, "pretrain": {variant: {seed: RunRecord}}}` of finished runs."""
+    root = Path(output_dir)
+    found: dict[str, dict[str, dict[int, RunRecord]]] = {"finetune": {}, "pretrain": {}}
+    for stage, names in (("finetune", methods), ("pretrain", list(PRETRAIN_VARIANTS))):
+        for name in names:
+            for seed in seeds:
+                folder = root / stage / name / f"seed{seed}"
+                if (folder / RECORD_FILE).is_file():
+                    found[stage].setdefault(name, {})[seed] = load_run_record(folder)
+    return found
+
+
+def summarize(
+    records: dict[str, dict[int, dict]],
+    *,
+    baseline: str = "baseline",
+    pairs: Sequence[tuple[str, str]] = CONTROL_PAIRS,
+    split: str | None = None,
+    confidence: float = stats.CONFIDENCE,
+) -> dict:
+    """Statistics per method over seeds, paired differences to `baseline` (with the smallest difference
+    the design detects at 80% power), and each (method, control) pair of `pairs` that ran.
+
+    `records`: `{method: {seed: all_results}}`. `split`: `test` (default when present) or `eval`.
+    """
+    if split is None:
+        has_test = any("test_accuracy" in r for runs in records.values() for r in runs.values())
+        split = "test" if has_test else "eval"
+
+    def series(method: str, key: str) -> dict[int, float]:
+        return {
+            s: float(r[key])
+            for s, r in records.get(method, {}).items()
+            if r.get(key) is not None and math.isfinite(float(r[key]))
+        }
+
+    def described(method: str, key: str) -> dict | None:
+        values = series(method, key)
+        return stats.describe(list(values.values()), confidence) if values else None
+
+    methods: dict[str, Any] = {}
+    for method, runs in records.items():
+        if not runs:
+            continue
+        entry: dict[str, Any] = {
+            "description": DESCRIPTIONS.get(method, method),
+            "seeds": sorted(runs),
+            "n": len(runs),
+            "metrics": {},
+        }
+        for metric in METRIC_NAMES:
+            values = series(method, f"{split}_{metric}")
+            if values:
+                entry["metrics"][metric] = stats.describe(list(values.values()), confidence)
+                entry["metrics"][metric]["values"] = {str(s): v for s, v in sorted(values.items())}
+        entry["validation_accuracy"] = described(method, "eval_accuracy")
+        entry["rho_mean"] = described(method, f"{split}_rho_mean")
+        entry["train_runtime"] = described(method, "train_runtime")
+        entry["train_samples_per_second"] = described(method, "train_samples_per_second")
+        if method != baseline and baseline in records:
+            difference = stats.paired_difference(
+                series(method, f"{split}_accuracy"), series(baseline, f"{split}_accuracy"), confidence
+            )
+            if difference["std"]:
+                difference["detectable_at_80_power"] = stats.minimum_detectable_difference(
+                    difference["std"], difference["n"], confidence=confidence
+                )
+            entry["vs_baseline"] = difference
+        methods[method] = entry
+    comparisons = []
+    for reference, control in pairs:
+        if reference in records and control in records:
+            difference = stats.paired_difference(
+                series(reference, f"{split}_accuracy"), series(control, f"{split}_accuracy"), confidence
+            )
+            comparisons.append({"method": reference, "versus": control, **difference})
+    return {
+        "split": split,
+        "confidence": confidence,
+        "baseline": baseline if baseline in records else None,
+        "methods": methods,
+        "comparisons": comparisons,
+    }
+
+
+def _pct(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:+.{digits}f}" if sign else f"{100 * value:.{digits}f}"
+
+
+def _mean_std(stat: dict | None, scale: float = 100.0, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    mean = f"{scale * stat['mean']:.{digits}f}"
+    return mean if stat.get("std") is None else f"{mean} ± {scale * stat['std']:.{digits}f}"
+
+
+def _interval(stat: dict | None, scale: float = 100.0, sign: bool = False) -> str:
+    if not stat or stat.get("ci_low") is None:
+        return "–"
+    fmt = "{:+.2f}" if sign else "{:.2f}"
+    return f"[{fmt.format(scale * stat['ci_low'])}, {fmt.format(scale * stat['ci_high'])}]"
+
+
+def _sentence(name: str, other: str, difference: dict, level: int) -> str:
+    diff = f"{_pct(difference['mean'], sign=True)} pp"
+    n = difference["n"]
+    words = stats.difference_words(difference)
+    if difference["verdict"] == "unknown":
+        return f"**{name}** vs {other}: {diff} over {n} seed(s); {words}."
+    reason = "the interval contains 0" if difference["verdict"] == "noise" else "the interval excludes 0"
+    return (
+        f"**{name}** vs {other}: {diff}, {level}% CI {_interval(difference, sign=True)} pp over {n} paired "
+        f"seeds: **{words}** ({reason})."
+    )
+
+
+def _control_conclusion(comparison: dict) -> str:
+    """What a method vs its shuffled-label control says about emotion, in one sentence."""
+    name, control = comparison["method"], comparison["versus"]
+    if comparison["verdict"] == "higher":
+        return (
+            f"{name} beats its shuffled-label control ({control}) beyond noise: at this scale the emotion "
+            "labels, not only the stage-1 pixels and compute, carry the difference."
+        )
+    if comparison["verdict"] == "lower":
+        return f"{name} is below its shuffled-label control ({control}) beyond noise: the emotion labels did not help."
+    extra = "the second pathway, " if name.startswith("emoreg") else ""
+    return (
+        f"{name} cannot be told apart from its shuffled-label control ({control}): these runs do not "
+        f"establish that emotion, rather than {extra}the stage-1 pixels and compute, causes any difference."
+    )
+
+
+def _power_statement(summary: dict) -> str | None:
+    """The smallest difference to the baseline each method's design detects at 80% power."""
+    parts = [
+        f"{method} {100 * entry['vs_baseline']['detectable_at_80_power']:.2f} pp"
+        for method, entry in summary["methods"].items()
+        if (entry.get("vs_baseline") or {}).get("detectable_at_80_power") is not None
+    ]
+    if not parts:
+        return None
+    return (
+        "Smallest true difference to the baseline that a paired t-test over these seeds would detect with 80% "
+        f"power at the {int(round(100 * summary['confidence']))}% level, from the measured spread of each "
+        "method's paired differences: " + "; ".join(parts) + ". Smaller effects may exist and go unseen."
+    )
+
+
+def render_markdown(
+    summary: dict,
+    *,
+    title: str | None = None,
+    stage1: list[str] | None = None,
+    data_sizes: str | None = None,
+    notes: str = "",
+) -> str:
+    """The results table, the differences in words, the EmoReg-vs-controls verdicts and the power statement."""
+    level = int(round(100 * summary["confidence"]))
+    rows = []
+    for method, entry in summary["methods"].items():
+        metrics, diff = entry["metrics"], entry.get("vs_baseline")
+        rho, runtime, speed = (
+            entry.get("rho_mean"),
+            entry.get("train_runtime"),
+            entry.get("train_samples_per_second"),
+        )
+        rows.append(
+            [
+                method,
+                str(entry["n"]),
+                _mean_std(metrics.get("accuracy")),
+                _interval(metrics.get("accuracy")),
+                "–" if diff is None else f"{_pct(diff['mean'], sign=True)} {_interval(diff, sign=True)}",
+                _mean_std(metrics.get("top5_accuracy")),
+                _mean_std(metrics.get("macro_f1")),
+                _mean_std(metrics.get("balanced_accuracy")),
+                _mean_std(metrics.get("ece"), scale=1.0, digits=3),
+                "–" if not rho else f"{rho['mean']:.3f}",
+                "–" if not runtime else f"{runtime['mean']:.0f}",
+                "–" if not speed else f"{speed['mean']:.0f}",
+            ]
+        )
+    n_seeds = {entry["n"] for entry in summary["methods"].values()}
+    few_seeds = None
+    if n_seeds and min(n_seeds) <= 3:
+        df = max(1, min(n_seeds) - 1)
+        few_seeds = (
+            f"With {min(n_seeds)} seeds the interval uses {df} degree(s) of freedom "
+            f"(t = {stats.t_quantile(0.975, df):.2f}), so only large effects can be told from noise."
+        )
+    tested = sum(1 for e in summary["methods"].values() if e.get("vs_baseline")) + len(summary["comparisons"])
+    multiplicity = None
+    if tested > 1:
+        chance = 1 - summary["confidence"] ** tested
+        multiplicity = (
+            f"No correction for multiple comparisons: with {tested} intervals at {level}%, the chance that at "
+            f"least one excludes 0 by luck alone is about {100 * chance:.0f}% (if they were independent), so a "
+            "single isolated 'beyond noise' is weak evidence."
+        )
+    context = {
+        "title": title,
+        "split_name": "test" if summary["split"] == "test" else "validation",
+        "level": level,
+        "rows": rows,
+        "data_sizes": data_sizes,
+        "stage1": stage1,
+        "vs_baseline": [
+            _sentence(method, summary["baseline"], entry["vs_baseline"], level)
+            for method, entry in summary["methods"].items()
+            if entry.get("vs_baseline") is not None
+        ],
+        "comparisons": [_sentence(c["method"], c["versus"], c, level) for c in summary["comparisons"]],
+        "conclusions": [
+            _control_conclusion(c)
+            for c in summary["comparisons"]
+            if c["versus"] in ("shuffled_emotion", "transfer_shuffled")
+        ],
+        "power": _power_statement(summary),
+        "few_seeds": few_seeds,
+        "multiplicity": multiplicity,
+        "notes": notes.strip(),
+    }
+    template = jinja2.Environment(keep_trailing_newline=True).from_string(
+        read_template("ablation_results.md")
+    )
+    return template.render(**context)
+
+
+def plot_results(summary: dict, path: str | Path) -> Path:
+    """One bar chart: mean top-1 per method with its interval; the baseline mean as a line; controls in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["methods"])
+    described = [summary["methods"][m]["metrics"].get("accuracy", {}) for m in names]
+    means = [100 * (s.get("mean") or 0.0) for s in described]
+    errors = [
+        [100 * (s["mean"] - s["ci_low"]) if s.get("ci_low") is not None else 0.0 for s in described],
+        [100 * (s["ci_high"] - s["mean"]) if s.get("ci_high") is not None else 0.0 for s in described],
+    ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 1), 3.8), dpi=120)
+    colors = ["#888888" if m == "baseline" else ("#c44e52" if m in CONTROLS else "#4c72b0") for m in names]
+    ax.bar(range(len(names)), means, yerr=errors, capsize=4, color=colors)
+    baseline = summary.get("baseline")
+    if baseline and summary["methods"][baseline]["metrics"].get("accuracy"):
+        ax.axhline(
+            100 * summary["methods"][baseline]["metrics"]["accuracy"]["mean"], color="#444444", ls="--", lw=1
+        )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    split_name = "test" if summary["split"] == "test" else "validation"
+    ax.set_ylabel(f"{split_name} top-1 accuracy (%)")
+    ax.set_title(
+        f"mean over seeds, {int(round(100 * summary['confidence']))}% Student-t interval; grey: baseline, red: controls"
+    )
+    low = min((m - e for m, e in zip(means, errors[0])), default=0.0)
+    ax.set_ylim(bottom=max(0.0, low - 5.0))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _images(record: RunRecord) -> dict[str, int]:
+    """Images per split a run used (summed over its data sets)."""
+    sizes: dict[str, int] = {}
+    for dataset in record.datasets:
+        for split, n in dataset.split_sizes.items():
+            sizes[split] = sizes.get(split, 0) + int(n)
+    return sizes
+
+
+def _stage1_lines(stage1: dict[str, dict[int, RunRecord]]) -> list[str]:
+    lines = []
+    for variant, runs in stage1.items():
+        results = [r.results for r in runs.values()]
+        runtime = stats.describe([r["train_runtime"] for r in results if "train_runtime" in r])
+        accuracy = stats.describe([r["eval_accuracy"] for r in results if "eval_accuracy" in r])
+        line = f"{variant}: {len(runs)} run(s), emotion validation accuracy {_mean_std(accuracy)} %"
+        test = stats.describe([r["test_accuracy"] for r in results if "test_accuracy" in r])
+        if test["n"]:
+            line += f", test accuracy {_mean_std(test)} %"
+        lines.append(line + f", {(runtime['mean'] or 0):.0f} s each")
+    return lines
+
+
+def _sizes_sentence(collected: dict) -> str | None:
+    def describe_stage(records: dict[str, dict[int, RunRecord]]) -> str | None:
+        sizes = {json.dumps(_images(r), sort_keys=True) for runs in records.values() for r in runs.values()}
+        if len(sizes) != 1:
+            return None if not sizes else "varies per run (see results.json)"
+        return ", ".join(f"{split} {n:,}" for split, n in json.loads(sizes.pop()).items())
+
+    parts = []
+    for stage, label in (("pretrain", "stage 1"), ("finetune", "stage 2")):
+        text = describe_stage(collected[stage])
+        if text:
+            parts.append(f"{label}: {text}")
+    return "; ".join(parts) or None
+
+
+def write_report(
+    config: AblationConfig, *, command: str = "", log: Callable[[str], None] | None = None
+) -> dict:
+    """Write `results.json`, `results.md` and `results.png` into the matrix's output folder."""
+    root = Path(config.output_dir)
+    collected = collect_records(root, config.methods, config.seeds)
+    finetune = {m: collected["finetune"][m] for m in config.methods if m in collected["finetune"]}
+    summary = summarize({m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()})
+    summary["seeds"] = config.seeds
+    summary["images"] = {
+        stage: {
+            name: {str(s): _images(r) for s, r in runs.items()} for name, runs in collected[stage].items()
+        }
+        for stage in ("pretrain", "finetune")
+    }
+    summary["stage1"] = {
+        variant: {
+            str(s): {k: r.results.get(k) for k in ("eval_accuracy", "test_accuracy", "train_runtime")}
+            for s, r in runs.items()
+        }
+        for variant, runs in collected["pretrain"].items()
+    }
+    sources = config.pretrain.get("affective_sources")
+    data = (
+        f"Data: stage 1 `{json.dumps(sources)}` (taxonomy `{config.pretrain.get('taxonomy')}`); "
+        f"stage 2 `{json.dumps(config.finetune.get('dataset'))}`."
+    )
+    notes = "\n\n".join(part for part in (config.notes.strip(), data, command) if part)
+    markdown = render_markdown(
+        summary,
+        title=config.title,
+        stage1=_stage1_lines(collected["pretrain"]),
+        data_sizes=_sizes_sentence(collected),
+        notes=notes,
+    )
+    (root / "results.json").write_text(json.dumps(summary, indent=2))
+    (root / "results.md").write_text(markdown)
+    if summary["methods"]:
+        plot_results(summary, root / "results.png")
+    if log:
+        log(f"results: {root / 'results.md'}, {root / 'results.json'}, {root / 'results.png'}")
+    return summary

@@ -1,0 +1,184 @@
+"""Affective mixtures: several emotion data sets, each source's labels mapped onto one taxonomy, mixed
+by weight (`interleave_datasets`) or concatenated, with a per-source, per-class report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from ..taxonomy import LabelSpace, get_label_space
+from .sources import (
+    SourceSpec,
+    carve_validation,
+    check_policy,
+    count_labels,
+    find_validation,
+    label_vocabulary,
+    load_with_train_split,
+    permute_labels,
+    pick_column,
+    prepare_split,
+    stream_validation,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def load_affective_mixture(
+    sources: list[dict | SourceSpec],
+    taxonomy: str | Mapping | LabelSpace,
+    *,
+    seed: int = 42,
+    on_bad_image: str = "error",
+    shuffle_labels: bool = False,
+    validation_split_size: float = 0.1,
+    report_path: str | Path | None = None,
+    stopping_strategy: str = "all_exhausted",
+) -> tuple[datasets.DatasetDict, dict]:
+    """Load affective sources, map their labels onto ``taxonomy``, and mix them.
+
+    Returns ``DatasetDict(train=..., validation=...)`` with columns image / label / source, and a
+    JSON-serialisable report (also written to ``report_path``). With weights, ``train`` is
+    ``interleave_datasets`` with probabilities ∝ weight (``stopping_strategy="all_exhausted"``: every
+    example is seen, smaller sources repeat); without, the sources are concatenated. ``validation`` is
+    carved per source (stratified, seeded) unless a source has its own validation split; it is never
+    weighted. If any source streams, ``train`` is an ``IterableDataset`` and a streaming source's
+    validation set is its first examples (see ``stream_validation``).
+    """
+    check_policy(on_bad_image)
+    space = get_label_space(taxonomy)
+    specs = [SourceSpec.from_any(s) for s in sources]
+    if not specs:
+        raise ValueError("load_affective_mixture needs at least one source")
+    names = [s.display_name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several sources are named {duplicates}; give each a distinct `source:`")
+    weighted = any(s.weight is not None for s in specs)
+    if weighted and any(s.weight is None or s.weight <= 0 for s in specs):
+        raise ValueError(
+            f"when one source has a weight, all need a positive one; got {[s.weight for s in specs]}"
+        )
+    class_label = space.class_label()
+    report: dict[str, Any] = {
+        "taxonomy": space.name,
+        "labels": list(space.names),
+        "seed": seed,
+        "shuffle_labels": shuffle_labels,
+        "on_bad_image": on_bad_image,
+        "sources": {},
+    }
+    trains, validations = [], []
+    for i, spec in enumerate(specs):
+        src = spec.display_name
+        if shuffle_labels and spec.streaming:
+            raise ValueError(
+                f"source {src!r}: shuffle_labels needs a map-style source; set `streaming: false`"
+            )
+        loaded, splits, train_split = load_with_train_split(spec, "source")
+        val_split = find_validation(spec, splits)
+        label_col = pick_column(spec, loaded[train_split].features, "label")
+        vocab = label_vocabulary(loaded[train_split], label_col, spec)
+        stats: dict[str, Any] = {"path": spec.path, "weight": spec.weight, "streaming": spec.streaming}
+        if vocab is not None:
+            mapping = space.map_labels(
+                vocab, source=src, label_map=spec.label_map, drop_unmapped=spec.drop_unmapped
+            )
+            stats["mapping"] = mapping
+            lookup = {k: (space.names.index(v) if v is not None else None) for k, v in mapping.items()}
+        else:  # streaming labels without ClassLabel: each new spelling is mapped when first seen
+            lookup = _LazyLookup(space, spec)
+            stats["mapping"] = "lazy (streaming source without a ClassLabel column)"
+        parts = {}
+        for split in [train_split] + ([val_split] if val_split else []):
+            parts[split] = prepare_split(
+                loaded[split],
+                spec,
+                split,
+                vocab,
+                lookup,
+                class_label,
+                on_bad_image,
+                stats.setdefault("splits", {}),
+            )
+        train = parts[train_split]
+        if shuffle_labels:
+            train = permute_labels(train, seed + i)
+        if val_split:
+            validation = parts[val_split]
+            if shuffle_labels:
+                validation = permute_labels(validation, seed + 1000 + i)
+        elif spec.streaming:
+            train, validation = stream_validation(train, validation_split_size, seed, spec)
+        else:
+            train, validation = carve_validation(train, validation_split_size, seed, src)
+        stats["validation_from"] = val_split or (
+            "first examples of the stream" if spec.streaming else "carved"
+        )
+        stats["train"] = len(train) if isinstance(train, datasets.Dataset) else None
+        stats["validation"] = len(validation)
+        stats["class_counts"] = {"train": count_labels(train), "validation": count_labels(validation)}
+        report["sources"][src] = stats
+        logger.info(
+            "source %r: %s train / %d validation rows; train classes %s; per split %s",
+            src,
+            stats["train"] if stats["train"] is not None else "streamed",
+            stats["validation"],
+            stats["class_counts"]["train"],
+            stats["splits"],
+        )
+        trains.append(train)
+        validations.append(validation)
+
+    streaming = any(not isinstance(t, datasets.Dataset) for t in trains)
+    if streaming:
+        trains = [t.to_iterable_dataset() if isinstance(t, datasets.Dataset) else t for t in trains]
+    if weighted:
+        total = sum(s.weight for s in specs)
+        probabilities = [s.weight / total for s in specs]
+        train = datasets.interleave_datasets(
+            trains, probabilities=probabilities, seed=seed, stopping_strategy=stopping_strategy
+        )
+        mixing = {
+            "strategy": f"interleave ({stopping_strategy})",
+            "probabilities": dict(zip(names, probabilities)),
+        }
+    else:
+        train = datasets.interleave_datasets(trains) if streaming else datasets.concatenate_datasets(trains)
+        mixing = {"strategy": "concatenate", "probabilities": None}
+    validation = datasets.concatenate_datasets(validations)
+    mixing["train_rows"] = len(train) if not streaming else None
+    mixing["train_per_source"] = count_labels(train, "source") if not streaming else None
+    mixing["train_class_counts"] = count_labels(train) if not streaming else None
+    mixing["validation_rows"] = len(validation)
+    report["mixture"] = mixing
+    logger.info("affective mixture: %s", json.dumps(report["mixture"]))
+    if report_path is not None:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2))
+    return datasets.DatasetDict({"train": train, "validation": validation}), report
+
+
+class _LazyLookup(dict):
+    def __init__(self, space: LabelSpace, spec: SourceSpec):
+        super().__init__()
+        self.space, self.spec = space, spec
+
+    def __contains__(self, key) -> bool:
+        if not dict.__contains__(self, key):
+            target = self.space.map_labels(
+                [key],
+                source=self.spec.display_name,
+                label_map=self.spec.label_map,
+                drop_unmapped=self.spec.drop_unmapped,
+            )[str(key)]
+            self[key] = self.space.names.index(target) if target is not None else None
+        return True
+
+    def __reduce__(self):
+        return (_LazyLookup, (self.space, self.spec))

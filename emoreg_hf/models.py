@@ -1,0 +1,118 @@
+"""The models of each stage, built from the recipe arguments: stage 1's emotion classifier, and stage 2's
+EmoReg model or one of its controls (the task backbone alone, or the affective backbone fine-tuned)."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_MEAN = [0.5, 0.5, 0.5]
+DEFAULT_STD = [0.5, 0.5, 0.5]
+
+
+def _labels(names) -> dict:
+    names = list(names)
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
+
+
+def config_from_dict(model_config: dict, names, image_size: int | None):
+    """`AutoConfig.for_model` from a YAML dict, labelled, with `image_size` where the family has one."""
+    from transformers import AutoConfig
+
+    fields = dict(model_config)
+    model_type = fields.pop("model_type")
+    config = AutoConfig.for_model(model_type, **fields, **_labels(names))
+    if image_size is not None and hasattr(config, "image_size") and "image_size" not in fields:
+        config.image_size = image_size
+    return config
+
+
+def geometry(name_or_path: str | None, image_size: int | None) -> dict:
+    """Input size / mean / std of a checkpoint's processor; defaults for a model built from scratch."""
+    from .modeling_emoreg import _processor_geometry
+
+    found = _processor_geometry(name_or_path) if name_or_path else {}
+    size = found.get("size") or ([image_size, image_size] if image_size else None)
+    if size is None:
+        raise ValueError(
+            f"cannot tell the input size of {name_or_path or 'a model built from scratch'}: "
+            "it has no image processor; pass --image_size"
+        )
+    return {"size": size, "mean": found.get("mean", DEFAULT_MEAN), "std": found.get("std", DEFAULT_STD)}
+
+
+def build_pretrain_model(args, emotion_names):
+    """Stage 1: a plain AutoModelForImageClassification with one output per emotion."""
+    from transformers import AutoModelForImageClassification
+
+    if args.model_name_or_path:
+        model = AutoModelForImageClassification.from_pretrained(
+            args.model_name_or_path, ignore_mismatched_sizes=True, **_labels(emotion_names)
+        )
+        model_geometry = geometry(args.model_name_or_path, args.image_size)
+    else:
+        config = config_from_dict(args.model_config, emotion_names, args.image_size)
+        model, model_geometry = (
+            AutoModelForImageClassification.from_config(config),
+            geometry(None, args.image_size),
+        )
+    # Provenance that travels inside config.json, so stage 2 (and its card) knows what the experience means.
+    model.config.emotion_taxonomy = args.taxonomy
+    model.config.shuffled_emotion_labels = bool(args.shuffle_labels)
+    return model, model_geometry
+
+
+def build_finetune_model(args, label_names):
+    """Stage 2 for `method`: EmoReg, the task pathway alone (baseline) or the affective backbone (transfer)."""
+    from transformers import AutoModelForImageClassification
+
+    from .configs import EMOREG_OPTIONS
+    from .modeling_emoreg import EmoRegForImageClassification
+
+    labels = _labels(label_names)
+    if args.method != "baseline" and not (
+        os.path.isdir(args.affect_model_name_or_path) or args.affect_model_name_or_path.count("/") == 1
+    ):
+        raise FileNotFoundError(
+            f"affect_model_name_or_path {args.affect_model_name_or_path!r} is neither a folder nor a Hub id; "
+            "run stage 1 first (accelerate launch recipes/pretrain.py) or point it at a stage-1 checkpoint"
+        )
+    if args.method == "transfer":
+        model = AutoModelForImageClassification.from_pretrained(
+            args.affect_model_name_or_path, ignore_mismatched_sizes=True, **labels
+        )
+        if args.affect_init == "random":
+            model = AutoModelForImageClassification.from_config(model.config)
+        return model, geometry(args.affect_model_name_or_path, args.image_size)
+
+    task_geometry = geometry(args.task_model_name_or_path, args.image_size)
+    if args.method == "baseline":
+        if args.task_model_name_or_path:
+            model = AutoModelForImageClassification.from_pretrained(
+                args.task_model_name_or_path, ignore_mismatched_sizes=True, **labels
+            )
+        else:
+            model = AutoModelForImageClassification.from_config(
+                config_from_dict(args.task_model_config, label_names, args.image_size)
+            )
+        return model, task_geometry
+
+    task_config = None
+    if args.task_model_config is not None:
+        task_config = config_from_dict(args.task_model_config, label_names, args.image_size)
+    model = EmoRegForImageClassification.from_backbones(
+        args.task_model_name_or_path,
+        args.affect_model_name_or_path,
+        task_config=task_config,
+        task_image_size=task_geometry["size"],
+        task_image_mean=task_geometry["mean"],
+        task_image_std=task_geometry["std"],
+        **{option: getattr(args, option) for option in EMOREG_OPTIONS},
+        **labels,
+    )
+    if args.affect_init == "random":
+        model.reset_affective_pathway()
+    return model, task_geometry

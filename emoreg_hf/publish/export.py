@@ -1,0 +1,129 @@
+"""The folder a Hub repository will hold: an allow-list of files the run wrote, scrubbed, plus the card.
+
+Weights as safetensors only, `config.json` (with `auto_map` for EmoReg), the model code, the image
+processor, the results the run record lists, the card and its plots; never checkpoints, optimizer states,
+pickles, tokens or absolute local paths. `check_export` checks the finished folder before anything leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..run_record import load_run_record
+from .card import write_model_card
+from .runs import PathLike, RunDirs, as_paths
+from .scrub import TOKEN_RE, local_roots, scrub
+
+# What a Hub repo may hold: weights as safetensors, configs, remote code, results; nothing pickled.
+EXPORT_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "*processor_config.json",
+    "*.py",
+    "all_results.json",
+    "eval_results.json",
+    "test_results.json",
+    "train_results.json",
+    "trainer_state.json",
+    "run_info.json",
+    "predictions_*.json",
+)
+# Files of the model itself (save_pretrained); everything else must be listed in the run record as this run's.
+MODEL_FILES = ("*.safetensors", "*.safetensors.index.json", "config.json", "*processor_config.json", "*.py")
+FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
+FORBIDDEN_PREFIXES = ("checkpoint-", "optimizer", "scheduler", "rng_state", "training_args")
+
+
+def exported_files(run_dir: PathLike) -> list[Path]:
+    """The files of a run folder that go into its export: model files plus the record's own files."""
+    source = Path(run_dir)
+    own = set(load_run_record(source).files.values()) | {"run_info.json"}
+    return [
+        path
+        for path in sorted(source.iterdir())
+        if path.is_file()
+        and any(path.match(p) for p in EXPORT_FILES)
+        and (any(path.match(p) for p in MODEL_FILES) or path.name in own)
+    ]
+
+
+def export_for_hub(
+    run_dirs: RunDirs,
+    export_dir: PathLike,
+    *,
+    repo_id: str | None = None,
+    compare_dirs: Sequence[PathLike] = (),
+) -> Path:
+    """Build the folder a Hub repo will hold: safetensors, configs, code, results, card and plots.
+
+    The first run folder gives the weights and plots; all of them give results. JSON files are scrubbed of
+    secrets and absolute local paths, and the folder is checked before it is returned.
+    """
+    dirs = as_paths(run_dirs)
+    source, export_dir = dirs[0], Path(export_dir)
+    if export_dir.exists() and any(export_dir.iterdir()):
+        raise FileExistsError(f"Export folder {export_dir} is not empty.")
+    if not list(source.glob("*.safetensors")):
+        found = (
+            ", ".join(sorted(p.name for p in source.iterdir() if p.suffix in FORBIDDEN_SUFFIXES)) or "nothing"
+        )
+        raise FileNotFoundError(
+            f"{source} has no *.safetensors weights (found {found}); save with safe_serialization=True."
+        )
+    files = exported_files(source)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        if path.suffix == ".json":
+            data = scrub(json.loads(path.read_text(encoding="utf-8")))
+            (export_dir / path.name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        else:
+            shutil.copy2(path, export_dir / path.name)
+    write_model_card(dirs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs)
+    problems = check_export(export_dir, local_paths=[d.resolve() for d in dirs])
+    if problems:
+        raise ValueError("Refusing to publish this folder:\n  " + "\n  ".join(problems))
+    return export_dir
+
+
+def check_export(folder: PathLike, local_paths: Sequence[PathLike] = ()) -> list[str]:
+    """Problems that must not reach the Hub: pickles, checkpoints, tokens, absolute local paths."""
+    folder = Path(folder)
+    prefixes = {
+        str(p) for p in (*local_paths, folder.resolve(), Path.home(), *local_roots()) if len(str(p)) > 1
+    }
+    problems = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if any(part.startswith(FORBIDDEN_PREFIXES) for part in path.relative_to(folder).parts):
+            problems.append(f"{rel}: checkpoint/optimizer/training-state files are not published")
+        elif path.is_file() and path.suffix in FORBIDDEN_SUFFIXES:
+            problems.append(f"{rel}: only safetensors weights are published, no pickles")
+        if not path.is_file() or path.suffix not in (".json", ".md", ".py", ".txt", ".yaml", ".yml"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if TOKEN_RE.search(text):
+            problems.append(f"{rel}: contains something that looks like a Hugging Face token")
+        leaked = sorted(p for p in prefixes if p in text)
+        if path.suffix == ".json":
+            leaked += [s for s in _strings(json.loads(text)) if os.path.isabs(s)][:3]
+        if leaked:
+            problems.append(f"{rel}: contains absolute local paths ({', '.join(leaked)})")
+    return problems
+
+
+def _strings(obj: Any):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj

@@ -1,0 +1,176 @@
+"""Upload an export to the Hub with `create_repo` + `upload_folder`, or write it for review and stop.
+
+Every failure a user can meet (no token, a refused token, an existing card, no network, offline mode) is a
+`HubPushError` with a message; the recipes print it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .card import CARD_NAME
+from .export import export_for_hub
+from .runs import PathLike, RunDirs
+
+REPO_ID_RE = re.compile(
+    r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$"
+)  # `name` pushes to your own namespace
+
+
+class HubPushError(RuntimeError):
+    """A push that cannot go ahead, with a message for the user (recipes print it instead of a traceback)."""
+
+
+class HubCredentialsError(HubPushError):
+    """No usable Hugging Face token, so nothing can be pushed."""
+
+
+class CardExistsError(HubPushError):
+    """The target revision already has a README.md and `overwrite` was not asked for."""
+
+
+class HubUnreachableError(HubPushError):
+    """The Hub could not be reached (offline mode, no network)."""
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level errors of whichever HTTP client huggingface_hub uses (requests or httpx)."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import requests
+
+        errors += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+    except ImportError:
+        pass
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def push_to_hub(
+    run_dirs: RunDirs,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    compare_dirs: Sequence[PathLike] = (),
+    commit_message: str | None = None,
+    token: str | None = None,
+    api: Any = None,
+    export_dir: PathLike | None = None,
+) -> str | None:
+    """Export the run folders and upload them to `repo_id` with `create_repo` + `upload_folder`.
+
+    An existing README.md at the target revision is kept unless `overwrite` (a PR never overwrites, so
+    `create_pr` proposes the new card instead). `dry_run` prints the file list and the card and touches no
+    network; `export_dir` writes exactly the folder that would be uploaded there, lists it and stops.
+    Returns the commit (or PR) URL, None on a dry run or an export.
+    """
+    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id):
+        raise ValueError(
+            f"{repo_id!r} is not a Hub model repository id: give --repo_id (recipes: --hub_model_id) as org/name."
+        )
+    if export_dir is not None:
+        folder = export_for_hub(run_dirs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        print(f"Wrote the {len(files)} files that would be uploaded to {repo_id} into {folder}:")
+        for name in files:
+            print(f"  {name}  ({(folder / name).stat().st_size:,} bytes)")
+        print("Nothing was uploaded; review the folder, then rerun without --export_dir to publish it.")
+        return None
+    with tempfile.TemporaryDirectory(prefix="emoreg-export-") as tmp:
+        folder = export_for_hub(run_dirs, Path(tmp) / "export", repo_id=repo_id, compare_dirs=compare_dirs)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        if dry_run:
+            where = f"{repo_id}@{revision or 'main'}" + (" as a pull request" if create_pr else "")
+            print(f"[dry run] would upload {len(files)} files to https://huggingface.co/{repo_id} ({where}):")
+            for name in files:
+                print(f"  {name}  ({(folder / name).stat().st_size:,} bytes)")
+            print(f"\n[dry run] {CARD_NAME}:\n")
+            print((folder / CARD_NAME).read_text(encoding="utf-8"))
+            return None
+        api = api if api is not None else _hf_api(token)
+        return _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api)
+
+
+def push_from_training_args(output_dir: PathLike, training_args: Any) -> str | None:
+    """The recipes' `--push_to_hub true --hub_model_id org/name` path: push `output_dir` with the
+    `hub_*` training arguments, or exit with the reason (missing token, existing card, bad id), not a traceback."""
+    try:
+        return push_to_hub(
+            [output_dir],
+            training_args.hub_model_id,
+            private=bool(getattr(training_args, "hub_private_repo", False)),
+            revision=getattr(training_args, "hub_revision", None),
+            token=getattr(training_args, "hub_token", None),
+        )
+    except (HubPushError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(
+            f"push_to_hub: {error}\nThe run in {output_dir} is complete and saved; publish it later with "
+            f"`python recipes/push.py {output_dir} --repo_id {training_args.hub_model_id or 'org/name'}`."
+        ) from None
+
+
+def _hf_api(token: str | None):
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token)
+
+
+def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api) -> str:
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if not (getattr(api, "token", None) or get_token()):
+        raise HubCredentialsError(
+            "No Hugging Face token found, so nothing was pushed. Log in with `hf auth login` or set HF_TOKEN "
+            "(a token with write access to the target namespace), then rerun; `recipes/push.py ... --dry_run` "
+            "shows what would be uploaded without a token."
+        )
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        if not overwrite and not create_pr and api.file_exists(repo_id, CARD_NAME, revision=revision):
+            raise CardExistsError(
+                f"{repo_id}@{revision or 'main'} already has a {CARD_NAME}; nothing was pushed. Pass --overwrite "
+                "to replace it, or --create_pr to propose the new card as a pull request."
+            )
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message
+            or f"Upload {len(files)} files with emoreg-hf (model card, weights, results)",
+        )
+    except OfflineModeIsEnabled as error:
+        raise HubUnreachableError(
+            f"HF_HUB_OFFLINE is set, so nothing was pushed to {repo_id}: unset it (or use --dry_run)."
+        ) from error
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubCredentialsError(
+                f"The Hub refused the token for {repo_id} (HTTP {status}): it needs write access to that "
+                "namespace. Log in again with `hf auth login` or set HF_TOKEN."
+            ) from error
+        raise
+    except _transport_errors() as error:
+        raise HubUnreachableError(
+            f"Could not reach the Hub to push {repo_id} ({type(error).__name__}); nothing was pushed. Check the "
+            "network (or HF_ENDPOINT) and rerun; --dry_run shows what would be uploaded."
+        ) from error
+    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or info)

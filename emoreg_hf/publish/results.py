@@ -1,0 +1,208 @@
+"""A card's numbers: statistics over seeds, the `model-index` entries, the results and regulation tables,
+and the Controls table, whose verdicts come from `emoreg_hf.stats` like the ablation report's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from huggingface_hub import EvalResult
+
+from .. import stats
+from ..metrics import METRIC_NAMES
+from .runs import PathLike, RunFolder, load_run_folder
+
+SPLITS = {"eval": "validation", "test": "test"}  # all_results.json prefix -> split name in the card
+METRIC_TITLES = {
+    "accuracy": "Accuracy",
+    "top5_accuracy": "Top-5 accuracy",
+    "macro_f1": "Macro-F1",
+    "balanced_accuracy": "Balanced accuracy",
+    "ece": "ECE (15 bins)",
+}
+# Top-k accuracy says nothing when k covers (almost) every class: top-5 of 3 emotions is always 1.0.
+TOPK_MIN_CLASSES = {"top5_accuracy": 6}
+Statistics = dict[str, dict[str, Any]]  # result key -> stats.describe(...) over seeds
+
+
+def seed_statistics(runs: list[RunFolder]) -> Statistics:
+    """`stats.describe` over the runs of every numeric result they all have."""
+    first = runs[0].results
+    keys = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {}
+    for key in keys:
+        values = [r.results.get(key) for r in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = stats.describe(values)
+    return out
+
+
+def fmt(stat: dict[str, Any] | None, digits: int = 4) -> str:
+    """`mean ± std` over several seeds, the value alone for one, `–` when absent."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    mean = f"{stat['mean']:.{digits}f}"
+    return f"{mean} ± {stat['std']:.{digits}f}" if stat.get("std") is not None else mean
+
+
+def reported_metrics(run: RunFolder) -> list[str]:
+    """The metrics a card reports: all but top-k accuracies that are trivially 1 for few classes."""
+    n = len(run.record.label_names)
+    return [m for m in METRIC_NAMES if n >= TOPK_MIN_CLASSES.get(m, 0)]
+
+
+def eval_results(runs: list[RunFolder], dataset: dict[str, str]) -> list[EvalResult]:
+    """One EvalResult per reported split x metric; the value is the run's (or the seeds' mean) result."""
+    statistics = seed_statistics(runs)
+    n = len(runs)
+    results = []
+    for prefix, split in SPLITS.items():
+        for metric in reported_metrics(runs[0]):
+            stat = statistics.get(f"{prefix}_{metric}")
+            if stat is None:
+                continue
+            results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Image Classification",
+                    dataset_type=dataset["id"],
+                    dataset_name=dataset["name"],
+                    dataset_split=split,
+                    metric_type=metric,
+                    metric_name=f"{METRIC_TITLES[metric]} ({split})"
+                    + (f", mean of {n} seeds" if n > 1 else ""),
+                    metric_value=stat["mean"],
+                )
+            )
+    return results
+
+
+def results_table(statistics: Statistics, metrics: Sequence[str]) -> dict[str, Any]:
+    metrics = [m for m in (*metrics, "loss") if any(f"{p}_{m}" in statistics for p in SPLITS)]
+    rows = [
+        {"split": split, "values": [fmt(statistics.get(f"{prefix}_{m}")) for m in metrics]}
+        for prefix, split in SPLITS.items()
+        if any(f"{prefix}_{m}" in statistics for m in metrics)
+    ]
+    return {"columns": [METRIC_TITLES.get(m, "Loss") for m in metrics], "rows": rows}
+
+
+def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
+    """ρ and emotion statistics per split, as tables, from the `<split>_rho_*` / `emotion_*` results."""
+    summary, per_class, shares = [], {}, {}
+    for prefix, split in SPLITS.items():
+        if f"{prefix}_rho_mean" not in statistics:
+            continue
+        summary.append(
+            {
+                "split": split,
+                "rho_mean": fmt(statistics.get(f"{prefix}_rho_mean")),
+                "rho_std": fmt(statistics.get(f"{prefix}_rho_std")),
+                "emotion_entropy": fmt(statistics.get(f"{prefix}_emotion_entropy")),
+            }
+        )
+        for key, stat in statistics.items():
+            if key.startswith(f"{prefix}_rho_class/"):
+                per_class.setdefault(key.split("/", 1)[1], {})[split] = fmt(stat, 3)
+            elif key.startswith(f"{prefix}_emotion_share/"):
+                shares.setdefault(key.split("/", 1)[1], {})[split] = fmt(stat, 3)
+    if not summary:
+        return None
+    splits = [row["split"] for row in summary]
+    last = "test" if "test" in splits else splits[-1]
+    rho = statistics[f"{'test' if last == 'test' else 'eval'}_rho_mean"]["mean"]
+    reading = (
+        f"On the {last} split ρ averaged {rho:.2f}: a prediction is on average {100 * (1 - rho):.0f}% the "
+        f"non-emotional response and {100 * rho:.0f}% the emotionally-influenced one."
+    )
+    if rho < 0.1:
+        reading += " This checkpoint has learned to rely mostly on its task pathway."
+    elif rho > 0.9:
+        reading += " This checkpoint relies mostly on the emotionally-influenced response."
+    return {
+        "splits": splits,
+        "reading": reading,
+        "summary": summary,
+        "per_class": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in per_class.items()],
+        "emotion_share": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in shares.items()],
+    }
+
+
+CONTROL_KINDS = {
+    "baseline": lambda run: run.method == "baseline",
+    "transfer": lambda run: run.method == "transfer",
+    "shuffled-emotion control": lambda run: bool(run.record.controls.get("shuffled_emotion")),
+    "no-pretraining control": lambda run: bool(run.record.controls.get("no_pretraining")),
+}
+
+
+def configuration_label(run: RunFolder) -> str:
+    label = run.method or run.stage
+    if run.method == "emoreg":
+        settings = run.record.emoreg or {}
+        label += f" ({settings.get('regulation', '?')}, {settings.get('influence', '?')})"
+    controls = [k for k, v in run.record.controls.items() if v]
+    return label + "".join(f", {c}" for c in controls)
+
+
+def by_seed(runs: Sequence[RunFolder], key: str) -> dict[int, float]:
+    return {
+        r.record.seed: float(r.results[key]) for r in runs if isinstance(r.results.get(key), (int, float))
+    }
+
+
+def gap_reading(difference: dict[str, Any]) -> str:
+    """The Controls table's words for `stats.paired_difference` (this checkpoint minus the other)."""
+    n = difference["n"]
+    if n == 0:
+        return "no seed in common: no paired comparison"
+    delta = f"Δ {difference['mean']:+.4f}"
+    if difference["verdict"] == "unknown":
+        return f"{delta} over {n} paired seed: {stats.difference_words(difference)}"
+    interval = f"{int(round(100 * stats.CONFIDENCE))}% CI [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}]"
+    return f"{stats.difference_words(difference)}: {delta}, {interval} over {n} paired seeds"
+
+
+def comparisons(runs: list[RunFolder], compare_dirs: Sequence[PathLike]) -> dict[str, Any] | None:
+    """This checkpoint's configuration next to other configurations (baseline, controls): the paired
+    difference over the seeds both ran, and its verdict."""
+    if not compare_dirs:
+        return None
+    others = [load_run_folder(d) for d in compare_dirs]
+    for other in others:
+        if other.stage != runs[0].stage or other.record.label_names != runs[0].record.label_names:
+            raise ValueError(
+                f"{other.path} is a {other.stage} run on other classes than {runs[0].path}: a comparison "
+                "needs runs of the same stage on the same data set."
+            )
+    prefix = runs[0].record.evaluated_split
+    key = f"{prefix}_accuracy"
+    this = by_seed(runs, key)
+    groups: dict[str, list[RunFolder]] = {}
+    for run in others:
+        groups.setdefault(configuration_label(run), []).append(run)
+    rows = [
+        {
+            "label": configuration_label(runs[0]) + " (this checkpoint)",
+            "n": len(runs),
+            "accuracy": fmt(stats.describe(list(this.values()))),
+            "reading": "–",
+        }
+    ]
+    for label, group in groups.items():
+        other = by_seed(group, key)
+        difference = stats.paired_difference(this, other)
+        rows.append(
+            {
+                "label": label,
+                "n": len(group),
+                "accuracy": fmt(stats.describe(list(other.values()))),
+                "reading": gap_reading(difference),
+                "verdict": difference["verdict"],
+                "command": group[0].record.command,
+            }
+        )
+    missing = []
+    if runs[0].stage == "finetune" and runs[0].method == "emoreg":
+        missing = [kind for kind, test in CONTROL_KINDS.items() if not any(test(r) for r in others)]
+    return {"split": SPLITS[prefix], "rows": rows, "missing": missing}

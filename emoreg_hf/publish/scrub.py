@@ -1,0 +1,48 @@
+"""What may leave the machine: secrets dropped and absolute local paths rewritten in anything published."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+SECRET_KEYS = {"hub_token", "token", "push_to_hub_token", "hf_token", "api_key", "wandb_api_key"}
+TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+# An absolute path not glued to a word, a URL or another path: `/data/x`, `~/x` (but not `org/name`, `https://`).
+ABS_PATH_RE = re.compile(r"(?<![\w.:/~-])(?:/|~/)[^\s\"'`,;()\[\]{}<>|]+")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def local_roots() -> list[Path]:
+    """Folders whose absolute paths are rewritten relative to themselves: the working directory and the project."""
+    roots = [Path.cwd(), Path(__file__).resolve().parents[2]]
+    return [r for r in roots if len(r.parts) > 1]
+
+
+def _scrub_path(match: re.Match) -> str:
+    """An absolute path becomes relative to the project (if inside it) or its base name."""
+    raw = match.group(0)
+    path = Path(os.path.expanduser(raw))
+    for root in local_roots():
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            continue
+    return path.name or "<local path>"
+
+
+def scrub(obj: Any) -> Any:
+    """Drop secrets and rewrite absolute local paths in a JSON-like object, so it can be published."""
+    if isinstance(obj, dict):
+        return {k: scrub(v) for k, v in obj.items() if str(k).lower() not in SECRET_KEYS}
+    if isinstance(obj, list):
+        return [scrub(v) for v in obj]
+    if isinstance(obj, str):
+        return ABS_PATH_RE.sub(_scrub_path, TOKEN_RE.sub("<redacted>", obj))
+    return obj
+
+
+def is_hub_id(name: Any) -> bool:
+    """`org/name` that is not also a local path."""
+    return isinstance(name, str) and bool(HUB_ID_RE.match(name)) and not Path(name).exists()
