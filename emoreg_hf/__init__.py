@@ -16,4 +16,25 @@ AutoModelForImageClassification.register(EmoRegConfig, EmoRegForImageClassificat
 EmoRegConfig.register_for_auto_class()
 EmoRegForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
-__all__ = ["EmoRegConfig", "EmoRegForImageClassification", "EmoRegImageClassifierOutput", "__version__"]
+# The `emoreg-image-classification` pipeline: `pipeline("emoreg-image-classification", model=...)` in this process, also for
+# plain (baseline / transfer) image classifiers; EmoReg checkpoints also carry the class as remote code.
+from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
+
+from .pipeline_emoreg import TASK as PIPELINE_TASK  # noqa: E402
+from .pipeline_emoreg import EmoRegImageClassificationPipeline  # noqa: E402
+
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK,
+    pipeline_class=EmoRegImageClassificationPipeline,
+    pt_model=AutoModelForImageClassification,
+    type="image",
+)
+
+__all__ = [
+    "PIPELINE_TASK",
+    "EmoRegConfig",
+    "EmoRegForImageClassification",
+    "EmoRegImageClassificationPipeline",
+    "EmoRegImageClassifierOutput",
+    "__version__",
+]

@@ -1,4 +1,5 @@
-"""EmoReg configuration: two backbone sub-configs plus the regulation options of DESIGN §1.
+"""EmoReg configuration: two backbone sub-configs plus the regulation options (arXiv:2606.13081, as
+emoreg-hf's docs/method.md defines them).
 
 This file travels to the Hub as remote code next to `modeling_emoreg.py`, so it imports only
 `transformers`.
@@ -16,6 +17,32 @@ AFFECT_TRAINABLE_MODES = ("frozen", "all")
 # ImageNet statistics: what most backbones (ResNet, ConvNeXt, Swin, DeiT, timm) were trained with.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+# -- the checkpoint's own pipeline ------------------------------------------------------------------
+# config.json declares the checkpoint's own pipeline, so that `pipeline("emoreg-image-classification",
+# model=..., trust_remote_code=True)` works without the emoreg_hf package (see pipeline_emoreg.py).
+PIPELINE_TASK = "emoreg-image-classification"
+
+
+def default_custom_pipelines() -> dict:
+    """The `custom_pipelines` entry every EmoReg config.json carries (transformers' custom-pipeline format)."""
+    return {
+        PIPELINE_TASK: {
+            "impl": "pipeline_emoreg.EmoRegImageClassificationPipeline",
+            "pt": ["AutoModelForImageClassification"],
+            "type": "image",
+        }
+    }
+
+
+def pipeline_class():
+    """The `emoreg-image-classification` pipeline class. Imported lazily (this file stays light); the relative
+    import also makes `save_pretrained` copy `pipeline_emoreg.py` next to the weights, as transformers copies
+    every file that a remote-code module imports relatively."""
+    from .pipeline_emoreg import EmoRegImageClassificationPipeline
+
+    return EmoRegImageClassificationPipeline
 
 
 def _check_choice(field: str, value, allowed: tuple[str, ...]) -> None:
@@ -59,6 +86,8 @@ class EmoRegConfig(PreTrainedConfig):
             (what the saved image processor produces).
         affect_image_size, affect_image_mean, affect_image_std: what the affective pathway was trained on;
             `forward` converts the task input to it when they differ.
+        custom_pipelines (`dict`): pipelines declared to `transformers.pipeline`; by default
+            `emoreg-image-classification`, whose code (`pipeline_emoreg.py`) is saved with the checkpoint.
     """
 
     model_type = "emoreg"
@@ -81,10 +110,13 @@ class EmoRegConfig(PreTrainedConfig):
     affect_image_size: list[int] | None = None
     affect_image_mean: list[float] | None = None
     affect_image_std: list[float] | None = None
+    custom_pipelines: dict | None = None  # None means default_custom_pipelines()
 
     def __post_init__(self, **kwargs):
         labels_given = self.id2label is not None or kwargs.get("num_labels") is not None
         super().__post_init__(**kwargs)
+        if self.custom_pipelines is None:
+            self.custom_pipelines = default_custom_pipelines()
         n_task = self.task_config.num_labels
         if not labels_given:  # the task classes are the task pathway's classes
             self.id2label = {int(k): v for k, v in self.task_config.id2label.items()}
@@ -135,4 +167,4 @@ class EmoRegConfig(PreTrainedConfig):
         )
 
 
-__all__ = ["EmoRegConfig"]
+__all__ = ["PIPELINE_TASK", "EmoRegConfig", "default_custom_pipelines", "pipeline_class"]

@@ -67,7 +67,7 @@ def _logit(p: float) -> float:
 
 
 class EmoRegForImageClassification(EmoRegPreTrainedModel):
-    """Two-pathway image classifier with emotional regulation (DESIGN §1, arXiv:2606.13081)."""
+    """Two-pathway image classifier with emotional regulation (arXiv:2606.13081; emoreg-hf's docs/method.md)."""
 
     def __init__(
         self, config: EmoRegConfig, task_model: nn.Module | None = None, affect_model: nn.Module | None = None

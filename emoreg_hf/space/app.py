@@ -1,0 +1,361 @@
+"""Gradio demo of an EmoReg checkpoint: what it predicts, what it felt, and how much the feeling counted.
+
+For an uploaded or example image the page shows the predicted classes, the regulation strength ρ (as a
+number and in words), the emotion distribution e(x) as a bar chart, and the top classes of the two responses
+(non-emotional z_N and emotional z_E) side by side. A plain image classifier (baseline / transfer run) gets
+its predictions with ρ and e(x) marked "not applicable".
+
+Run it locally on a run folder or a Hub repo (binds 127.0.0.1, port 7860 unless --port):
+
+    python -m emoreg_hf.space outputs/demo/finetune [--port N]
+
+In a Hugging Face Space this very file is the Space's `app.py` (`emoreg_hf.space.build_space_folder` copies
+it verbatim), so it imports only gradio, transformers, torch, PIL and numpy (and pandas, which gradio
+installs); the model comes with its own code (`trust_remote_code`). The model id is, in this order: the
+command-line argument, the `EMOREG_MODEL` environment variable, the `model` of `emoreg_space.json` next to
+this file (written by the Space builder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# No telemetry and no version check: the app must not reach the internet by itself (set before gradio loads).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
+
+TASK = "emoreg-image-classification"
+MODEL_ENV = "EMOREG_MODEL"
+SPACE_CONFIG = "emoreg_space.json"
+DEFAULT_PORT = 7860
+NOT_APPLICABLE = "not applicable"
+DESCRIPTION = (
+    "**Emotional Regulation** ([arXiv:2606.13081](https://arxiv.org/abs/2606.13081)): a task pathway gives the "
+    "non-emotional response z_N, an affective pathway pretrained on emotions gives e(x) and the emotional "
+    "response z_E, and the prediction is z = (1 − ρ)·z_N + ρ·z_E. Upload an image or pick an example."
+)
+
+
+class LoadError(RuntimeError):
+    """The checkpoint cannot be loaded as an image classifier; the message says why, for a person."""
+
+
+@dataclass
+class Classifier:
+    """A loaded checkpoint: its pipeline and what the page needs to know about it."""
+
+    model_id: str
+    pipeline: Any
+    emoreg: bool
+    labels: list[str] = field(default_factory=list)
+    emotions: list[str] = field(default_factory=list)
+
+
+# -- model ---------------------------------------------------------------------------------------------
+
+
+def load_classifier(model_id: str, *, device: str | int | None = None) -> Classifier:
+    """Load a run folder or Hub repo: the checkpoint's own `emoreg-image-classification` pipeline for EmoReg
+    checkpoints, the plain `image-classification` pipeline for any other image classifier. Raises `LoadError`
+    with a readable reason otherwise."""
+    from transformers import AutoConfig, pipeline
+
+    model_id = os.path.expanduser(str(model_id))
+    looks_local = model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
+    if looks_local and not os.path.isdir(model_id):
+        raise LoadError(f"cannot load the checkpoint {model_id!r}: no such folder (and not a Hub repo id)")
+    try:
+        config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+    except Exception as error:  # OSError, ValueError, EnvironmentError, ... from the Hub client
+        raise LoadError(f"cannot load the checkpoint {model_id!r}: {_first_line(error)}") from error
+    architectures = list(getattr(config, "architectures", None) or [])
+    emoreg = TASK in (getattr(config, "custom_pipelines", None) or {})
+    if not emoreg and not any("ImageClassification" in name for name in architectures):
+        raise LoadError(
+            f"{model_id!r} is not an image classifier (architectures: {', '.join(architectures) or 'none'}, "
+            f"model_type={getattr(config, 'model_type', None)!r}); give an EmoReg run folder or Hub repo"
+        )
+    task = TASK if emoreg else "image-classification"
+    try:
+        classify = pipeline(task, model=model_id, trust_remote_code=True, device=device)
+    except Exception as error:
+        raise LoadError(f"cannot load {model_id!r} as an {task} pipeline: {_first_line(error)}") from error
+    config = classify.model.config
+    labels = [config.id2label[i] for i in sorted(config.id2label)]
+    emotions = list(getattr(config, "emotion_labels", None) or []) if emoreg else []
+    return Classifier(model_id=model_id, pipeline=classify, emoreg=emoreg, labels=labels, emotions=emotions)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:500]
+
+
+# -- prediction (pure: no gradio) ------------------------------------------------------------------------
+
+
+def read_image(image, name: str | None = None) -> Image.Image:
+    """A path or a PIL image as an upright PIL image; `ValueError` naming the file if it is not readable."""
+    if isinstance(image, Image.Image):
+        return image
+    label = name or (os.path.basename(str(image)) if image is not None else "the image")
+    if image is None:
+        raise ValueError("no image given: upload an image or pick an example")
+    try:
+        with open(image, "rb") as handle:
+            opened = Image.open(handle)
+            opened.load()
+    except FileNotFoundError as error:
+        raise ValueError(f"cannot read {label!r}: no such file") from error
+    except Exception as error:  # not an image, truncated or corrupt data, unreadable file, ...
+        raise ValueError(f"cannot read {label!r} as an image: {_image_error(error)}") from error
+    return ImageOps.exif_transpose(opened)
+
+
+def _image_error(error: BaseException) -> str:
+    """Why Pillow could not read a file, without the server-side path of the upload."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file (or a format Pillow cannot decode)"
+    return _first_line(error)
+
+
+def predict(image, classifier: Classifier, *, top_k: int = 5, name: str | None = None) -> dict:
+    """Classify one image (a path or a PIL image). Returns the pipeline's dict: `labels` (top-k task classes,
+    `{"label", "score"}`), `regulation` (ρ), `emotions` (all of e(x), most likely first), `non_emotional`
+    and `emotional` (top class of each response); the last four are None for a non-EmoReg checkpoint."""
+    picture = read_image(image, name=name)
+    if classifier.emoreg:
+        result = classifier.pipeline(picture, top_k=top_k, top_k_emotions=max(1, len(classifier.emotions)))
+        return dict(result)
+    labels = classifier.pipeline(picture, top_k=top_k)
+    return {"labels": labels, "regulation": None, "emotions": None, "non_emotional": None, "emotional": None}
+
+
+def describe_regulation(rho: float | None) -> str:
+    """ρ as a number and in words (Markdown)."""
+    if rho is None:
+        return (
+            f"**ρ: {NOT_APPLICABLE}**: this checkpoint has no affective pathway (it is not an EmoReg model), "
+            "so there is no emotional response to weigh."
+        )
+    share = round(100 * rho)
+    return (
+        f"**ρ = {rho:.3f}**: the emotional response counted {share}% of the prediction "
+        f"(the non-emotional response {100 - share}%)."
+    )
+
+
+def describe_responses(result: dict) -> str:
+    """The top class of the non-emotional and of the emotional response, side by side (a Markdown table)."""
+    cells = []
+    for key in ("non_emotional", "emotional"):
+        top = result.get(key)
+        if key not in result:  # nothing classified yet
+            cells.append("–")
+        else:
+            cells.append(NOT_APPLICABLE if top is None else f"**{top['label']}** ({top['score']:.1%})")
+    return (
+        "| Non-emotional response z_N | Emotional response z_E |\n"
+        "| :---: | :---: |\n"
+        f"| {cells[0]} | {cells[1]} |"
+    )
+
+
+def render(result: dict) -> tuple[dict, str, Any, str, str]:
+    """What the page shows for `predict`'s result: class confidences (for `gr.Label`), ρ in words, e(x) as a
+    DataFrame (for `gr.BarPlot`), a line about e(x), and the two responses side by side."""
+    import pandas as pd  # installed with gradio
+
+    labels = {item["label"]: float(item["score"]) for item in result["labels"]}
+    emotions = result.get("emotions")
+    if emotions is None:
+        frame = pd.DataFrame({"emotion": pd.Series(dtype=str), "probability": pd.Series(dtype=float)})
+        emotion_note = f"**e(x): {NOT_APPLICABLE}** (no affective pathway)."
+    else:
+        frame = pd.DataFrame(
+            {"emotion": [e["label"] for e in emotions], "probability": [float(e["score"]) for e in emotions]}
+        )
+        top = emotions[0]
+        emotion_note = f"Strongest emotion: **{top['label']}** ({top['score']:.1%})."
+    return (
+        labels,
+        describe_regulation(result.get("regulation")),
+        frame,
+        emotion_note,
+        describe_responses(result),
+    )
+
+
+# -- page ------------------------------------------------------------------------------------------------
+
+
+def friendly_upload_errors(component: gr.Image) -> gr.Image:
+    """Make an unreadable upload a message on the page (gr.Error) instead of a server error: gradio opens
+    the file itself before the event function runs. (Overridden on the instance: a gr.Image subclass would
+    make gradio write a .pyi stub next to this file.)"""
+    original = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as error:
+            name = getattr(payload, "orig_name", None) or "the uploaded file"
+            raise gr.Error(
+                f"cannot read {name!r} as an image: {_image_error(error)}", print_exception=False
+            ) from error
+
+    component.preprocess = preprocess
+    return component
+
+
+def build_demo(
+    classifier: Classifier,
+    *,
+    title: str | None = None,
+    examples: list[tuple[str, str | None]] | tuple = (),
+    top_k: int = 5,
+) -> gr.Blocks:
+    """The page for a loaded checkpoint. `examples`: `(path, caption)` pairs (caption may be None)."""
+    title = title or f"EmoReg: {classifier.model_id}"
+
+    def respond(image_path):
+        if image_path is None:
+            raise gr.Error("upload an image or pick an example first", print_exception=False)
+        try:
+            result = predict(image_path, classifier, top_k=top_k, name=os.path.basename(str(image_path)))
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        return render(result)
+
+    kind = (
+        "EmoReg checkpoint" if classifier.emoreg else f"plain image classifier (ρ and e(x) {NOT_APPLICABLE})"
+    )
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}\n{DESCRIPTION}\n\nModel: `{classifier.model_id}` ({kind}).")
+        # Outputs are made first (not yet drawn) so that the examples, drawn under the image, can name them.
+        classes = gr.Label(num_top_classes=top_k, label="Predicted classes", elem_id="classes", render=False)
+        regulation = gr.Markdown("ρ: upload an image", elem_id="regulation", render=False)
+        responses = gr.Markdown(describe_responses({}), elem_id="responses", render=False)
+        emotions = gr.BarPlot(
+            x="emotion",
+            y="probability",
+            y_lim=[0, 1],
+            sort="-y",
+            label="e(x): emotion distribution",
+            elem_id="emotions",
+            render=False,
+        )
+        emotion_note = gr.Markdown(elem_id="emotion-note", render=False)
+        outputs = [classes, regulation, emotions, emotion_note, responses]
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = friendly_upload_errors(
+                    gr.Image(
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        label="Image",
+                        height=320,
+                        elem_id="image",
+                    )
+                )
+                button = gr.Button("Classify", variant="primary")
+                if examples:
+                    gr.Examples(
+                        examples=[[str(path)] for path, _ in examples],
+                        example_labels=[caption or Path(path).stem for path, caption in examples],
+                        inputs=image,
+                        outputs=outputs,
+                        fn=respond,
+                        run_on_click=True,
+                        cache_examples=False,
+                    )
+            with gr.Column(scale=1):
+                for component in (classes, regulation, responses, emotions, emotion_note):
+                    component.render()
+        gr.on([button.click, image.upload], respond, inputs=image, outputs=outputs)
+    return demo
+
+
+# -- command line / Space entry point ------------------------------------------------------------------
+
+
+def space_settings(folder: str | os.PathLike | None = None) -> dict:
+    """`emoreg_space.json` next to this file (or in `folder`): what the Space builder recorded."""
+    path = Path(folder or Path(__file__).resolve().parent) / SPACE_CONFIG
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m emoreg_hf.space",
+        description="Gradio demo of an EmoReg checkpoint (predicted classes, rho, e(x), both responses).",
+    )
+    parser.add_argument(
+        "model",
+        nargs="?",
+        help=f"run folder or Hub repo id (default: ${MODEL_ENV}, else the model in {SPACE_CONFIG})",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"port (default: $GRADIO_SERVER_PORT or {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1, this machine only)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: as transformers picks)"
+    )
+    parser.add_argument("--top_k", type=int, default=5, help="number of classes shown (default: 5)")
+    parser.add_argument("--title", default=None, help="page title (default: 'EmoReg: MODEL')")
+    parser.add_argument(
+        "--example",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="an example image to offer (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = space_settings()
+    model_id = args.model or os.environ.get(MODEL_ENV) or settings.get("model")
+    if not model_id:
+        print(f"error: no model given: pass a run folder or Hub repo id, or set {MODEL_ENV}", file=sys.stderr)
+        return 2
+    try:
+        classifier = load_classifier(model_id, device=args.device)
+    except LoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    base = Path(__file__).resolve().parent
+    examples = [(path, None) for path in args.example] or [
+        (str(base / item["path"]), item.get("caption")) for item in settings.get("examples", [])
+    ]
+    demo = build_demo(
+        classifier, title=args.title or settings.get("title"), examples=examples, top_k=args.top_k
+    )
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = args.port or int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
+    allowed = sorted({str(Path(path).resolve().parent) for path, _ in examples})
+    demo.launch(server_name=host, server_port=port, show_error=True, ssr_mode=False, allowed_paths=allowed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

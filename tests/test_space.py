@@ -1,0 +1,412 @@
+"""The Gradio demo (`emoreg_hf.space`) and the Space folder builder (issue 12, parts 2 and 3).
+
+Offline, on tiny checkpoints built in-process (test_pipeline.py's builders); the browser tests drive Debian's
+headless Chromium (`apt-get install chromium chromium-driver`) against the app served on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from demo_runs import ROOT
+from huggingface_hub import SpaceCard
+from PIL import Image
+from test_pipeline import make_images, save_emoreg_checkpoint, save_headless_checkpoint, save_plain_checkpoint
+from tiny_models import CIFAR10, EKMAN7
+
+pytest.importorskip("gradio", reason="the demo needs the `space` extra: pip install -e '.[space]'")
+
+from emoreg_hf.space import app, build_space_folder  # noqa: E402
+from emoreg_hf.space.folder import SPACE_PACKAGES  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Headless, and nothing but 127.0.0.1: every other host name fails to resolve, so the page cannot fetch
+# anything from the internet without the test noticing (missing fonts / scripts would break the page).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--window-size=1280,1300",
+)
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's headless Chromium: apt-get install -y chromium chromium-driver",
+)
+DOCS_SCREENSHOT = ROOT / "docs" / "images" / "space_demo.png"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("space_checkpoints")
+    return {
+        "emoreg": save_emoreg_checkpoint(root / "emoreg"),
+        "plain": save_plain_checkpoint(root / "plain"),
+        "headless": save_headless_checkpoint(root / "headless"),
+    }
+
+
+@pytest.fixture(scope="module")
+def emoreg_classifier(checkpoints) -> app.Classifier:
+    return app.load_classifier(checkpoints["emoreg"], device="cpu")
+
+
+@pytest.fixture()
+def photo(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    make_images()["RGB"].resize((96, 96)).save(path)
+    return path
+
+
+def offline_env(**extra) -> dict:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("HF_TOKEN", None)
+    env.pop("GRADIO_ANALYTICS_ENABLED", None)  # the app must turn analytics off by itself
+    return env | extra
+
+
+# -- the app's parts, called directly -------------------------------------------------------------------
+
+
+def test_app_is_standalone_and_turns_gradio_telemetry_off():
+    """The Space runs this very file: it may import gradio/transformers/torch/PIL/numpy (and pandas, which
+    gradio installs), never emoreg_hf."""
+    tree = ast.parse(Path(app.__file__).read_text(encoding="utf-8"))
+    modules = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0)
+        for alias in node.names
+    }
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party <= {"gradio", "transformers", "torch", "PIL", "numpy", "pandas"}, third_party
+    assert not any(node.level for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))
+
+    import gradio.analytics
+
+    assert not gradio.analytics.analytics_enabled()
+    assert not list(Path(app.__file__).parent.glob("*.pyi")), "gradio must not write stubs into the package"
+
+
+def test_predict_and_render_an_emoreg_checkpoint(emoreg_classifier, photo):
+    assert emoreg_classifier.emoreg and emoreg_classifier.emotions == EKMAN7
+    result = app.predict(photo, emoreg_classifier, top_k=3)
+    assert [item["label"] in CIFAR10 for item in result["labels"]] == [True] * 3
+    rho = result["regulation"]
+    assert 0.0 <= rho <= 1.0
+    assert [e["label"] for e in result["emotions"]] != [] and {e["label"] for e in result["emotions"]} == set(
+        EKMAN7
+    )
+    assert sum(e["score"] for e in result["emotions"]) == pytest.approx(1.0, abs=1e-5)
+
+    labels, regulation, frame, emotion_note, responses = app.render(result)
+    assert list(labels) == [item["label"] for item in result["labels"]]
+    assert f"ρ = {rho:.3f}" in regulation
+    assert f"the emotional response counted {round(100 * rho)}%" in regulation
+    assert list(frame.columns) == ["emotion", "probability"] and set(frame["emotion"]) == set(EKMAN7)
+    assert result["emotions"][0]["label"] in emotion_note
+    assert result["non_emotional"]["label"] in responses and result["emotional"]["label"] in responses
+    assert "Non-emotional response" in responses and "Emotional response" in responses
+
+    deep = app.predict(make_images()["I;16"], emoreg_classifier)  # PIL images of any mode too
+    assert len(deep["labels"]) == 5 and 0.0 <= deep["regulation"] <= 1.0
+
+
+def test_plain_classifier_gets_predictions_and_not_applicable(checkpoints, photo):
+    classifier = app.load_classifier(checkpoints["plain"], device="cpu")
+    assert not classifier.emoreg
+    result = app.predict(photo, classifier, top_k=2)
+    assert len(result["labels"]) == 2 and all(item["label"] in CIFAR10 for item in result["labels"])
+    assert all(result[key] is None for key in ("regulation", "emotions", "non_emotional", "emotional"))
+    labels, regulation, frame, emotion_note, responses = app.render(result)
+    assert len(labels) == 2 and frame.empty
+    assert "not applicable" in regulation and "not applicable" in emotion_note
+    assert responses.count("not applicable") == 2
+
+
+def test_bad_checkpoints_and_images_give_clear_messages(checkpoints, emoreg_classifier, tmp_path):
+    with pytest.raises(app.LoadError, match=r"'.*no-such-run': no such folder"):
+        app.load_classifier(str(tmp_path / "no-such-run"))
+    with pytest.raises(app.LoadError, match=r"not an image classifier \(architectures: ViTModel"):
+        app.load_classifier(checkpoints["headless"])
+    with pytest.raises(app.LoadError, match="cannot load the checkpoint 'nobody/no-such-model'"):
+        app.load_classifier("nobody/no-such-model")  # offline, and not in the cache
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match=r"cannot read 'notes.png' as an image: not an image file"):
+        app.predict(text, emoreg_classifier)
+    with pytest.raises(ValueError, match=r"cannot read 'gone.jpg': no such file"):
+        app.predict(tmp_path / "gone.jpg", emoreg_classifier)
+
+
+def test_command_line_help_and_unloadable_checkpoint(tmp_path, capsys, monkeypatch):
+    help_run = subprocess.run(
+        [sys.executable, "-m", "emoreg_hf.space", "--help"],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=120,
+    )
+    assert help_run.returncode == 0, help_run.stderr[-2000:]
+    assert "--port" in help_run.stdout and "EMOREG_MODEL" in help_run.stdout
+
+    monkeypatch.delenv(app.MODEL_ENV, raising=False)
+    assert app.main([str(tmp_path / "missing-run")]) == 1
+    stderr = capsys.readouterr().err
+    assert "error: cannot load the checkpoint" in stderr and "missing-run" in stderr
+    assert app.main([]) == 2 and "no model given" in capsys.readouterr().err
+
+
+# -- the Space folder -------------------------------------------------------------------------------------
+
+
+def test_space_folder_has_app_requirements_readme_and_examples(tmp_path, photo):
+    second = tmp_path / "other" / "photo.png"  # same file name: copied under a new one
+    second.parent.mkdir()
+    Image.new("L", (20, 20), 128).save(second)
+    written = build_space_folder(
+        "your-org/emoreg-demo",
+        tmp_path / "space",
+        title="EmoReg demo",
+        example_images=[(photo, "Random pixels (generated by the test, CC0)"), second],
+        license="mit",
+    )
+    space = tmp_path / "space"
+    names = sorted(p.relative_to(space).as_posix() for p in written)
+    assert names == [
+        "README.md",
+        "app.py",
+        "emoreg_space.json",
+        "examples/photo.png",
+        "examples/photo_2.png",
+        "requirements.txt",
+    ]
+    assert all(p.is_file() for p in written)
+    assert (space / "app.py").read_bytes() == Path(app.__file__).read_bytes()  # one source for both
+    assert (space / "examples" / "photo.png").read_bytes() == photo.read_bytes()
+
+    card = SpaceCard.load(space / "README.md")
+    data = card.data
+    assert data.sdk == "gradio" and data.sdk_version == metadata.version("gradio")
+    assert data.app_file == "app.py" and data.models == ["your-org/emoreg-demo"]
+    assert data.title == "EmoReg demo" and data.license == "mit" and data.emoji
+    assert data.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert len(data.short_description) <= 60
+    assert "examples/photo.png`: Random pixels (generated by the test, CC0)" in card.text
+    assert "examples/photo_2.png" in card.text
+
+    requirements = (space / "requirements.txt").read_text().split()
+    assert [line.split("==")[0] for line in requirements] == list(SPACE_PACKAGES)
+    for line in requirements:
+        name, version = line.split("==")
+        assert version == metadata.version(name).split("+")[0]
+
+    settings = json.loads((space / "emoreg_space.json").read_text())
+    assert settings["model"] == "your-org/emoreg-demo" and settings["title"] == "EmoReg demo"
+    assert settings["examples"][0] == {
+        "path": "examples/photo.png",
+        "caption": "Random pixels (generated by the test, CC0)",
+    }
+
+    with pytest.raises(ValueError, match="owner/name"):
+        build_space_folder("not a repo id", tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        build_space_folder("org/x", tmp_path / "bad", example_images=[tmp_path / "missing.png"])
+
+
+SPACE_SCRIPT = """
+import contextlib, io, json, os, sys
+sys.path.insert(0, os.getcwd())
+import app  # the Space's own app.py
+settings = app.space_settings()
+classifier = app.load_classifier(os.environ["EMOREG_MODEL"], device="cpu")
+example = settings["examples"][0]["path"]
+result = app.predict(example, classifier, top_k=2)
+demo = app.build_demo(classifier, examples=[(example, "an example")])
+stderr = io.StringIO()
+os.environ.pop("EMOREG_MODEL")  # now the built-in default (emoreg_space.json) is used: not on this machine
+with contextlib.redirect_stderr(stderr):
+    code = app.main([])
+json.dump({"result": result, "code": code, "stderr": stderr.getvalue(), "settings": settings,
+           "emoreg_hf": "emoreg_hf" in sys.modules, "files": sorted(os.listdir("."))}, open("report.json", "w"))
+"""
+
+
+def test_space_app_runs_without_the_package(checkpoints, tmp_path, photo):
+    space = tmp_path / "space"
+    build_space_folder("your-org/emoreg-demo", space, example_images=[(photo, "pixels")])
+    before = sorted(p.name for p in space.iterdir())
+    run = subprocess.run(
+        [sys.executable, "-c", SPACE_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=space,
+        env=offline_env(EMOREG_MODEL=str(checkpoints["emoreg"]), GRADIO_TEMP_DIR=str(tmp_path / "gradio")),
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    report = json.loads((space / "report.json").read_text())
+    assert report["emoreg_hf"] is False
+    assert len(report["result"]["labels"]) == 2 and 0.0 <= report["result"]["regulation"] <= 1.0
+    assert report["code"] == 1 and "cannot load the checkpoint 'your-org/emoreg-demo'" in report["stderr"]
+    assert [f for f in report["files"] if f not in ("report.json", "__pycache__")] == before  # wrote nothing
+
+
+# -- in a real browser -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(model: Path | str, tmp_path: Path, *args: str):
+    """`python -m emoreg_hf.space MODEL --port FREE` in a subprocess; yields the URL once the page answers."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "emoreg_hf.space", str(model), "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=offline_env(GRADIO_TEMP_DIR=str(tmp_path / "gradio")),
+            cwd=tmp_path,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the app exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer on {url}:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
+
+
+@contextmanager
+def chromium(tmp_path: Path, monkeypatch):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the `dev` extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not download a browser or a driver
+    monkeypatch.setenv("SE_AVOID_STATS", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def upload_and_wait(driver, url: str, image: Path, until: str, timeout: float = 90) -> str:
+    """Open the page, upload `image`, wait until `until` is on the page; return the page's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=file]"))
+    driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(image))
+    WebDriverWait(driver, timeout).until(lambda d: until in d.find_element(By.TAG_NAME, "body").text)
+    time.sleep(1.0)  # let the bar chart finish drawing
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def text_of(driver, elem_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, elem_id).text
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_upload_shows_classes_rho_and_errors(checkpoints, tmp_path, photo, monkeypatch):
+    pytest.importorskip("selenium", reason="needs selenium (the `dev` extra)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG but nothing else")
+    with (
+        serve(checkpoints["emoreg"], tmp_path, "--example", str(photo)) as url,
+        chromium(tmp_path, monkeypatch) as driver,
+    ):
+        upload_and_wait(driver, url, photo, until="ρ =")
+        classes, regulation = text_of(driver, "classes"), text_of(driver, "regulation")
+        assert any(name in classes for name in CIFAR10), classes
+        assert "the emotional response counted" in regulation and "%" in regulation
+        assert "Non-emotional response" in text_of(driver, "responses")
+        assert any(name in text_of(driver, "emotions") for name in EKMAN7)  # the bar chart's axis
+        shot = tmp_path / "space.png"
+        assert driver.save_screenshot(str(shot)) and shot.read_bytes()[:4] == b"\x89PNG"
+
+        page = upload_and_wait(driver, url, broken, until="cannot read")
+        assert "cannot read 'broken.png' as an image" in page
+        assert "Traceback" not in driver.page_source
+
+        driver.get(url)  # an example runs when clicked
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=file]"))
+        next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "photo").click()
+        WebDriverWait(driver, 60).until(lambda d: "ρ =" in text_of(d, "regulation"))
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_on_the_demo_checkpoint(demo_runs, tmp_path, monkeypatch):
+    """The demo's real EmoReg run. `EMOREG_UPDATE_DOCS_SCREENSHOT=1` also refreshes docs/images/space_demo.png."""
+    from emoreg_hf.data.demo import _target  # the demo's own drawing of a target-class image
+
+    star = tmp_path / "star.png"
+    _target(np.random.default_rng(0), "star", 128).save(star)
+    with (
+        serve(demo_runs.finetune, tmp_path, "--example", str(star), "--title", "EmoReg demo") as url,
+        chromium(tmp_path, monkeypatch) as driver,
+    ):
+        upload_and_wait(driver, url, star, until="ρ =")
+        config = json.loads((demo_runs.finetune / "config.json").read_text())
+        assert any(name in text_of(driver, "classes") for name in config["id2label"].values())
+        assert "the emotional response counted" in text_of(driver, "regulation")
+        shot = tmp_path / "space_demo.png"
+        assert driver.save_screenshot(str(shot))
+        if os.environ.get("EMOREG_UPDATE_DOCS_SCREENSHOT") == "1":
+            DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            DOCS_SCREENSHOT.write_bytes(shot.read_bytes())
