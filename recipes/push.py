@@ -2,13 +2,15 @@
 
     python recipes/push.py RUN_DIR [RUN_DIR ...] --repo_id org/name [--compare CONTROL_DIR ...]
                            [--private] [--revision BRANCH] [--create_pr] [--dry_run | --export_dir DIR]
-                           [--overwrite]
+                           [--overwrite] [--space_id org/name [--space_examples IMAGE ...]]
 
 The first folder gives the weights and plots; all of them give the results (mean ± std over seeds).
 `--compare` adds other configurations (baseline, transfer, shuffled-emotion and no-pretraining controls;
 several seeds of one configuration are averaged) to the card's Controls table.
 `--dry_run` prints the file list and the model card and touches no network; `--export_dir DIR` writes
-exactly the folder that would be uploaded into DIR, for review, and stops.
+exactly the folder that would be uploaded into DIR, for review, and stops. `--space_id` also builds a
+Gradio Space (app, pinned requirements, metadata, example images) that demos the model, and links it from
+the card.
 """
 
 import argparse
@@ -54,6 +56,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="replace an existing README.md at the revision"
     )
     parser.add_argument("--commit_message", default=None, help="commit message (default: a summary)")
+    parser.add_argument(
+        "--space_id",
+        default=None,
+        metavar="ORG/NAME",
+        help="also publish a Gradio Space that demos the model (the card links it); "
+        "with --export_dir, DIR gets model/ and space/",
+    )
+    parser.add_argument(
+        "--space_examples",
+        nargs="+",
+        default=[],
+        metavar="IMAGE",
+        help="example images for the Space (yours to share); by default only the demo data's synthetic "
+        "images are used, since real data sets' test images may not be redistributed",
+    )
     return parser.parse_args(argv)
 
 
@@ -70,6 +87,8 @@ def main(argv=None) -> int:
             overwrite=args.overwrite,
             dry_run=args.dry_run,
             export_dir=args.export_dir,
+            space_id=args.space_id,
+            space_examples=args.space_examples,
             compare_dirs=args.compare,
             commit_message=args.commit_message,
         )

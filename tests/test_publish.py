@@ -158,7 +158,8 @@ def test_card_round_trips_and_model_index_equals_all_results(demo_runs, exports,
     if stage == "pretrain":
         record = load_run_folder(run).record
         assert len(record.label_names) == 3 and "top5_accuracy" not in metrics  # trivially 1.0
-        assert {r.dataset_split for r in data.eval_results} == {"validation"}
+        # the demo sources have test splits of their own: stage 1 is scored on them too (true labels)
+        assert {r.dataset_split for r in data.eval_results} == {"validation", "test"}
         assert not data.datasets and not data.base_model  # demo sources are not Hub data sets
         report = record.data_report["sources"]
         for source in report:
@@ -626,3 +627,44 @@ def test_push_export_dir_writes_the_reviewable_folder_and_stops(demo_runs, tmp_p
         push.main([str(demo_runs.finetune), "--repo_id", "org/emoreg-demo", "--export_dir", str(target)]) == 1
     )
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_space_is_built_checked_linked_and_uploaded_as_a_space(demo_runs, tmp_path, no_network, capsys):
+    pytest.importorskip("gradio")  # the Space's requirements pin the installed gradio
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import push
+    finally:
+        sys.path.pop(0)
+    argv = [str(demo_runs.finetune), "--repo_id", "org/emoreg-demo", "--space_id", "org/emoreg-demo-space"]
+    assert push.main([*argv, "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "would upload" in out and "https://huggingface.co/spaces/org/emoreg-demo-space" in out
+    assert "app.py" in out and "requirements.txt" in out and "examples/" in out
+
+    target = tmp_path / "review"
+    assert push.main([*argv, "--export_dir", str(target)]) == 0
+    space, model = target / "space", target / "model"
+    assert {"app.py", "README.md", "requirements.txt", "emoreg_space.json"} <= files_of(space)
+    examples = sorted(f for f in files_of(space) if f.startswith("examples/"))
+    assert len(examples) == 4  # the demo's synthetic test images: ours to share
+    readme = (space / "README.md").read_text()
+    assert "sdk: gradio" in readme and "- org/emoreg-demo" in readme and "Apache-2.0" in readme
+    assert "https://huggingface.co/spaces/org/emoreg-demo-space" in (model / "README.md").read_text()
+    assert check_export(space) == []
+
+    api = RecordingApi()
+    push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api, space_id="org/emoreg-demo-space")
+    uploads = [(c[1], c[2]["repo_type"]) for c in api.calls if c[0] == "upload_folder"]
+    assert uploads == [("org/emoreg-demo", "model"), ("org/emoreg-demo-space", "space")]
+    created = [c for c in api.calls if c[0] == "create_repo" and c[1] == "org/emoreg-demo-space"]
+    assert created[0][2]["repo_type"] == "space" and created[0][2]["space_sdk"] == "gradio"
+    with pytest.raises(ValueError, match="not a Hub Space repository id"):
+        push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api, space_id="not a repo")
+
+
+def test_real_data_runs_get_no_space_examples_from_their_test_split(tmp_path):
+    from emoreg_hf.publish.space import demo_examples
+
+    run = write_run(tmp_path / "run", finetune_record())  # CIFAR-10: its images may not be redistributed
+    assert demo_examples(run, tmp_path / "examples") == []

@@ -172,6 +172,7 @@ def card_context(
     repo_id: str,
     plots: dict[str, str] | None = None,
     compare_dirs: Sequence[PathLike] = (),
+    space_id: str | None = None,
 ) -> tuple[ModelCardData, dict[str, Any]]:
     """The card's metadata and the template's variables, from run folders of one configuration."""
     run, record = runs[0], runs[0].record
@@ -197,6 +198,7 @@ def card_context(
     )
     context = {
         "repo_id": repo_id,
+        "space_id": space_id,
         "model_name": model_name,
         "stage": run.stage,
         "method": run.method,
@@ -239,12 +241,15 @@ def build_model_card(
     repo_id: str | None = None,
     plots: dict[str, str] | None = None,
     compare_dirs: Sequence[PathLike] = (),
+    space_id: str | None = None,
 ) -> ModelCard:
     """Render the stage's template from the run folders (several folders = seeds of one configuration)."""
     runs = [load_run_folder(d) for d in as_paths(run_dirs)]
     check_same_configuration(runs)
     repo_id = repo_id or f"your-org/{runs[0].path.resolve().name}"
-    card_data, context = card_context(runs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs)
+    card_data, context = card_context(
+        runs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id
+    )
     return ModelCard.from_template(card_data, template_str=read_template(TEMPLATES[runs[0].stage]), **context)
 
 
@@ -254,11 +259,12 @@ def write_model_card(
     *,
     repo_id: str | None = None,
     compare_dirs: Sequence[PathLike] = (),
+    space_id: str | None = None,
 ) -> Path:
     """Write README.md and its plots into `output_dir` (default: the first run folder); returns README's path."""
     dirs = as_paths(run_dirs)
     output_dir = Path(output_dir or dirs[0])
     plots = make_plots(dirs[0], output_dir)
-    card = build_model_card(dirs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs)
+    card = build_model_card(dirs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id)
     card.save(output_dir / CARD_NAME)
     return output_dir / CARD_NAME

@@ -6,6 +6,7 @@ Every failure a user can meet (no token, a refused token, an existing card, no n
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 from .card import CARD_NAME
 from .export import export_for_hub
 from .runs import PathLike, RunDirs
+from .space import export_space
 
 REPO_ID_RE = re.compile(
     r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$"
@@ -69,39 +71,75 @@ def push_to_hub(
     token: str | None = None,
     api: Any = None,
     export_dir: PathLike | None = None,
+    space_id: str | None = None,
+    space_examples: Sequence[PathLike] = (),
 ) -> str | None:
-    """Export the run folders and upload them to `repo_id` with `create_repo` + `upload_folder`.
+    """Export the run folders and upload them to `repo_id` with `create_repo` + `upload_folder`; with
+    `space_id`, also a Gradio Space that demos the model (and the model card links it).
 
     An existing README.md at the target revision is kept unless `overwrite` (a PR never overwrites, so
-    `create_pr` proposes the new card instead). `dry_run` prints the file list and the card and touches no
-    network; `export_dir` writes exactly the folder that would be uploaded there, lists it and stops.
-    Returns the commit (or PR) URL, None on a dry run or an export.
+    `create_pr` proposes the new card instead). `dry_run` prints the file lists and the card and touches no
+    network; `export_dir` writes exactly the folder that would be uploaded there (with a Space: `model/`
+    and `space/` inside it), lists it and stops. Returns the commit (or PR) URL of the model, None on a dry
+    run or an export.
     """
-    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id):
-        raise ValueError(
-            f"{repo_id!r} is not a Hub model repository id: give --repo_id (recipes: --hub_model_id) as org/name."
-        )
-    if export_dir is not None:
-        folder = export_for_hub(run_dirs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs)
-        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        print(f"Wrote the {len(files)} files that would be uploaded to {repo_id} into {folder}:")
-        for name in files:
-            print(f"  {name}  ({(folder / name).stat().st_size:,} bytes)")
-        print("Nothing was uploaded; review the folder, then rerun without --export_dir to publish it.")
-        return None
+    for name, value, flag in (
+        ("model", repo_id, "--repo_id (recipes: --hub_model_id)"),
+        ("Space", space_id, "--space_id"),
+    ):
+        if (name == "model" or value is not None) and (
+            not isinstance(value, str) or not REPO_ID_RE.match(value)
+        ):
+            raise ValueError(f"{value!r} is not a Hub {name} repository id: give {flag} as org/name.")
     with tempfile.TemporaryDirectory(prefix="emoreg-export-") as tmp:
-        folder = export_for_hub(run_dirs, Path(tmp) / "export", repo_id=repo_id, compare_dirs=compare_dirs)
-        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        if dry_run:
-            where = f"{repo_id}@{revision or 'main'}" + (" as a pull request" if create_pr else "")
-            print(f"[dry run] would upload {len(files)} files to https://huggingface.co/{repo_id} ({where}):")
-            for name in files:
-                print(f"  {name}  ({(folder / name).stat().st_size:,} bytes)")
-            print(f"\n[dry run] {CARD_NAME}:\n")
-            print((folder / CARD_NAME).read_text(encoding="utf-8"))
+        root = Path(export_dir) if export_dir is not None else Path(tmp)
+        if export_dir is not None and root.exists() and any(root.iterdir()):
+            raise FileExistsError(f"Export folder {root} is not empty.")
+        model_dir = root / "model" if space_id or export_dir is None else root
+        folders = {
+            repo_id: export_for_hub(
+                run_dirs, model_dir, repo_id=repo_id, compare_dirs=compare_dirs, space_id=space_id
+            )
+        }
+        if space_id:
+            first = run_dirs if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)[0]
+            folders[space_id] = export_space(
+                first, root / "space", space_id=space_id, model_repo_id=repo_id, examples=space_examples
+            )
+        if export_dir is not None or dry_run:
+            for target, folder in folders.items():
+                kind = "Space" if target == space_id else "model"
+                if dry_run:
+                    url = f"https://huggingface.co/{'spaces/' if kind == 'Space' else ''}{target}"
+                    where = f"@{revision or 'main'}" + (" as a pull request" if create_pr else "")
+                    print(
+                        f"[dry run] would upload {len(_files(folder))} files to {url} ({kind} {target}{where}):"
+                    )
+                else:
+                    print(
+                        f"Wrote the {len(_files(folder))} files that would be uploaded to {kind} {target} into {folder}:"
+                    )
+                for name in _files(folder):
+                    print(f"  {name}  ({(folder / name).stat().st_size:,} bytes)")
+            if dry_run:
+                print(f"\n[dry run] {CARD_NAME}:\n")
+                print((folders[repo_id] / CARD_NAME).read_text(encoding="utf-8"))
+            else:
+                print(
+                    "Nothing was uploaded; review the folder, then rerun without --export_dir to publish it."
+                )
             return None
         api = api if api is not None else _hf_api(token)
-        return _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api)
+        url = _upload(
+            folders[repo_id], repo_id, "model", private, revision, create_pr, overwrite, commit_message, api
+        )
+        if space_id:
+            _upload(folders[space_id], space_id, "space", private, None, False, overwrite, None, api)
+        return url
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def push_from_training_args(output_dir: PathLike, training_args: Any) -> str | None:
@@ -128,7 +166,7 @@ def _hf_api(token: str | None):
     return HfApi(token=token)
 
 
-def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, commit_message, api) -> str:
+def _upload(folder, repo_id, repo_type, private, revision, create_pr, overwrite, commit_message, api) -> str:
     from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -138,23 +176,29 @@ def _upload(folder, files, repo_id, private, revision, create_pr, overwrite, com
             "(a token with write access to the target namespace), then rerun; `recipes/push.py ... --dry_run` "
             "shows what would be uploaded without a token."
         )
+    files = _files(Path(folder))
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **extra)
         if revision and not create_pr:
-            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        if not overwrite and not create_pr and api.file_exists(repo_id, CARD_NAME, revision=revision):
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
+        if (
+            not overwrite
+            and not create_pr
+            and api.file_exists(repo_id, CARD_NAME, revision=revision, repo_type=repo_type)
+        ):
             raise CardExistsError(
-                f"{repo_id}@{revision or 'main'} already has a {CARD_NAME}; nothing was pushed. Pass --overwrite "
-                "to replace it, or --create_pr to propose the new card as a pull request."
+                f"{repo_id}@{revision or 'main'} already has a {CARD_NAME}; nothing was pushed there. Pass "
+                "--overwrite to replace it, or --create_pr to propose the new card as a pull request."
             )
+        what = "Space app, requirements, examples" if repo_type == "space" else "model card, weights, results"
         info = api.upload_folder(
             repo_id=repo_id,
             folder_path=str(folder),
-            repo_type="model",
+            repo_type=repo_type,
             revision=revision,
             create_pr=create_pr,
-            commit_message=commit_message
-            or f"Upload {len(files)} files with emoreg-hf (model card, weights, results)",
+            commit_message=commit_message or f"Upload {len(files)} files with emoreg-hf ({what})",
         )
     except OfflineModeIsEnabled as error:
         raise HubUnreachableError(
