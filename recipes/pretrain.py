@@ -49,8 +49,8 @@ def main() -> None:
             validation_split_size=args.validation_split_size,
         )
     splits = {
-        "train": cap(splits["train"], args.max_train_samples, training_args.seed),
-        "validation": cap(splits["validation"], args.max_eval_samples, training_args.seed),
+        name: cap(split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed)
+        for name, split in splits.items()
     }
 
     model, model_geometry = build_pretrain_model(args, space.names)

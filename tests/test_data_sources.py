@@ -168,6 +168,16 @@ def test_shuffle_labels_keeps_counts_changes_assignments(fer_dir):
     assert np.mean([a[k] == b[k] for k in a]) < 0.5
 
 
+def test_a_sources_test_split_is_kept_with_its_true_labels(fer_dir):
+    """FER-2013's held-out faces become stage 1's test split; the shuffled control keeps their true labels,
+    so its test accuracy says how much real emotion it learned (chance, if the control works)."""
+    plain, report = load_affective_mixture([_fer(fer_dir)], "ekman7")
+    shuffled, _ = load_affective_mixture([_fer(fer_dir)], "ekman7", shuffle_labels=True)
+    assert set(plain) == {"train", "validation", "test"} and len(plain["test"]) == 14
+    assert report["sources"]["fer"]["test"] == 14 and report["mixture"]["test_rows"] == 14
+    assert _labels_by_image(plain["test"]) == _labels_by_image(shuffled["test"])
+
+
 @pytest.fixture
 def broken_dir(tmp_path):
     rng = np.random.default_rng(4)

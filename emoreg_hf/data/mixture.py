@@ -42,7 +42,8 @@ def load_affective_mixture(
 ) -> tuple[datasets.DatasetDict, dict]:
     """Load affective sources, map their labels onto ``taxonomy``, and mix them.
 
-    Returns ``DatasetDict(train=..., validation=...)`` with columns image / label / source, and a
+    Returns ``DatasetDict(train=..., validation=...[, test=...])`` with columns image / label / source (``test``
+    when a map-style source has a test split; its labels are never shuffled), and a
     JSON-serialisable report (also written to ``report_path``). With weights, ``train`` is
     ``interleave_datasets`` with probabilities ∝ weight (``stopping_strategy="all_exhausted"``: every
     example is seen, smaller sources repeat); without, the sources are concatenated. ``validation`` is
@@ -73,7 +74,7 @@ def load_affective_mixture(
         "on_bad_image": on_bad_image,
         "sources": {},
     }
-    trains, validations = [], []
+    trains, validations, tests = [], [], []
     for i, spec in enumerate(specs):
         src = spec.display_name
         if shuffle_labels and spec.streaming:
@@ -94,8 +95,12 @@ def load_affective_mixture(
         else:  # streaming labels without ClassLabel: each new spelling is mapped when first seen
             lookup = _LazyLookup(space, spec)
             stats["mapping"] = "lazy (streaming source without a ClassLabel column)"
+        test_split = "test" if "test" in splits and "test" not in (train_split, val_split) else None
+        if test_split and spec.streaming:
+            logger.info("source %r: its test split is not used (streamed sources are not evaluated)", src)
+            test_split = None
         parts = {}
-        for split in [train_split] + ([val_split] if val_split else []):
+        for split in [train_split] + [s for s in (val_split, test_split) if s]:
             parts[split] = prepare_split(
                 loaded[split],
                 spec,
@@ -123,6 +128,10 @@ def load_affective_mixture(
         stats["train"] = len(train) if isinstance(train, datasets.Dataset) else None
         stats["validation"] = len(validation)
         stats["class_counts"] = {"train": count_labels(train), "validation": count_labels(validation)}
+        if test_split:  # true labels, also under shuffle_labels: it measures how much real emotion was learned
+            tests.append(parts[test_split])
+            stats["test"] = len(parts[test_split])
+            stats["class_counts"]["test"] = count_labels(parts[test_split])
         report["sources"][src] = stats
         logger.info(
             "source %r: %s train / %d validation rows; train classes %s; per split %s",
@@ -156,12 +165,16 @@ def load_affective_mixture(
     mixing["train_per_source"] = count_labels(train, "source") if not streaming else None
     mixing["train_class_counts"] = count_labels(train) if not streaming else None
     mixing["validation_rows"] = len(validation)
+    splits = {"train": train, "validation": validation}
+    if tests:
+        splits["test"] = datasets.concatenate_datasets(tests)
+        mixing["test_rows"] = len(splits["test"])
     report["mixture"] = mixing
     logger.info("affective mixture: %s", json.dumps(report["mixture"]))
     if report_path is not None:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(report, indent=2))
-    return datasets.DatasetDict({"train": train, "validation": validation}), report
+    return datasets.DatasetDict(splits), report
 
 
 class _LazyLookup(dict):
