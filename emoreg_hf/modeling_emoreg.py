@@ -42,6 +42,9 @@ class EmoRegPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = "image"
     accepts_loss_kwargs = False  # the loss is a per-batch mean; Trainer scales it for gradient accumulation
+    supports_gradient_checkpointing = (
+        True  # delegated to the pathways that train (_set_gradient_checkpointing)
+    )
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -158,6 +161,29 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
             self.affect_model.eval()
         return self
 
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers=1
+    ):
+        """Activation checkpointing, delegated to the pathways that train: the task pathway and, when
+        `affect_trainable="all"`, the affective one. A frozen pathway runs without gradients, so it keeps no
+        activations to recompute and needs none."""
+        pathways = {"task": self.task_model}
+        if self.config.affect_trainable == "all":
+            pathways["affective"] = self.affect_model
+        for name, pathway in pathways.items():
+            if not getattr(pathway, "supports_gradient_checkpointing", False):
+                raise ValueError(
+                    f"EmoReg's {name} pathway ({type(pathway).__name__}, model_type="
+                    f"{pathway.config.model_type!r}) does not support activation checkpointing; train without "
+                    "it, or use a family that has it (ViT, DeiT, Swin, or a timm model through TimmWrapperConfig)"
+                )
+            kwargs = (
+                {}
+                if gradient_checkpointing_func is None
+                else {"gradient_checkpointing_func": gradient_checkpointing_func}
+            )
+            pathway._set_gradient_checkpointing(enable=enable, every_n_layers=every_n_layers, **kwargs)
+
     def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
         """Parameter groups for an optimizer: the affective pathway gets `learning_rate * affect_lr_scale`;
         biases, norms and the regulation scalar get no weight decay."""
@@ -217,8 +243,14 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         return torch.sigmoid(self.regulator(torch.cat([h_task, emotion_probs], dim=-1))).squeeze(-1)
 
     def forward(
-        self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        **kwargs,
     ) -> EmoRegImageClassifierOutput:
+        """`label_smoothing` applies to every cross-entropy term of the loss (Trainer passes its
+        `label_smoothing_factor`)."""
         self._check_pixels(pixel_values)
         cfg = self.config
         h_task = pooled_features(self.task_model, pixel_values)
@@ -242,11 +274,11 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
             if cfg.aux_loss_weight > 0:
-                aux = F.cross_entropy(logits_non_emotional.float(), labels) + F.cross_entropy(
-                    logits_emotional.float(), labels
-                )
+                aux = F.cross_entropy(
+                    logits_non_emotional.float(), labels, label_smoothing=label_smoothing
+                ) + F.cross_entropy(logits_emotional.float(), labels, label_smoothing=label_smoothing)
                 loss = loss + cfg.aux_loss_weight * 0.5 * aux
         return EmoRegImageClassifierOutput(
             loss=loss,

@@ -54,7 +54,7 @@ class EmoRegTrainer(Trainer):
         labels = inputs.get("labels")
         is_emoreg = hasattr(self.accelerator.unwrap_model(model), "optimizer_param_groups")
         if is_emoreg:
-            outputs = model(**inputs)
+            outputs = model(**inputs, label_smoothing=self.args.label_smoothing_factor)
             loss = outputs.loss
         else:
             outputs = model(pixel_values=inputs["pixel_values"])

@@ -253,3 +253,54 @@ def test_package_import_registers_auto_classes():
         == "emoreg"
     )
     assert emoreg_hf.EmoRegConfig is EmoRegConfig
+
+
+def test_label_smoothing_applies_to_every_loss_term():
+    model = make_model(aux_loss_weight=0.5).eval()
+    with torch.no_grad():
+        plain = model(PIXELS, labels=LABELS)
+        smoothed = model(PIXELS, labels=LABELS, label_smoothing=0.3)
+    expected = F.cross_entropy(smoothed.logits, LABELS, label_smoothing=0.3) + 0.25 * (
+        F.cross_entropy(smoothed.logits_non_emotional, LABELS, label_smoothing=0.3)
+        + F.cross_entropy(smoothed.logits_emotional, LABELS, label_smoothing=0.3)
+    )
+    torch.testing.assert_close(smoothed.loss, expected)
+    assert not torch.isclose(plain.loss, smoothed.loss)
+
+
+def _trainer(model, tmp_path, **args):
+    from transformers import TrainingArguments
+
+    from emoreg_hf.training import EmoRegTrainer
+
+    examples = [{"pixel_values": PIXELS[i], "labels": int(LABELS[i])} for i in range(4)]
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2, report_to=[], use_cpu=True,
+        remove_unused_columns=False, save_strategy="no", logging_steps=1, **args,
+    )  # fmt: skip
+    return EmoRegTrainer(model=model, args=arguments, train_dataset=examples)
+
+
+def test_gradient_checkpointing_delegates_to_the_trained_pathways(tmp_path):
+    model = make_model()  # ViT task pathway (supports it), frozen ResNet affective pathway (needs none)
+    trainer = _trainer(model, tmp_path, gradient_checkpointing=True)
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    checkpointed = [n for n, m in model.named_modules() if getattr(m, "gradient_checkpointing", False)]
+    assert checkpointed and all(n.startswith("task_model.") for n in checkpointed)
+    assert model.is_activation_checkpointing
+    # a trainable affective pathway of a family without it is refused, naming the pathway, before any step
+    refused = _trainer(make_model(affect_trainable="all"), tmp_path / "b", gradient_checkpointing=True)
+    with pytest.raises(ValueError, match=r"EmoReg's affective pathway \(ResNetForImageClassification"):
+        refused.train()
+    assert refused.state.global_step == 0
+
+
+def test_trainer_passes_its_label_smoothing_to_emoreg(tmp_path):
+    losses = {}
+    for factor in (0.0, 0.3):
+        trainer = _trainer(make_model(), tmp_path / str(factor), label_smoothing_factor=factor)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        with torch.no_grad():
+            losses[factor] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses[0.0] != pytest.approx(losses[0.3])
