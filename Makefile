@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# One CPU process, every core for it: each value given, so accelerate prints no warning about defaults.
+LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
+	--dynamo_backend no --num_cpu_threads_per_process $(shell nproc 2>/dev/null || echo 1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint scale-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +19,8 @@ install: $(VENV)/.installed
 
 # The main job: demo pretrain -> finetune -> model card, offline, on the embedded synthetic data.
 demo: install
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/pretrain.py
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/finetune.py
+	$(LAUNCH) recipes/pretrain.py
+	$(LAUNCH) recipes/finetune.py
 	$(PY) recipes/push.py outputs/demo/finetune --repo_id your-org/emoreg-demo --dry_run
 
 test: install
@@ -25,3 +28,8 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# The real recipes at their real size (ViT-B/16, ResNet-50, ConvNeXt-T at 224 px) through the recipe scripts:
+# fp32, bf16, compile, checkpointing, 2-rank DDP, 2-rank FSDP; 3 steps each, on CPU (docs/scale.md). Not in `test`.
+scale-smoke: install
+	$(PY) benchmarks/scale_smoke.py --json outputs/scale_smoke.json

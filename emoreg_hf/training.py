@@ -15,13 +15,18 @@ from transformers import EvalPrediction, Trainer
 logger = logging.getLogger(__name__)
 
 
+RUN_LOSS = "EmoRegRunLoss"  # key in trainer_state.json's stateful_callbacks
+
+
 class EmoRegTrainer(Trainer):
     """`Trainer` whose batches arrive as uint8 at the loader's working size.
 
     `finisher` (resize to the model's input + normalise) runs on the device as the first step of every
     training and evaluation step, so the host never builds float full-size tensors. The loss is
-    EmoReg's own (arXiv:2606.13081 as defined in docs/method.md) or, for a plain classifier, cross-entropy that also takes mixup's soft targets.
-    During training it keeps running regulation statistics and logs them with the loss.
+    EmoReg's own (docs/method.md) or, for a plain classifier, cross-entropy that also takes mixup's soft
+    targets. During training it keeps running regulation statistics and logs them with the loss; the
+    console and the trackers get scalars, while per-class ρ and emotion shares go to the results and, as
+    histograms and figures, to TensorBoard (`callbacks.RegulationDetailsCallback`).
     """
 
     def __init__(self, *args, finisher: Callable[[torch.Tensor], torch.Tensor] | None = None, **kwargs):
@@ -29,6 +34,10 @@ class EmoRegTrainer(Trainer):
         self.finisher = finisher
         self.model_accepts_loss_kwargs = False  # losses are per-batch means
         self._training_sums: dict[str, torch.Tensor] = {}
+        self.loss_before_resume = 0.0  # summed training loss of the steps before a resumed checkpoint
+        from .callbacks import install_callbacks
+
+        install_callbacks(self)
 
     def _get_dataloader(self, *args, **kwargs):
         """Evaluation batches are never mixed: mixup/cutmix belong to training only."""
@@ -93,7 +102,17 @@ class EmoRegTrainer(Trainer):
                 if key != "steps":
                     logs[key] = round((value / steps).item(), 4)
             self._training_sums = {}
-        super().log(logs, start_time)
+        super().log(scalars(logs), start_time)
+
+    def _save_checkpoint(self, model, trial):
+        """Checkpoints also carry the loss summed over every step so far, so a resumed run can report the
+        mean training loss over the whole run, not over the steps after the resume."""
+        so_far = self._total_loss_scalar + float(self._tr_loss.item())
+        self.state.stateful_callbacks[RUN_LOSS] = {
+            "loss_sum": self.loss_before_resume + so_far,
+            "global_step": self.state.global_step,
+        }
+        super()._save_checkpoint(model, trial)
 
     def create_optimizer(self, model=None):
         """EmoReg trains its affective pathway (when not frozen) at `learning_rate * affect_lr_scale`."""
@@ -105,6 +124,12 @@ class EmoRegTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
             return self.optimizer
         return super().create_optimizer(model)
+
+
+def scalars(metrics: dict) -> dict:
+    """The metrics a console line and a tracker's scalar plot show: per-class ρ (`rho_class/<class>`) and
+    emotion shares (`emotion_share/<emotion>`) stay in the results, the card and the histograms."""
+    return {k: v for k, v in metrics.items() if "/" not in k}
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -176,16 +201,6 @@ def setup_logging(training_args) -> None:
     logging.getLogger("emoreg_hf").setLevel(ours)
 
 
-def adapt_training_args(training_args) -> bool:
-    """Settings every recipe needs; returns whether to push at the end (the recipe pushes the finished,
-    carded folder itself rather than letting Trainer push checkpoints)."""
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
-    if not torch.cuda.is_available():
-        training_args.dataloader_pin_memory = False  # nothing to pin for
-    return push
-
-
 def cap(split, n: int | None, seed: int = 0):
     """A seeded, class-stratified subsample of `n` rows (quick runs, small studies); the whole split when
     `n` is None. Stratified because real folders are sorted by class: the first `n` rows would be one class."""
@@ -204,7 +219,7 @@ def cap(split, n: int | None, seed: int = 0):
 def rows_per_source(splits, data_report: dict) -> dict[str, dict[str, int]]:
     """Rows of each affective source per split actually used (after caps), from the `source` column;
     a streamed split, which cannot be counted, falls back to the loader's report."""
-    from .data.sources import count_labels
+    from .data.splits import count_labels
 
     used: dict[str, dict[str, int]] = {name: {} for name in data_report["sources"]}
     for split_name, split in splits.items():
@@ -214,6 +229,35 @@ def rows_per_source(splits, data_report: dict) -> dict[str, dict[str, int]]:
             if n is not None:
                 used[name][split_name] = int(n)
     return used
+
+
+def _disk_full(error: BaseException) -> bool:
+    """torch.save and safetensors report a full disk in their own words; OSError says ENOSPC."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return any(marker in text for marker in ("No space left on device", "StorageFull", "os error 28"))
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    import json
+
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        return int(json.load(f).get("global_step", 0))
+
+
+def _run_loss_at(checkpoint: str | None) -> dict | None:
+    """The whole-run loss sum a checkpoint of EmoRegTrainer carries (None for other checkpoints)."""
+    import json
+
+    if checkpoint is None:
+        return None
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    stash = (state.get("stateful_callbacks") or {}).get(RUN_LOSS)
+    return stash if stash and stash.get("global_step") == state.get("global_step") else None
 
 
 def train_and_evaluate(
@@ -227,12 +271,32 @@ def train_and_evaluate(
     """
     import json
 
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()
-    trainer.save_state()
+    stash = _run_loss_at(checkpoint)
+    trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
+    try:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        trainer.save_state()
+    except (OSError, RuntimeError) as error:
+        if not _disk_full(error):
+            raise
+        raise SystemExit(
+            f"No space left on the device of {os.path.abspath(trainer.args.output_dir)} while saving "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). The last complete checkpoint is "
+            "kept, and one cut short is never resumed: free some space (or lower --save_total_limit) and run "
+            "the same command again to resume."
+        ) from None
     results = dict(train_result.metrics)
+    if checkpoint is not None:  # Trainer's train_loss is the mean over the steps of this process only
+        start = stash["global_step"] if stash else None
+        steps = trainer.state.global_step - (start or 0)
+        if stash and trainer.state.global_step > 0:
+            total = stash["loss_sum"] + results["train_loss"] * steps
+            results["train_loss"] = total / trainer.state.global_step
+        else:  # a checkpoint from elsewhere: say which steps the mean covers
+            results["train_loss_from_step"] = _checkpoint_step(checkpoint)
     results["train_samples"] = len(splits["train"])
-    trainer.log_metrics("train", train_result.metrics)
+    trainer.log_metrics("train", scalars(train_result.metrics))
     trainer.save_metrics("train", train_result.metrics)
 
     predictions = {"validation": trainer.predict(splits["validation"], metric_key_prefix="eval")}
@@ -240,7 +304,7 @@ def train_and_evaluate(
         predictions["test"] = trainer.predict(splits["test"], metric_key_prefix="test")
     for split, prediction in predictions.items():
         prefix = "test" if split == "test" else "eval"
-        trainer.log_metrics(prefix, prediction.metrics)
+        trainer.log_metrics(prefix, scalars(prediction.metrics))
         trainer.save_metrics(prefix, prediction.metrics)
         results.update(prediction.metrics)
     final_split = "test" if "test" in predictions else "validation"

@@ -1,4 +1,4 @@
-"""Run the ablation matrix (methods x seeds) through the pretrain/finetune recipes, then aggregate it.
+r"""Run the ablation matrix (methods x seeds) through the pretrain/finetune recipes, then aggregate it.
 
     python recipes/ablate.py [CONFIG.yaml] [--key value ...]
 
@@ -17,8 +17,8 @@ Overrides: `--STAGE.KEY VALUE` sets a recipe key of one stage; `--seeds`, `--met
 set the matrix. Values are YAML, so lists and dicts work (quote them for the shell):
 
     python recipes/ablate.py recipes/ablations/real_small.yaml \
-        --pretrain.affective_sources '[{path: imagefolder, data_dir: ../shared/data/fer2013-mini}]' \
-        --finetune.dataset '{path: ../shared/data/cifar10-mini}' \
+        --pretrain.affective_sources '[{path: imagefolder, data_dir: /path/to/fer2013}]' \
+        --finetune.dataset '{path: /path/to/cifar10}' \
         --seeds 3 --methods baseline,emoreg_adaptive,shuffled_emotion
 
 Output: `<output_dir>/{pretrain,finetune}/<variant or method>/seed<N>/` (one recipe run each, with its
@@ -32,4 +32,4 @@ from emoreg_hf.ablation import main
 HERE = Path(__file__).parent
 
 if __name__ == "__main__":
-    main(recipes_dir=HERE, default_config=HERE / "ablations" / "demo.yaml")
+    main(recipes_dir=HERE, default_config=HERE / "ablations" / "demo.yaml", description=__doc__)

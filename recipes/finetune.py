@@ -12,14 +12,15 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from emoreg_hf.configs import EMOREG_OPTIONS, FinetuneArguments, RecipeArgumentParser
+from emoreg_hf.callbacks import PushAtEverySave
+from emoreg_hf.cli import RecipeArgumentParser, run_script
+from emoreg_hf.configs import EMOREG_OPTIONS, FinetuneArguments
 from emoreg_hf.data import is_synthetic, load_target_dataset, resolve_target_spec
-from emoreg_hf.models import build_finetune_model
-from emoreg_hf.run_dir import finish_run, prepare_output_dir
+from emoreg_hf.models import build_finetune_model, check_checkpoints
+from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
 from emoreg_hf.run_record import DatasetRecord
 from emoreg_hf.training import (
     EmoRegTrainer,
-    adapt_training_args,
     build_compute_metrics,
     cap,
     input_pipeline,
@@ -27,13 +28,19 @@ from emoreg_hf.training import (
     setup_logging,
     train_and_evaluate,
 )
+from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "finetune.yaml"
 
 
 def main() -> None:
-    args, training_args, config_path = RecipeArgumentParser(FinetuneArguments, DEMO_CONFIG).parse()
+    parser = RecipeArgumentParser(FinetuneArguments, DEMO_CONFIG, description=__doc__)
+    args, training_args, config_path = parser.parse()
     setup_logging(training_args)
+    if begin_run(training_args, args, headline="test_accuracy"):
+        return  # this very run is finished: nothing to do
+    hub = prepare_training(training_args, parser.given_keys)
+    check_checkpoints(args)
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
     set_seed(training_args.seed)
 
@@ -57,7 +64,10 @@ def main() -> None:
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(label_names))
     emotion_names = model.config.emotion_labels if args.method == "emoreg" else None
 
-    push = adapt_training_args(training_args)
+    clear_earlier_run(training_args, overwrite=args.overwrite_output_dir)
+    choose_intervals(
+        training_args, parser.given_keys, train_rows=known_rows(splits["train"]), has_validation=True
+    )
     trainer = EmoRegTrainer(
         model=model,
         args=training_args,
@@ -69,6 +79,8 @@ def main() -> None:
         preprocess_logits_for_metrics=keep_logits_for_metrics,
         finisher=finisher,
     )
+    if pushes_every_save(training_args, hub):
+        trainer.add_callback(PushAtEverySave(hub))
     results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=label_names)
 
     if trainer.is_world_process_zero():
@@ -81,7 +93,7 @@ def main() -> None:
             image_size=model_geometry["size"],
             results=results,
             files=files,
-            push=push,
+            push=hub,
             headline="test_accuracy",
             stage="finetune",
             method=args.method,
@@ -112,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

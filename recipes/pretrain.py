@@ -11,15 +11,16 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from emoreg_hf.configs import PretrainArguments, RecipeArgumentParser
+from emoreg_hf.callbacks import PushAtEverySave
+from emoreg_hf.cli import RecipeArgumentParser, run_script
+from emoreg_hf.configs import PretrainArguments
 from emoreg_hf.data import SourceSpec, check_sources_available, is_synthetic, load_affective_mixture
-from emoreg_hf.models import build_pretrain_model
-from emoreg_hf.run_dir import finish_run, prepare_output_dir
+from emoreg_hf.models import build_pretrain_model, check_checkpoints
+from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
 from emoreg_hf.run_record import DatasetRecord
 from emoreg_hf.taxonomy import get_label_space
 from emoreg_hf.training import (
     EmoRegTrainer,
-    adapt_training_args,
     build_compute_metrics,
     cap,
     input_pipeline,
@@ -27,17 +28,23 @@ from emoreg_hf.training import (
     setup_logging,
     train_and_evaluate,
 )
+from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "pretrain.yaml"
 
 
 def main() -> None:
-    args, training_args, config_path = RecipeArgumentParser(PretrainArguments, DEMO_CONFIG).parse()
+    parser = RecipeArgumentParser(PretrainArguments, DEMO_CONFIG, description=__doc__)
+    args, training_args, config_path = parser.parse()
     setup_logging(training_args)
+    if begin_run(training_args, args, headline="eval_accuracy"):
+        return  # this very run is finished: nothing to do
+    hub = prepare_training(training_args, parser.given_keys)
+    check_sources_available(args.affective_sources)
+    check_checkpoints(args)
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
     set_seed(training_args.seed)
 
-    check_sources_available(args.affective_sources)
     space = get_label_space(args.taxonomy)
     with training_args.main_process_first(desc="loading affective sources"):
         splits, data_report = load_affective_mixture(
@@ -49,14 +56,19 @@ def main() -> None:
             validation_split_size=args.validation_split_size,
         )
     splits = {
-        name: cap(split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed)
+        name: cap(
+            split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed
+        )
         for name, split in splits.items()
     }
 
     model, model_geometry = build_pretrain_model(args, space.names)
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(space.names))
 
-    push = adapt_training_args(training_args)
+    clear_earlier_run(training_args, overwrite=args.overwrite_output_dir)
+    choose_intervals(
+        training_args, parser.given_keys, train_rows=known_rows(splits["train"]), has_validation=True
+    )
     trainer = EmoRegTrainer(
         model=model,
         args=training_args,
@@ -67,6 +79,8 @@ def main() -> None:
         compute_metrics=build_compute_metrics(space.names),
         finisher=finisher,
     )
+    if pushes_every_save(training_args, hub):
+        trainer.add_callback(PushAtEverySave(hub))
     results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=space.names)
 
     if trainer.is_world_process_zero():
@@ -81,7 +95,7 @@ def main() -> None:
             image_size=model_geometry["size"],
             results=results,
             files={**files, "data_report": "data_report.json"},
-            push=push,
+            push=hub,
             headline="eval_accuracy",
             stage="pretrain",
             label_names=list(space.names),
@@ -100,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

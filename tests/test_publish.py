@@ -44,6 +44,7 @@ from emoreg_hf.publish import (
     scrub,
     write_model_card,
 )
+from emoreg_hf.publish.push import start_push
 
 FAKE_TOKEN = "hf_" + "x" * 34
 SPLIT_PREFIX = {"validation": "eval", "test": "test"}
@@ -587,13 +588,15 @@ def test_missing_credentials_and_no_hub_give_clear_messages(
 
 
 def test_overwrite_clears_the_earlier_runs_outputs_and_keeps_the_users_files(demo_runs, tmp_path):
-    from emoreg_hf.run_dir import prepare_output_dir
+    from emoreg_hf.run_dir import clear_earlier_run, prepare_output_dir
 
     run = Path(shutil.copytree(demo_runs.finetune, tmp_path / "run"))
     (run / "predictions_validation.json").write_text("{}")  # e.g. from an earlier run without a test split
     (run / "notes.txt").write_text("mine")
     args = SimpleNamespace(output_dir=str(run), resume_from_checkpoint=None, process_index=0)
     assert prepare_output_dir(args, overwrite=True) is None
+    assert len(list(run.iterdir())) > 2  # deciding removes nothing: a command failing on its data loses nothing
+    clear_earlier_run(args, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
@@ -668,3 +671,98 @@ def test_real_data_runs_get_no_space_examples_from_their_test_split(tmp_path):
 
     run = write_run(tmp_path / "run", finetune_record())  # CIFAR-10: its images may not be redistributed
     assert demo_examples(run, tmp_path / "examples") == []
+
+
+# ------------------------------------------------------------------------------ the recipes' --push_to_hub
+
+
+@pytest.mark.parametrize("client", ["httpx2", "httpx"])
+def test_network_failures_of_the_http_client_give_the_hub_unreachable_message(demo_runs, no_network, client):
+    transport = pytest.importorskip(client)
+
+    class Unreachable(RecordingApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise transport.ConnectError("[Errno 111] Connection refused")
+
+    with pytest.raises(HubUnreachableError, match=r"Could not reach the Hub .* \(ConnectError\)"):
+        push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=Unreachable())
+    args = SimpleNamespace(
+        hub_model_id="org/emoreg-demo", hub_token=None, hub_private_repo=False, hub_revision=None
+    )
+    with pytest.raises(HubUnreachableError, match="Could not reach the Hub to create org/emoreg-demo"):
+        start_push(args, api=Unreachable())
+
+
+def test_push_target_is_checked_before_training(no_network, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    args = SimpleNamespace(
+        hub_model_id="org/emoreg-demo", hub_token=None, hub_private_repo=True, hub_revision="v2"
+    )
+    api = RecordingApi()
+    target = start_push(args, api=api)
+    assert target.repo_id == "org/emoreg-demo" and target.private and target.revision == "v2"
+    assert api.names() == ["create_repo", "create_branch", "file_exists"]
+    with pytest.raises(CardExistsError, match="nothing was trained"):  # someone's card is never replaced
+        start_push(args, api=RecordingApi(existing={("v2", "README.md")}))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(HubCredentialsError, match="No Hugging Face token"):
+        start_push(args, api=RecordingApi(token=None))
+
+
+def test_push_without_a_token_stops_the_recipe_before_training(tmp_path):
+    """The recipe as a user runs it: exit with the message, nothing trained, no output written."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")},
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),
+    }
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "recipes/finetune.py", "--method", "baseline", "--output_dir", str(out),
+        "--push_to_hub", "true", "--hub_model_id", "org/emoreg-demo",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert (
+        "push_to_hub: No Hugging Face token found" in result.stderr
+        and "Nothing was trained." in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_every_save_pushes_the_checkpoints_model_and_never_its_optimizer(tmp_path, no_network):
+    from emoreg_hf.callbacks import PushAtEverySave
+    from emoreg_hf.publish.push import HubTarget
+
+    checkpoint = tmp_path / "checkpoint-5"
+    checkpoint.mkdir()
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "optimizer.pt",
+        "rng_state.pth",
+    ):
+        (checkpoint / name).write_text("x")
+    api = RecordingApi()
+    callback = PushAtEverySave(HubTarget("org/emoreg-demo", api, revision="v1"))
+    state = SimpleNamespace(is_world_process_zero=True, global_step=5)
+    callback.on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    (upload,) = api.calls
+    assert upload[2]["files"] == {"model.safetensors", "config.json", "preprocessor_config.json"}
+    assert upload[2]["commit_message"] == "Training in progress, step 5" and upload[2]["revision"] == "v1"
+
+
+def test_export_carries_the_tensorboard_traces_and_refuses_leaky_ones(demo_runs, tmp_path):
+    run = copy_run(demo_runs.finetune, tmp_path / "run")
+    (run / "runs" / "20261129-120000").mkdir(parents=True)
+    trace = run / "runs" / "20261129-120000" / "events.out.tfevents.1.host"
+    trace.write_bytes(b"\x00scalars only\x00")
+    folder = export_for_hub(run, tmp_path / "export", repo_id="org/emoreg-demo")
+    assert "runs/20261129-120000/events.out.tfevents.1.host" in files_of(folder)
+    trace.write_bytes(b"\x00args " + str(run.resolve()).encode() + b"\x00")
+    with pytest.raises(ValueError, match="a TensorBoard trace that holds local paths"):
+        export_for_hub(run, tmp_path / "export2", repo_id="org/emoreg-demo")

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emoreg_hf.configs import FinetuneArguments, PretrainArguments, RecipeArgumentParser
+from emoreg_hf.cli import RecipeArgumentParser
+from emoreg_hf.configs import FinetuneArguments, PretrainArguments
 from emoreg_hf.data import check_sources_available, missing_sources
 from emoreg_hf.run_dir import prepare_output_dir
 
@@ -154,6 +155,8 @@ def test_accelerate_configs_load_with_accelerates_loader():
 
 
 def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
+    from records import write_checkpoint
+
     (tmp_path / "model.safetensors").write_text("a finished model")
     _, training_args, _ = RecipeArgumentParser(FinetuneArguments, RECIPES / "demo" / "finetune.yaml").parse(
         ["--output_dir", str(tmp_path)]
@@ -161,10 +164,9 @@ def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
     with pytest.raises(ValueError, match="not empty and holds no checkpoint"):
         prepare_output_dir(training_args, overwrite=False)
     assert (tmp_path / "model.safetensors").exists()
-    (tmp_path / "checkpoint-4").mkdir()
+    write_checkpoint(tmp_path / "checkpoint-4")
     assert prepare_output_dir(training_args, overwrite=False) == str(tmp_path / "checkpoint-4")
     assert prepare_output_dir(training_args, overwrite=True) is None
-    assert not (tmp_path / "checkpoint-4").exists()
 
 
 # -- running the recipes ---------------------------------------------------------------------------------

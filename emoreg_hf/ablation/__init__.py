@@ -4,6 +4,7 @@ with intervals and paired differences. `config` reads the matrix, `runner` runs 
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -24,11 +25,57 @@ from .report import collect_records, plot_results, render_markdown, summarize, w
 from .runner import Logger, PlannedRun, plan_runs, run_matrix
 
 
-def main(argv: Sequence[str] | None = None, *, recipes_dir: str | Path, default_config: str | Path) -> dict:
+def help_parser(description: str = "") -> argparse.ArgumentParser:
+    """The `-h` of `ablate.py`: the matrix keys and the per-stage recipe keys."""
+    parser = argparse.ArgumentParser(
+        prog="ablate.py",
+        usage="%(prog)s [CONFIG.yaml] [--key value ...]",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    matrix = parser.add_argument_group("the matrix (also keys of CONFIG.yaml)")
+    matrix.add_argument(
+        "--methods",
+        metavar="A,B",
+        help=f"methods to run (default: {', '.join(DEFAULT_METHODS)}); available: {', '.join(METHODS)}",
+    )
+    matrix.add_argument(
+        "--seeds", metavar="N | A,B", help="a count (3 = seeds 0, 1, 2; the default) or a list"
+    )
+    matrix.add_argument("--output_dir", metavar="DIR", help="where the runs and the report go")
+    matrix.add_argument("--title", metavar="TEXT", help="the report's title")
+    matrix.add_argument("--notes", metavar="TEXT", help="a paragraph added to the report")
+    stages = parser.add_argument_group(
+        "recipe keys of one stage (every key `recipes/pretrain.py -h` / `recipes/finetune.py -h` lists; "
+        "values are YAML)"
+    )
+    stages.add_argument("--pretrain.KEY", metavar="VALUE", help="e.g. --pretrain.num_train_epochs 5")
+    stages.add_argument(
+        "--finetune.KEY", metavar="VALUE", help="e.g. --finetune.dataset '{path: /path/to/cifar10}'"
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    recipes_dir: str | Path,
+    default_config: str | Path,
+    description: str = "",
+) -> dict:
     """`ablate.py [CONFIG.yaml] [--key value ...]`: run the matrix, then write its report."""
+    as_script = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        help_parser(description).print_help()
+        raise SystemExit(0)
     path = argv.pop(0) if argv and not argv[0].startswith("--") else str(default_config)
-    config = load_config(path, argv, repo_root=Path(recipes_dir).parent)
+    try:
+        config = load_config(path, argv, repo_root=Path(recipes_dir).parent)
+    except (ValueError, FileNotFoundError) as error:
+        if not as_script:
+            raise
+        help_parser(description).error(str(error))
     log = Logger(Path(config.output_dir) / "ablation.log")
     log(f"config {path}" + (f" with overrides {' '.join(argv)}" if argv else ""))
     summary = run_matrix(config, recipes_dir=recipes_dir, log=log)

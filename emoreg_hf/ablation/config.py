@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..configs import read_overrides
+from ..cli import read_overrides, read_yaml, yaml_value
 
 #: method -> (stage-1 variant it needs or None, finetune keys that define it). One switch each.
 METHODS: dict[str, tuple[str | None, dict[str, Any]]] = {
@@ -115,9 +113,7 @@ def _stage_values(value: Any, bases: Sequence[Path], stage: str) -> dict:
     base: dict = {}
     if "config" in values:
         path = _find_file(str(values.pop("config")), bases)
-        base = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(base, dict):
-            raise ValueError(f"{path} must hold a mapping of recipe keys")
+        base = read_yaml(path)
     return {**base, **values}
 
 
@@ -131,10 +127,7 @@ def parse_overrides(argv: Sequence[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--{key}: {part!r} is set to a value and cannot also hold keys")
-        value = yaml.safe_load(raw)
-        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
-            value = raw  # YAML 1.1 reads `no` / `on` as booleans; `--eval_strategy no` means the string
-        node[last] = value
+        node[last] = yaml_value(raw)  # the recipes' reader: YAML values, `no` stays a word
     return out
 
 
@@ -166,9 +159,7 @@ def load_config(
         raw = copy.deepcopy(path)
     elif path is not None:
         file = Path(path)
-        raw = yaml.safe_load(file.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path} must hold a mapping (pretrain, finetune, methods, seeds, output_dir)")
+        raw = read_yaml(file)
         bases.append(file.resolve().parent)
     if repo_root is not None:
         bases.append(Path(repo_root))

@@ -229,6 +229,11 @@ def card_context(
         "plots": plots or {},
         "command": record.command,
         "train_loss": fmt(statistics.get("train_loss")),
+        "train_loss_label": (
+            f"mean training loss from step {record.results['train_loss_from_step']} (resumed run)"
+            if "train_loss_from_step" in record.results
+            else "mean training loss over the run"
+        ),
         "epochs": fmt(statistics.get("epoch"), 2),
         "citation": CITATION,
     }

@@ -1,8 +1,8 @@
 """The folder a Hub repository will hold: an allow-list of files the run wrote, scrubbed, plus the card.
 
 Weights as safetensors only, `config.json` (with `auto_map` for EmoReg), the model code, the image
-processor, the results the run record lists, the card and its plots; never checkpoints, optimizer states,
-pickles, tokens or absolute local paths. `check_export` checks the finished folder before anything leaves.
+processor, the results the run record lists, the TensorBoard traces under `runs/`, the card and its plots;
+never checkpoints, optimizer states, pickles, tokens or absolute local paths. `check_export` checks the finished folder before anything leaves.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ EXPORT_FILES = (
 )
 # Files of the model itself (save_pretrained); everything else must be listed in the run record as this run's.
 MODEL_FILES = ("*.safetensors", "*.safetensors.index.json", "config.json", "*processor_config.json", "*.py")
+TRACES = "runs/*/events.out.tfevents.*"  # written by callbacks.PublishableTensorBoardCallback
 FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 FORBIDDEN_PREFIXES = ("checkpoint-", "optimizer", "scheduler", "rng_state", "training_args")
 
@@ -79,6 +80,9 @@ def export_for_hub(
         )
     files = exported_files(source)
     export_dir.mkdir(parents=True, exist_ok=True)
+    for trace in sorted(source.glob(TRACES)):  # TensorBoard traces: scalars and regulation histograms
+        (export_dir / trace.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(trace, export_dir / trace.relative_to(source))
     for path in files:
         if path.suffix == ".json":
             data = scrub(json.loads(path.read_text(encoding="utf-8")))
@@ -105,6 +109,14 @@ def check_export(folder: PathLike, local_paths: Sequence[PathLike] = ()) -> list
             problems.append(f"{rel}: checkpoint/optimizer/training-state files are not published")
         elif path.is_file() and path.suffix in FORBIDDEN_SUFFIXES:
             problems.append(f"{rel}: only safetensors weights are published, no pickles")
+        if path.is_file() and path.match(TRACES):  # binary, but Trainer's own traces carry paths as text
+            data = path.read_bytes()
+            leaked = sorted(p for p in prefixes if p.encode() in data)
+            if leaked or TOKEN_RE.search(data.decode("latin-1")):
+                problems.append(
+                    f"{rel}: a TensorBoard trace that holds local paths or a token ({', '.join(leaked)})"
+                )
+            continue
         if not path.is_file() or path.suffix not in (".json", ".md", ".py", ".txt", ".yaml", ".yml"):
             continue
         text = path.read_text(encoding="utf-8", errors="replace")

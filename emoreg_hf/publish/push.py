@@ -6,17 +6,23 @@ Every failure a user can meet (no token, a refused token, an existing card, no n
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .card import CARD_NAME
-from .export import export_for_hub
+from .export import MODEL_FILES, export_for_hub
 from .runs import PathLike, RunDirs
 from .space import export_space
+
+logger = logging.getLogger(__name__)
 
 REPO_ID_RE = re.compile(
     r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$"
@@ -40,21 +46,63 @@ class HubUnreachableError(HubPushError):
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection-level errors of whichever HTTP client huggingface_hub uses (requests or httpx)."""
+    """Connection-level errors of whichever HTTP client huggingface_hub uses (httpx2 today; httpx or
+    requests in other versions)."""
+    import importlib
+
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    try:
-        import requests
-
-        errors += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
-    except ImportError:
-        pass
-    try:
-        import httpx
-
-        errors.append(httpx.TransportError)
-    except ImportError:
-        pass
+    for module, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests.exceptions", ("ConnectionError", "Timeout")),
+        ("urllib3.exceptions", ("HTTPError",)),
+    ):
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            continue
+        errors += [getattr(loaded, name) for name in names if hasattr(loaded, name)]
     return tuple(errors)
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, *, action: str = "push"):
+    """Turn what the Hub client raises into `HubPushError`s with a message: offline mode, a refused token,
+    no network (any transport error of the HTTP client)."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except HubPushError:
+        raise
+    except OfflineModeIsEnabled as error:
+        raise HubUnreachableError(
+            f"HF_HUB_OFFLINE is set, so nothing was pushed to {repo_id}: unset it (or use --dry_run)."
+        ) from error
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubCredentialsError(
+                f"The Hub refused the token for {repo_id} (HTTP {status}): it needs write access to that "
+                "namespace. Log in again with `hf auth login` or set HF_TOKEN."
+            ) from error
+        raise
+    except _transport_errors() as error:
+        raise HubUnreachableError(
+            f"Could not reach the Hub to {action} {repo_id} ({type(error).__name__}); nothing was pushed. Check "
+            "the network (or HF_ENDPOINT) and rerun; --dry_run shows what would be uploaded."
+        ) from error
+
+
+def _check_token(api) -> None:
+    from huggingface_hub import get_token
+
+    if not (getattr(api, "token", None) or get_token()):
+        raise HubCredentialsError(
+            "No Hugging Face token found, so nothing was pushed. Log in with `hf auth login` or set HF_TOKEN "
+            "(a token with write access to the target namespace), then rerun; `recipes/push.py ... --dry_run` "
+            "shows what would be uploaded without a token."
+        )
 
 
 def push_to_hub(
@@ -142,24 +190,6 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def push_from_training_args(output_dir: PathLike, training_args: Any) -> str | None:
-    """The recipes' `--push_to_hub true --hub_model_id org/name` path: push `output_dir` with the
-    `hub_*` training arguments, or exit with the reason (missing token, existing card, bad id), not a traceback."""
-    try:
-        return push_to_hub(
-            [output_dir],
-            training_args.hub_model_id,
-            private=bool(getattr(training_args, "hub_private_repo", False)),
-            revision=getattr(training_args, "hub_revision", None),
-            token=getattr(training_args, "hub_token", None),
-        )
-    except (HubPushError, ValueError, FileNotFoundError) as error:
-        raise SystemExit(
-            f"push_to_hub: {error}\nThe run in {output_dir} is complete and saved; publish it later with "
-            f"`python recipes/push.py {output_dir} --repo_id {training_args.hub_model_id or 'org/name'}`."
-        ) from None
-
-
 def _hf_api(token: str | None):
     from huggingface_hub import HfApi
 
@@ -167,17 +197,9 @@ def _hf_api(token: str | None):
 
 
 def _upload(folder, repo_id, repo_type, private, revision, create_pr, overwrite, commit_message, api) -> str:
-    from huggingface_hub import get_token
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    if not (getattr(api, "token", None) or get_token()):
-        raise HubCredentialsError(
-            "No Hugging Face token found, so nothing was pushed. Log in with `hf auth login` or set HF_TOKEN "
-            "(a token with write access to the target namespace), then rerun; `recipes/push.py ... --dry_run` "
-            "shows what would be uploaded without a token."
-        )
+    _check_token(api)
     files = _files(Path(folder))
-    try:
+    with hub_errors(repo_id):
         extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **extra)
         if revision and not create_pr:
@@ -200,21 +222,86 @@ def _upload(folder, repo_id, repo_type, private, revision, create_pr, overwrite,
             create_pr=create_pr,
             commit_message=commit_message or f"Upload {len(files)} files with emoreg-hf ({what})",
         )
-    except OfflineModeIsEnabled as error:
-        raise HubUnreachableError(
-            f"HF_HUB_OFFLINE is set, so nothing was pushed to {repo_id}: unset it (or use --dry_run)."
-        ) from error
-    except HfHubHTTPError as error:
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        if status in (401, 403):
-            raise HubCredentialsError(
-                f"The Hub refused the token for {repo_id} (HTTP {status}): it needs write access to that "
-                "namespace. Log in again with `hf auth login` or set HF_TOKEN."
-            ) from error
-        raise
-    except _transport_errors() as error:
-        raise HubUnreachableError(
-            f"Could not reach the Hub to push {repo_id} ({type(error).__name__}); nothing was pushed. Check the "
-            "network (or HF_ENDPOINT) and rerun; --dry_run shows what would be uploaded."
-        ) from error
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or info)
+
+
+# -- the recipes' --push_to_hub ---------------------------------------------------------------------------
+
+
+@dataclass
+class HubTarget:
+    """Where a recipe publishes, checked before training: the repo exists and the token may write to it."""
+
+    repo_id: str
+    api: Any
+    private: bool = False
+    revision: str | None = None
+
+
+def start_push(training_args, api: Any = None, token: str | None = None) -> HubTarget:
+    """`--push_to_hub true`: check the token, create the repository (and branch) and make sure no card of
+    someone else's would be replaced, before any training: a missing token, an unreachable Hub or an
+    existing card stops the run at once. Raises `HubPushError` / `ValueError`."""
+    repo_id = training_args.hub_model_id
+    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub model repository id: give --hub_model_id as org/name.")
+    api = api if api is not None else _hf_api(token or getattr(training_args, "hub_token", None))
+    target = HubTarget(
+        repo_id,
+        api,
+        private=bool(getattr(training_args, "hub_private_repo", False)),
+        revision=getattr(training_args, "hub_revision", None),
+    )
+    _check_token(api)
+    with hub_errors(repo_id, action="create"):
+        api.create_repo(repo_id, private=target.private, exist_ok=True, repo_type="model")
+        if target.revision:
+            api.create_branch(repo_id, branch=target.revision, exist_ok=True, repo_type="model")
+        if api.file_exists(repo_id, CARD_NAME, revision=target.revision, repo_type="model"):
+            raise CardExistsError(
+                f"{repo_id}@{target.revision or 'main'} already has a {CARD_NAME}, which this run would replace; "
+                "nothing was trained. Push to a new branch (--hub_revision NAME) or another repo, or train "
+                "without --push_to_hub and publish with `recipes/push.py RUN_DIR --repo_id ... --overwrite`."
+            )
+    return target
+
+
+def push_checkpoint_model(checkpoint: PathLike, target: HubTarget, *, step: int) -> None:
+    """`hub_strategy: every_save`: the checkpoint's model files (never optimizer states) as a "training in
+    progress" commit. A failed upload is logged, not fatal: the run goes on and the final push reports."""
+    with tempfile.TemporaryDirectory(prefix="emoreg-progress-") as tmp:
+        for path in sorted(Path(checkpoint).iterdir()):
+            if path.is_file() and any(path.match(p) for p in MODEL_FILES):
+                shutil.copy2(path, Path(tmp) / path.name)
+        try:
+            with hub_errors(target.repo_id):
+                target.api.upload_folder(
+                    repo_id=target.repo_id,
+                    folder_path=tmp,
+                    repo_type="model",
+                    revision=target.revision,
+                    commit_message=f"Training in progress, step {step}",
+                )
+        except HubPushError as error:
+            logger.warning("push at step %d failed, training goes on: %s", step, error)
+
+
+def push_from_training_args(
+    output_dir: PathLike, training_args: Any, target: HubTarget | None = None
+) -> str | None:
+    """The recipes' `--push_to_hub true --hub_model_id org/name` path at the end of a run: push the finished
+    folder, or exit with the reason (missing token, existing card, no network), never a traceback."""
+    try:
+        return push_to_hub(
+            [output_dir],
+            training_args.hub_model_id,
+            private=bool(getattr(training_args, "hub_private_repo", False)),
+            revision=getattr(training_args, "hub_revision", None),
+            token=getattr(training_args, "hub_token", None),
+            api=target.api if target is not None else None,
+        )
+    except (HubPushError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(
+            f"push_to_hub: {error}\nThe run in {output_dir} is complete and saved; publish it later with "
+            f"`python recipes/push.py {output_dir} --repo_id {training_args.hub_model_id or 'org/name'}`."
+        ) from None

@@ -1,0 +1,137 @@
+"""`TrainingArguments` as the recipes use them: options they cannot honour are refused before any work
+(with the reason), settings every recipe needs are applied, and logging / evaluation intervals are chosen
+where the user chose none, so every run has curves to draw."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from transformers.trainer_utils import IntervalStrategy
+
+logger = logging.getLogger(__name__)
+
+# option -> (the value that would be a problem, why the recipes cannot honour it)
+UNSUPPORTED = {
+    "train_sampling_strategy": (
+        ("group_by_length", "batch_rebalance"),
+        "it groups or balances text by token length, and images have none",
+    ),
+    "neftune_noise_alpha": ("set", "NEFTune adds noise to the token embeddings of language models"),
+    "use_liger_kernel": (True, "Liger kernels replace language-model layers"),
+    "prediction_loss_only": (
+        True,
+        "the recipes report accuracy, calibration and regulation from predictions",
+    ),
+    "remove_unused_columns": (True, "the loader reads the `image` column, which the model does not take"),
+    "label_names": ("set", "the recipes' batches carry their targets as `labels`"),
+}
+HUB_STRATEGIES = ("end", "every_save")
+CURVE_POINTS = 20  # training-loss points a run logs at least, unless the user chose logging_steps
+EVAL_POINTS = 5  # validation points during training, unless the user chose an eval strategy
+
+
+def _value(option) -> object:
+    return getattr(option, "value", option)
+
+
+def check_training_options(training_args, given: set[str]) -> None:
+    """Refuse, before any work, options a user set that the recipes cannot honour."""
+    problems = []
+    for name, (bad, why) in UNSUPPORTED.items():
+        value = getattr(training_args, name, None)
+        value = _value(value)
+        if isinstance(bad, tuple):
+            refused = value in bad
+        else:
+            refused = value not in (None, False, 0, 0.0) if bad == "set" else value == bad
+        if name in given and refused:
+            problems.append(f"--{name} {value!r}: {why}")
+    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        problems.append(
+            f"--num_train_epochs {training_args.num_train_epochs:g}: no training step would run "
+            "(give a positive --num_train_epochs, or --max_steps)"
+        )
+    strategy = str(_value(training_args.hub_strategy))
+    if training_args.push_to_hub and strategy not in HUB_STRATEGIES:
+        problems.append(
+            f"--hub_strategy {strategy}: the recipes publish the finished, carded folder (`end`) or the current "
+            "model at every save (`every_save`); checkpoints with optimizer states are never published"
+        )
+    if problems:
+        raise ValueError("these options cannot be used with the recipes:\n  " + "\n  ".join(problems))
+
+
+def prepare_training(training_args, given: set[str]):
+    """Before any work: refuse options the recipes cannot honour, apply what every recipe needs, and with
+    `--push_to_hub true` check the token and the repository (exiting with the reason, nothing trained).
+
+    Returns the `publish.HubTarget` to push to, or None. The recipe pushes the finished, carded folder
+    itself (and the current model at every save with `hub_strategy: every_save`); Trainer never pushes.
+    """
+    check_training_options(training_args, given)
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    # The token lives in the push target only: Trainer pickles its arguments into training_args.bin.
+    token, training_args.hub_token = training_args.hub_token, None
+    training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # nothing to pin for
+    if not push or training_args.process_index != 0:
+        return None
+    from .publish.push import HubPushError, start_push
+
+    try:
+        return start_push(training_args, token=token)
+    except (HubPushError, ValueError) as error:
+        raise SystemExit(f"push_to_hub: {error}\nNothing was trained.") from None
+
+
+def pushes_every_save(training_args, target) -> bool:
+    return target is not None and str(_value(training_args.hub_strategy)) == "every_save"
+
+
+def known_rows(split) -> int | None:
+    """Rows of a split, None for a streamed one (its length is unknown until it has been read)."""
+    return len(split) if hasattr(split, "__len__") else None
+
+
+def optimizer_steps(training_args, train_rows: int | None) -> int | None:
+    """How many optimizer steps the run will take (None when a streamed split has no known length)."""
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    if train_rows is None:
+        return None
+    per_device = training_args.per_device_train_batch_size
+    batches = math.ceil(train_rows / (per_device * max(1, training_args.world_size)))
+    per_epoch = max(1, batches // max(1, training_args.gradient_accumulation_steps))
+    return math.ceil(per_epoch * training_args.num_train_epochs)
+
+
+def check_training_steps(training_args, train_rows: int | None) -> int | None:
+    """The run's optimizer steps, or an error naming the options when the data gives none."""
+    steps = optimizer_steps(training_args, train_rows)
+    if steps is not None and steps < 1:
+        raise ValueError(
+            f"no training step would run: {train_rows} training rows, --per_device_train_batch_size "
+            f"{training_args.per_device_train_batch_size}, --gradient_accumulation_steps "
+            f"{training_args.gradient_accumulation_steps}, --num_train_epochs {training_args.num_train_epochs:g}"
+        )
+    return steps
+
+
+def choose_intervals(training_args, given: set[str], *, train_rows: int | None, has_validation: bool) -> None:
+    """Where the user set no logging (or evaluation) schedule, log the training loss at least
+    `CURVE_POINTS` times and evaluate on validation `EVAL_POINTS` times, so the card's curves are never
+    empty (Trainer's defaults, every 500 steps and no evaluation, draw nothing on shorter runs)."""
+    steps = check_training_steps(training_args, train_rows)
+    if steps is None:
+        return
+    if not given & {"logging_steps", "logging_strategy"}:
+        training_args.logging_strategy = IntervalStrategy.STEPS
+        training_args.logging_steps = max(1, steps // CURVE_POINTS)
+        logger.info("Logging the training loss every %d of %d steps", training_args.logging_steps, steps)
+    if has_validation and not given & {"eval_strategy", "eval_steps"}:
+        training_args.eval_strategy = IntervalStrategy.STEPS
+        training_args.eval_steps = max(1, steps // EVAL_POINTS)
+        logger.info("Evaluating on validation every %d of %d steps", training_args.eval_steps, steps)

@@ -1,0 +1,132 @@
+"""The command line as a user meets it: help for every script, the demo config only when no config is
+given (and said), a command-line key replacing the config key it conflicts with, YAML errors with their
+line, options the recipes cannot honour refused before any work."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emoreg_hf.cli import ConfigError, RecipeArgumentParser, read_yaml
+from emoreg_hf.configs import FinetuneArguments, PretrainArguments
+from emoreg_hf.training_options import check_training_options, choose_intervals, optimizer_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_FINETUNE = ROOT / "recipes" / "demo" / "finetune.yaml"
+HELP_KEYS = {
+    "pretrain.py": ["--affective_sources", "--taxonomy", "--shuffle_labels", "--learning_rate", "--bf16"],
+    "finetune.py": ["--method", "--regulation", "--affect_model_name_or_path", "--num_train_epochs"],
+    "ablate.py": ["--methods", "--seeds", "--pretrain.KEY", "--finetune.KEY"],
+    "push.py": ["--repo_id", "--export_dir", "--space_id", "--dry_run"],
+}
+
+
+def test_every_script_answers_help_with_its_keys():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    running = {
+        (script, flag): subprocess.Popen(
+            [sys.executable, f"recipes/{script}", flag], cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for script in HELP_KEYS
+        for flag in ("--help", "-h")
+    }  # fmt: skip
+    for (script, flag), process in running.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (script, flag, err[-2000:])
+        assert "usage:" in out and all(key in out for key in HELP_KEYS[script]), (script, flag)
+        assert "Traceback" not in err
+
+
+def test_help_is_grouped_with_help_texts_and_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE).parse(["-h"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for group in ("data and augmentation", "EmoReg options", "TrainingArguments (transformers"):
+        assert group in out
+    assert "--regulation WORD" in out and "(default: 'adaptive')" in out
+    assert "--learning_rate FLOAT" in out and "--use_cpu [BOOL]" in out
+
+
+def test_demo_config_only_without_a_config_and_a_cli_key_replaces_its_conflicting_key(tmp_path, capsys):
+    parser = RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE)
+    args, training_args, path = parser.parse(["--method", "baseline", "--task_model_name_or_path", "org/vit"])
+    err = capsys.readouterr().err
+    assert "using the demo config" in err and "recipes/demo/finetune.yaml" in err
+    assert "--task_model_name_or_path replaces task_model_config" in err
+    assert args.task_model_name_or_path == "org/vit" and args.task_model_config is None
+    assert args.dataset == "demo" and path == str(DEMO_FINETUNE)
+    assert {"method", "task_model_name_or_path"} == parser.cli_keys and "logging_steps" in parser.given_keys
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("dataset: cifar10\nmethod: baseline\ntask_model_config: {model_type: resnet}\n")
+    args, training_args, path = parser.parse([str(own)])
+    assert "using the demo config" not in capsys.readouterr().err  # a config given: the demo is not stacked
+    assert (
+        path == str(own) and training_args.num_train_epochs == 3
+    )  # TrainingArguments' default, not the demo's
+
+
+def test_dashes_yaml_values_and_the_word_no():
+    parser = RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE)
+    args, training_args, _ = parser.parse(
+        ["--eval-strategy", "no", "--dataset={path: parquet, data_dir: ./x}", "--max_train_samples", "none"]
+    )
+    assert str(training_args.eval_strategy.value) == "no"
+    assert args.dataset == {"path": "parquet", "data_dir": "./x"} and args.max_train_samples is None
+
+
+def test_yaml_syntax_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: baseline\nlearning_rate: [1e-3\nseed: 1\n")
+    with pytest.raises(ConfigError, match=rf"{bad}:3:\d+: YAML syntax error"):
+        read_yaml(bad)
+    with pytest.raises(ConfigError, match=rf"{bad}:3:"):
+        RecipeArgumentParser(FinetuneArguments).parse([str(bad)])
+
+
+def test_bad_command_lines_exit_2_with_the_reason(capsys):
+    parser = RecipeArgumentParser(PretrainArguments)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse(["--learning_rat", "1e-3"], exit_on_error=True)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "learning_rat (did you mean learning_rate" in err and "usage:" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train_sampling_strategy", "group_by_length"], "--train_sampling_strategy 'group_by_length': it"),
+        (["--neftune_noise_alpha", "5"], "NEFTune"),
+        (["--remove_unused_columns", "true"], "reads the `image` column"),
+        (
+            ["--push_to_hub", "--hub_model_id", "org/x", "--hub_strategy", "checkpoint"],
+            "--hub_strategy checkpoint",
+        ),
+    ],
+)
+def test_options_the_recipes_cannot_honour_are_refused(argv, message):
+    parser = RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE)
+    _, training_args, _ = parser.parse(argv)
+    with pytest.raises(ValueError, match="cannot be used with the recipes") as err:
+        check_training_options(training_args, parser.given_keys)
+    assert message in str(err.value)
+
+
+def test_intervals_are_chosen_only_where_the_user_chose_none(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: demo\nmethod: baseline\ntask_model_config: {model_type: resnet}\n")
+    parser = RecipeArgumentParser(FinetuneArguments)
+    _, args, _ = parser.parse([str(config), "--per_device_train_batch_size", "32", "--num_train_epochs", "2"])
+    assert args.logging_steps == 500 and str(args.eval_strategy.value) == "no"  # Trainer's defaults
+    choose_intervals(args, parser.given_keys, train_rows=3200, has_validation=True)
+    assert optimizer_steps(args, 3200) == 200
+    assert args.logging_steps == 10 and str(args.eval_strategy.value) == "steps" and args.eval_steps == 40
+
+    _, args, _ = parser.parse([str(config), "--logging_steps", "7", "--eval_strategy", "epoch"])
+    choose_intervals(args, parser.given_keys, train_rows=3200, has_validation=True)
+    assert args.logging_steps == 7 and str(args.eval_strategy.value) == "epoch"  # the user's choice stays
