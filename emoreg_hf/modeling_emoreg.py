@@ -226,12 +226,38 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         if pixel_values is None or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             shape = None if pixel_values is None else tuple(pixel_values.shape)
             raise ValueError(f"EmoReg expects pixel_values of shape (batch, 3, height, width), got {shape}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"EmoReg expects float pixel_values, normalised by the checkpoint's image processor; got "
+                f"{pixel_values.dtype}"
+            )
+        if pixel_values.dtype != self.dtype and not torch.is_autocast_enabled(pixel_values.device.type):
+            raise ValueError(
+                f"EmoReg's weights are {self.dtype} but pixel_values are {pixel_values.dtype}: cast the input "
+                "with pixel_values.to(model.dtype), load the model in that dtype, or run under torch.autocast"
+            )
         size = self.config.task_image_size
         if size is not None and list(pixel_values.shape[-2:]) != list(size):
             raise ValueError(
                 f"EmoReg's task pathway expects {size[0]}x{size[1]} inputs (config.task_image_size), got "
                 f"{pixel_values.shape[-2]}x{pixel_values.shape[-1]}; preprocess with the checkpoint's image processor"
             )
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        """Class ids in [0, num_labels) (or soft targets of that width): a clear error instead of an index
+        error on CPU or a device-side assert on GPU."""
+        n = self.config.num_labels
+        if labels.is_floating_point():
+            if labels.ndim != 2 or labels.shape[-1] != n:
+                raise ValueError(
+                    f"soft labels must be (batch, {n}) for the {n} task classes, got {tuple(labels.shape)}"
+                )
+        elif labels.numel() and not torch.compiler.is_compiling():
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= n:
+                raise ValueError(
+                    f"labels must be class ids in [0, {n}) for the {n} task classes, got {low}..{high}"
+                )
 
     def _regulation(self, h_task: torch.Tensor, emotion_probs: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -246,11 +272,13 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        label_smoothing: float = 0.0,
         **kwargs,
     ) -> EmoRegImageClassifierOutput:
-        """`label_smoothing` applies to every cross-entropy term of the loss (Trainer passes its
-        `label_smoothing_factor`)."""
+        """`label_smoothing=` (a keyword, default 0) applies to every cross-entropy term of the loss
+        (EmoRegTrainer passes its `label_smoothing_factor`). It is read from `**kwargs` on purpose: Trainer
+        takes every forward parameter whose name contains "label" for a label column
+        (`transformers.utils.find_labels`), and would then never see labels in an evaluation batch."""
+        label_smoothing = float(kwargs.pop("label_smoothing", 0.0) or 0.0)
         self._check_pixels(pixel_values)
         cfg = self.config
         h_task = pooled_features(self.task_model, pixel_values)
@@ -274,6 +302,7 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
 
         loss = None
         if labels is not None:
+            self._check_labels(labels)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
             if cfg.aux_loss_weight > 0:
                 aux = F.cross_entropy(

@@ -3,6 +3,7 @@ EmoReg model or one of its controls (the task backbone alone, or the affective b
 
 from __future__ import annotations
 
+import json
 import os
 
 DEFAULT_MEAN = [0.5, 0.5, 0.5]
@@ -44,6 +45,67 @@ def geometry(name_or_path: str | None, image_size: int | None) -> dict:
     return {"size": size, "mean": found.get("mean", DEFAULT_MEAN), "std": found.get("std", DEFAULT_STD)}
 
 
+def checkpoint_config(option: str, name_or_path: str) -> dict:
+    """The `config.json` of a checkpoint a recipe names (a local folder or a Hub id), read before any data
+    is loaded, with an error that says which of the two it is not."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if os.path.isdir(name_or_path):
+        config = os.path.join(name_or_path, "config.json")
+        if not os.path.isfile(config):
+            raise FileNotFoundError(
+                f"--{option} {name_or_path!r} is a folder without config.json, so not a checkpoint: point it "
+                "at the --output_dir of a finished run (or a saved model)"
+            )
+        with open(config) as f:
+            return json.load(f)
+    if (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1
+        or os.path.exists(name_or_path)
+    ):
+        raise FileNotFoundError(f"--{option} {name_or_path!r}: no such local folder")
+    if constants.HF_HUB_OFFLINE:
+        cached = try_to_load_from_cache(name_or_path, "config.json")
+        if not isinstance(cached, str):
+            raise FileNotFoundError(
+                f"--{option} {name_or_path!r}: no such local folder, and HF_HUB_OFFLINE=1 means no Hub id can "
+                "be fetched either (it is not in the local Hub cache)"
+            )
+        with open(cached) as f:
+            return json.load(f)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path).to_dict()
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"--{option} {name_or_path!r} is neither a local folder nor a Hub model that could be fetched "
+            f"({str(error).splitlines()[0]})"
+        ) from None
+
+
+def check_checkpoints(args) -> None:
+    """Before any data is loaded: every checkpoint the recipe names exists, and a stage-1 checkpoint is an
+    emotion model (its config carries the emotion taxonomy stage 1 writes)."""
+    method = getattr(args, "method", None)
+    for option in ("model_name_or_path", "task_model_name_or_path", "affect_model_name_or_path"):
+        value = getattr(args, option, None)
+        if not value or (option == "affect_model_name_or_path" and method == "baseline"):
+            continue
+        if option == "task_model_name_or_path" and method == "transfer":
+            continue
+        config = checkpoint_config(option, value)
+        if option == "affect_model_name_or_path" and not config.get("emotion_taxonomy"):
+            raise ValueError(
+                f"--affect_model_name_or_path {value!r} is not an affective checkpoint: its config carries no "
+                f"emotion taxonomy (`emotion_taxonomy`), which recipes/pretrain.py writes (it is a "
+                f"{config.get('model_type', '?')} model with classes {list((config.get('id2label') or {}).values())[:5]}...). "
+                "Point it at a stage-1 output_dir; for an emotion classifier trained elsewhere, add "
+                "`emotion_taxonomy` to its config.json."
+            )
+
+
 def build_pretrain_model(args, emotion_names):
     """Stage 1: a plain AutoModelForImageClassification with one output per emotion."""
     from transformers import AutoModelForImageClassification
@@ -73,13 +135,6 @@ def build_finetune_model(args, label_names):
     from .modeling_emoreg import EmoRegForImageClassification
 
     labels = _labels(label_names)
-    if args.method != "baseline" and not (
-        os.path.isdir(args.affect_model_name_or_path) or args.affect_model_name_or_path.count("/") == 1
-    ):
-        raise FileNotFoundError(
-            f"affect_model_name_or_path {args.affect_model_name_or_path!r} is neither a folder nor a Hub id; "
-            "run stage 1 first (accelerate launch recipes/pretrain.py) or point it at a stage-1 checkpoint"
-        )
     if args.method == "transfer":
         model = AutoModelForImageClassification.from_pretrained(
             args.affect_model_name_or_path, ignore_mismatched_sizes=True, **labels

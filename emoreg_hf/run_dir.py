@@ -8,18 +8,24 @@ card or an export can never mix two runs.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import fnmatch
+import json
 import logging
 import os
 import shlex
 import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import get_last_checkpoint
 
-from .run_record import RECORD_FILE, RunRecord
+from .run_record import RECORD_FILE, RunRecord, load_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +53,158 @@ RUN_OUTPUTS = (
     "runs",
     "checkpoint-*",
 )
+LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir)
+_LOCKS: list = []  # (open lock file, its path, whether this run created the folder), until exit
+atexit.register(lambda: release_output_dirs())
+
+
+class RunDirError(ValueError):
+    """An output_dir a run cannot use as asked; the message says why and what to do."""
+
+
+def claim_output_dir(output_dir: str) -> None:
+    """Create `output_dir`, prove it writable and hold its lock for the life of this process, before any
+    work: a second run into the same folder refuses at once (the lock dies with the process that holds it)."""
+    created = not os.path.isdir(output_dir)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        handle = open(os.path.join(output_dir, LOCK_FILE), "a+")  # noqa: SIM115 (held until exit)
+    except OSError as error:
+        raise RunDirError(
+            f"output_dir {output_dir!r} is not a writable folder ({error.strerror or error}); nothing was "
+            "loaded or trained. Choose another --output_dir."
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirError(
+            f"output_dir {output_dir!r} is in use by another run ({owner}); wait for it to end, or choose "
+            "another --output_dir."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    _LOCKS.append((handle, os.path.join(output_dir, LOCK_FILE), created))
+
+
+def release_output_dirs() -> None:
+    """Release every output folder this process holds (the recipes hold theirs until they exit)."""
+    while _LOCKS:
+        handle, path, created = _LOCKS.pop()
+        _release(handle, path, created)
+
+
+def _release(handle, path: str, created: bool) -> None:
+    """Unlock; a folder this run created and left empty (it stopped before writing anything) goes too."""
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    if created:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))  # only succeeds when empty
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def comparable_settings(config: dict[str, Any], hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run: the recipe arguments and the hyperparameters, as JSON would
+    store them (the image size is left out: it is known only once the model is built)."""
+    settings = {k: v for k, v in config.items() if k not in ("overwrite_output_dir",)}
+    settings.update({f"hyperparameters.{k}": v for k, v in hyperparameters.items() if k != "image_size"})
+    return json.loads(json.dumps(settings, default=str))
+
+
+def finished_run(output_dir: str, settings: dict[str, Any]) -> RunRecord | None:
+    """The record of a finished run of exactly `settings` in `output_dir` (nothing left to do), or None when
+    the folder holds none. A finished run of other settings is refused, listing what differs."""
+    if not os.path.isfile(os.path.join(output_dir, RECORD_FILE)):
+        return None
+    try:
+        record = load_run_record(output_dir)
+    except (ValueError, OSError) as error:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds a run record that cannot be read ({error}); pass "
+            "--overwrite_output_dir true to replace that run, or choose another --output_dir."
+        ) from None
+    recorded = comparable_settings(record.config, record.hyperparameters)
+    differing = [
+        f"  {key}: {_short(recorded.get(key))} in the finished run, {_short(settings.get(key))} now"
+        for key in sorted(set(recorded) | set(settings))
+        if recorded.get(key) != settings.get(key)
+    ]
+    if differing:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds a finished run with other settings; nothing was loaded or "
+            "trained:\n" + "\n".join(differing) + "\nChoose another --output_dir for this run, or pass "
+            "--overwrite_output_dir true to replace the finished one."
+        )
+    return record
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why a checkpoint folder cannot be resumed (None when it can): Trainer writes `trainer_state.json`
+    last, so a save cut short (a crash, a full disk) lacks it; truncated weights are caught from the
+    safetensors header, which states every tensor's extent."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json is missing or unreadable ({type(error).__name__})"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "it holds no *.safetensors weights"
+    for path in weights:
+        try:
+            with open(path, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(size))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return f"{path.name} is unreadable ({type(error).__name__})"
+        if path.stat().st_size < 8 + size + end:
+            return f"{path.name} is truncated ({path.stat().st_size} of {8 + size + end} bytes)"
+    return None
 
 
 def resume_checkpoint(output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool) -> str | None:
     """The checkpoint to resume from, or None for a fresh run.
 
-    An explicit `resume_from_checkpoint` path wins; otherwise the last `checkpoint-*` in `output_dir` is
-    resumed. A non-empty `output_dir` without one is refused (it may hold a finished model) unless `overwrite`.
+    An explicit `resume_from_checkpoint` path wins; otherwise the newest valid `checkpoint-*` in
+    `output_dir` (an incomplete or corrupt one is renamed `*.incomplete`, with a warning, so it is never
+    mistaken for a valid one again). A non-empty `output_dir` without one is refused (it may hold a finished
+    model) unless `overwrite`.
     """
     if resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true":
         if not os.path.isdir(resume_from_checkpoint):
-            raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
+            raise RunDirError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
+        problem = checkpoint_problem(resume_from_checkpoint)
+        if problem:
+            raise RunDirError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r} cannot be resumed: {problem}"
+            )
         return resume_from_checkpoint
     if overwrite or not os.path.isdir(output_dir):
         return None
-    last = get_last_checkpoint(output_dir)
-    if last is not None:
-        logger.info("Resuming from %s", last)
-        return last
-    if os.listdir(output_dir):
-        raise ValueError(
+    while (last := get_last_checkpoint(output_dir)) is not None:
+        problem = checkpoint_problem(last)
+        if problem is None:
+            logger.info("Resuming from %s", last)
+            return last
+        os.replace(last, last + ".incomplete")
+        logger.warning(
+            "%s cannot be resumed (%s): renamed %s.incomplete", last, problem, os.path.basename(last)
+        )
+    if [name for name in os.listdir(output_dir) if name != LOCK_FILE and not name.endswith(".incomplete")]:
+        raise RunDirError(
             f"output_dir {output_dir!r} is not empty and holds no checkpoint to resume from; "
             "pass --overwrite_output_dir true to replace its contents, or choose another output_dir"
         )
@@ -85,18 +223,42 @@ def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
 
 
 def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
-    """Decide resume vs fresh start before any work. With `overwrite`, the earlier run's outputs (its
-    checkpoints included, so they cannot be resumed later by mistake) are removed first."""
-    checkpoint = resume_checkpoint(
+    """Decide resume vs fresh start before any work (nothing is removed yet: see `clear_earlier_run`)."""
+    return resume_checkpoint(
         training_args.output_dir,
         resume_from_checkpoint=training_args.resume_from_checkpoint,
         overwrite=overwrite,
     )
+
+
+def clear_earlier_run(training_args, *, overwrite: bool) -> None:
+    """With `overwrite`, remove the earlier run's outputs (its checkpoints included, so they cannot be resumed
+    later by mistake) just before training starts: a command that fails on its inputs removes nothing."""
     if overwrite and training_args.process_index == 0:
         removed = clear_run_outputs(training_args.output_dir)
         if removed:
             logger.info("--overwrite_output_dir: removed the earlier run's %s", ", ".join(removed))
-    return checkpoint
+
+
+def begin_run(training_args, script_args, *, headline: str) -> bool:
+    """The output folder, before any data is loaded: hold its lock (a second run into it refuses), prove it
+    writable, and report whether it already holds this very run, finished (then there is nothing to do and
+    every file stays as it is); a finished run of other settings is refused, listing what differs."""
+    output_dir = training_args.output_dir
+    if training_args.process_index == 0:
+        claim_output_dir(output_dir)
+    if script_args.overwrite_output_dir:
+        return False
+    settings = comparable_settings(vars(script_args), training_summary(training_args, None))
+    record = finished_run(output_dir, settings)
+    if record is None:
+        return False
+    value = record.results.get(headline, record.results.get("eval_accuracy", float("nan")))
+    print(
+        f"{os.path.abspath(output_dir)} holds this run, finished ({headline}={value:.4f}); nothing to do. "
+        "Pass --overwrite_output_dir true to train it again."
+    )
+    return True
 
 
 def command_line() -> str:
@@ -145,7 +307,7 @@ def finish_run(
     image_size,
     results: dict,
     files: dict[str, str],
-    push: bool,
+    push,
     headline: str,
     **record_fields,
 ) -> RunRecord:
@@ -169,7 +331,14 @@ def finish_run(
     )
     record.write(output_dir)
     write_model_card(output_dir, repo_id=training_args.hub_model_id)
-    if push:
-        push_from_training_args(output_dir, training_args)
-    print(f"{headline}={results.get(headline, float('nan')):.4f} -> {os.path.abspath(output_dir)}")
+    if push:  # the HubTarget checked before training (or True)
+        push_from_training_args(output_dir, training_args, None if push is True else push)
+    if headline in results:
+        print(f"{headline}={results[headline]:.4f} -> {os.path.abspath(output_dir)}")
+    else:  # e.g. a target without a test split: say so, with the figure there is
+        split = headline.split("_")[0]
+        print(
+            f"no {split} split, so no {headline}; eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} "
+            f"(validation) -> {os.path.abspath(output_dir)}"
+        )
     return record

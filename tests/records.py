@@ -76,3 +76,14 @@ def write_run(folder: Path, record: RunRecord) -> Path:
     record.write(folder)
     (folder / "all_results.json").write_text(json.dumps(record.results))
     return folder
+
+
+def write_checkpoint(folder: Path, step: int = 4) -> Path:
+    """A complete Trainer checkpoint folder as far as resuming checks: weights and trainer_state.json."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": torch.zeros(4, 4)}, str(folder / "model.safetensors"))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return folder

@@ -14,17 +14,14 @@ import datasets
 from ..taxonomy import LabelSpace, get_label_space
 from .sources import (
     SourceSpec,
-    carve_validation,
     check_policy,
-    count_labels,
     find_validation,
     label_vocabulary,
     load_with_train_split,
-    permute_labels,
     pick_column,
     prepare_split,
-    stream_validation,
 )
+from .splits import carve_validation, count_labels, permute_labels, stream_validation
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +125,7 @@ def load_affective_mixture(
         stats["train"] = len(train) if isinstance(train, datasets.Dataset) else None
         stats["validation"] = len(validation)
         stats["class_counts"] = {"train": count_labels(train), "validation": count_labels(validation)}
-        if test_split:  # true labels, also under shuffle_labels: it measures how much real emotion was learned
+        if test_split:  # true labels, also under shuffle_labels: measures how much real emotion was learned
             tests.append(parts[test_split])
             stats["test"] = len(parts[test_split])
             stats["class_counts"]["test"] = count_labels(parts[test_split])

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
+import json
 import logging
+import math
 import os
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +20,12 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .demo import resolve_demo_path
+from .images import check_image, to_8bit_rgb
+from .splits import column_values
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,9 @@ class SourceSpec:
     label_column: str | None = None
     label_map: dict | None = None
     drop_unmapped: bool = False
+    drop_unlabeled: bool = (
+        False  # rows whose label is missing (None, NaN, -1): dropped and counted, else an error
+    )
     weight: float | None = None
     streaming: bool = False
     source: str | None = None  # the name written to the `source` column; default derived from path
@@ -123,14 +130,42 @@ def check_sources_available(sources: list) -> None:
 # ---------------------------------------------------------------- loading one source
 
 
-def _load(spec: SourceSpec, split: str | None = None):
-    """``datasets.load_dataset`` with the spec's arguments (``demo:<name>`` resolves to the cache)."""
+def _load_kwargs(spec: SourceSpec) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"path": spec.path}
     if spec.path.startswith("demo:"):
         kwargs.update(resolve_demo_path(spec.path.removeprefix("demo:")))
     for key in ("name", "data_dir", "data_files", "revision"):
         if getattr(spec, key) is not None:
             kwargs[key] = getattr(spec, key)
+    return kwargs
+
+
+def declared_class_names(spec: SourceSpec, column: str) -> dict[str, list[str]]:
+    """The ClassLabel names each split's local parquet file declares for `column`. `datasets` reads every
+    split with the first file's names, so a split whose file lists them in another order (or other ones)
+    would be read with the wrong names; this is how that is caught. Empty for other sources."""
+    import pyarrow.parquet as pq
+
+    try:
+        builder = datasets.load_dataset_builder(**_load_kwargs(spec), **spec.load_kwargs)
+        files = builder.config.data_files or {}
+    except Exception:  # not resolvable without loading (a Hub script, no network): nothing to compare
+        return {}
+    declared = {}
+    for split, paths in files.items():
+        local = [str(p) for p in paths if str(p).endswith(".parquet") and os.path.isfile(str(p))]
+        if not local:
+            continue
+        meta = (pq.read_schema(local[0]).metadata or {}).get(b"huggingface")
+        feature = (json.loads(meta).get("info", {}).get("features", {}).get(column) or {}) if meta else {}
+        if feature.get("_type") == "ClassLabel" and feature.get("names"):
+            declared[str(split)] = list(feature["names"])
+    return declared
+
+
+def _load(spec: SourceSpec, split: str | None = None):
+    """``datasets.load_dataset`` with the spec's arguments (``demo:<name>`` resolves to the cache)."""
+    kwargs = _load_kwargs(spec)
     try:
         return datasets.load_dataset(**kwargs, split=split, streaming=spec.streaming, **spec.load_kwargs)
     except Exception as err:
@@ -164,6 +199,18 @@ def pick_column(spec: SourceSpec, features: datasets.Features, which: str) -> st
     else:
         found = [c for c in LABEL_COLUMN_CANDIDATES if c in features]
         found = found or [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
+    if (
+        not found
+        and which == "label"
+        and columns == ["image"]
+        and (spec.path == "imagefolder" or spec.data_dir)
+    ):
+        raise ValueError(
+            f"source {spec.display_name!r}: the image folder has no label column because its images sit in a "
+            "single folder (one class), and `datasets` labels an image folder only by two or more class "
+            "folders. A classifier needs at least two classes: arrange the images as <data_dir>/<split>/<class>/"
+            "<image> with one folder per class."
+        )
     if not found:
         raise ValueError(
             f"source {spec.display_name!r}: no {which} column found among {columns}; set `{which}_column`"
@@ -178,27 +225,29 @@ def label_vocabulary(ds, column: str, spec: SourceSpec) -> list[str] | None:
         return list(feature.names)
     if isinstance(ds, datasets.IterableDataset):
         return None  # unknown until streamed: mapped lazily, errors at iteration
-    return sorted(str(v) for v in ds.unique(column))
+    return sorted(str(v) for v in ds.unique(column) if not is_missing_label(v))
 
 
-def _check_image(value: dict) -> str | None:
-    """None if the encoded image decodes fully, else the reason (truncated, empty, not an image)."""
-    import PIL.Image
+def is_missing_label(value) -> bool:
+    """None, NaN, or ClassLabel's -1: a row without a label."""
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, int) and not isinstance(value, bool) and value < 0)
+    )
 
-    try:
-        data = value.get("bytes")
-        if data is None:
-            with open(value["path"], "rb") as f:
-                data = f.read()
-        if not data:
-            return "empty file (0 bytes)"
-        with PIL.Image.open(io.BytesIO(data)) as im:
-            if im.format == "JPEG":  # decode at 1/8 scale: still reads every byte, 10x cheaper
-                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
-            im.load()
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError ... for broken files
-        return f"{type(err).__name__}: {err}"
-    return None
+
+def count_unlabeled(ds, column: str) -> int | None:
+    """Rows whose label is missing (None, NaN, or -1 in a ClassLabel column); None for a streamed split."""
+    if not isinstance(ds, datasets.Dataset):
+        return None
+    values = ds.data.column(column)
+    missing = values.null_count
+    if pa.types.is_floating(values.type):
+        missing += int(pc.sum(pc.is_nan(values)).as_py() or 0)
+    elif pa.types.is_integer(values.type):
+        missing += int(pc.sum(pc.less(values, 0)).as_py() or 0)
+    return missing
 
 
 class _Prepare:
@@ -220,11 +269,16 @@ class _Prepare:
         self.on_bad_image, self.check_images = on_bad_image, check_images
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
-        keep, labels = [], []
+        keep, labels, careful = [], [], []
         for value, label, row in zip(batch["image"], batch["label"], indices):
-            ok = True
+            ok, convert = True, False
+            if is_missing_label(label):  # counted before the map; here only dropped (drop_unlabeled)
+                keep.append(False)
+                labels.append(-1)
+                careful.append(False)
+                continue
             if self.check_images:
-                problem = _check_image(value) if value is not None else "missing image"
+                problem, convert = check_image(value) if value is not None else ("missing image", False)
                 if problem is not None:
                     if self.on_bad_image == "error":
                         where = value.get("path") if value else None
@@ -243,11 +297,13 @@ class _Prepare:
                 label = self.lookup[name]
             labels.append(-1 if label is None else label)
             keep.append(ok)
+            careful.append(ok and convert)
         return {
             "label": labels,
             "source": [self.source] * len(keep),
             "_keep": keep,
             "_bad": [not k for k in keep],
+            "_careful": careful,
         }
 
 
@@ -274,6 +330,13 @@ def prepare_split(
             f"source {spec.display_name!r}: image column {image_col!r} holds {ds.features['image']}, not images"
         )
     ds = ds.cast_column("image", datasets.Image(decode=False))
+    unlabeled = count_unlabeled(ds, "label")
+    if unlabeled and not spec.drop_unlabeled:
+        raise ValueError(
+            f"source {spec.display_name!r}, split {split!r}: {unlabeled} of {len(ds)} rows have no label "
+            f"(None, NaN or -1 in column {label_col!r}). Fix the data, or set `drop_unlabeled: true` on the "
+            "source to drop them (they are counted in the data report)."
+        )
     int_names = label_names if isinstance(ds.features["label"], datasets.ClassLabel) else None
     fn = _Prepare(lookup, int_names, spec.display_name, split, on_bad_image)
     features = datasets.Features(
@@ -283,13 +346,19 @@ def prepare_split(
             "source": datasets.Value("string"),
             "_keep": datasets.Value("bool"),
             "_bad": datasets.Value("bool"),
+            "_careful": datasets.Value("bool"),
         }
     )
     ds = ds.map(fn, batched=True, with_indices=True, features=features)
     if isinstance(ds, datasets.Dataset):
-        bad = int(np.sum(_column(ds, "_bad")))
-        dropped = int(np.sum(_column(ds, "label") == -1))
-        stats[split] = {"rows_loaded": len(ds), "bad_images": bad, "unmapped_dropped": dropped}
+        bad = int(np.sum(column_values(ds, "_bad")))
+        dropped = int(np.sum(column_values(ds, "label") == -1)) - (unlabeled or 0)
+        stats[split] = {
+            "rows_loaded": len(ds),
+            "bad_images": bad,
+            "unmapped_dropped": dropped,
+            "unlabeled_dropped": unlabeled or 0,
+        }
     else:
         stats[split] = {  # rows are checked as they stream past; skips are not counted
             "rows_loaded": None,
@@ -297,8 +366,11 @@ def prepare_split(
             "unmapped_dropped": None,
             "note": "streaming: unreadable images and unmapped labels are dropped as they arrive, uncounted",
         }
+    if not isinstance(ds, datasets.Dataset) or np.any(column_values(ds, "_careful")):
+        # 16-bit, float or transparent images: converted like the pipeline converts them
+        ds = ds.map(to_8bit_rgb, batched=True, input_columns=["image", "_careful"], features=ds.features)
     ds = ds.filter(_keep_row, batched=True, input_columns=["_keep", "label"]).remove_columns(
-        ["_keep", "_bad"]
+        ["_keep", "_bad", "_careful"]
     )
     ds = ds.cast_column("label", class_label)
     return ds.cast_column("image", datasets.Image(mode="RGB"))
@@ -320,56 +392,6 @@ def find_validation(spec: SourceSpec, splits: list[str]) -> str | None:
             )
         return spec.validation_split
     return next((s for s in VALIDATION_SPLIT_NAMES if s in splits), None)
-
-
-def carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
-    """Stratified, seeded train/validation split; unstratified if a class is too rare to stratify."""
-    try:
-        parts = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
-    except ValueError as err:
-        logger.warning(
-            "source %r: stratified validation split impossible (%s); using a random one", source, err
-        )
-        parts = ds.train_test_split(test_size=size, seed=seed)
-    return parts["train"], parts["test"]
-
-
-def stream_validation(ds: datasets.IterableDataset, size: float, seed: int, spec: SourceSpec):
-    """Streaming source without its own validation split: the first n examples (n = size if >= 1,
-    else size x the split's known length, else 500) become a small in-memory validation set."""
-    try:
-        known = ds.info.splits[spec.split or "train"].num_examples
-    except (AttributeError, KeyError, TypeError):
-        known = None
-    n = int(size) if size >= 1 else (max(1, round(size * known)) if known else 500)
-    rows = list(ds.take(n))
-    validation = datasets.Dataset.from_list(rows, features=ds.features)
-    return ds.skip(n), validation
-
-
-def _column(ds: datasets.Dataset, column: str) -> np.ndarray:
-    """One column as numpy, without decoding the others (respects select/split index mappings)."""
-    if len(ds) == 0:
-        return np.array([])
-    return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column])
-
-
-def count_labels(ds, column: str = "label") -> dict[str, int] | None:
-    if not isinstance(ds, datasets.Dataset):
-        return None
-    feature = ds.features[column]
-    counts = Counter(_column(ds, column).tolist())
-    if isinstance(feature, datasets.ClassLabel):
-        return {feature.names[i]: int(counts.get(i, 0)) for i in range(feature.num_classes)}
-    return {str(k): int(v) for k, v in sorted(counts.items())}
-
-
-def permute_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
-    """Permute the label column (same counts, new assignments): the shuffled-emotion control."""
-    labels = _column(ds, "label")
-    permuted = np.random.default_rng(seed).permutation(labels)
-    feature = ds.features["label"]
-    return ds.remove_columns("label").add_column("label", permuted.tolist(), feature=feature)
 
 
 def check_policy(on_bad_image: str) -> None:

@@ -11,13 +11,15 @@ import datasets
 
 from .sources import (
     SourceSpec,
-    carve_validation,
     check_policy,
+    declared_class_names,
     find_validation,
+    label_vocabulary,
     load_with_train_split,
     pick_column,
     prepare_split,
 )
+from .splits import carve_validation
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,30 @@ def resolve_target_spec(spec: str | Mapping | SourceSpec) -> SourceSpec:
     return SourceSpec.from_any(spec)
 
 
+def _aligned_names(src, split, names, train_split, train_names, ds, column) -> list[str]:
+    """A split's own class names, checked against train's: the same names in another order are aligned by
+    name (and said); names one split has that the other lacks are an error listing them."""
+    if split == train_split or names == train_names:
+        return names
+    unseen = sorted(set(names) - set(train_names))
+    absent = sorted(set(train_names) - set(names))
+    declared = isinstance(ds.features[column], datasets.ClassLabel)
+    if unseen or (absent and declared):
+        raise ValueError(
+            f"target {src!r}: splits {train_split!r} and {split!r} have different classes in column {column!r}: "
+            f"only in {split!r}: {unseen or 'none'}; only in {train_split!r}: {absent or 'none'}. "
+            "Both splits must name the same classes."
+        )
+    if declared:
+        logger.warning(
+            "target %r: split %r lists the classes in another order than %r; its labels are aligned by name",
+            src,
+            split,
+            train_split,
+        )
+    return names
+
+
 def load_target_dataset(
     spec: str | Mapping | SourceSpec,
     *,
@@ -77,23 +103,29 @@ def load_target_dataset(
         )
     loaded, splits, train_split = load_with_train_split(spec, "target")
     label_col = pick_column(spec, loaded[train_split].features, "label")
-    feature = loaded[train_split].features[label_col]
-    if isinstance(feature, datasets.ClassLabel):
-        source_names, lookup = list(feature.names), None
-    else:  # string or int labels without names: sorted distinct values of every split
-        source_names = sorted({str(v) for s in splits for v in loaded[s].unique(label_col)})
-        lookup = {n: i for i, n in enumerate(source_names)}
+    val_split = find_validation(spec, splits)
+    wanted = {"train": train_split, "validation": val_split, "test": "test" if "test" in splits else None}
+    wanted = {role: split for role, split in wanted.items() if split is not None}
+    per_split = {split: label_vocabulary(loaded[split], label_col, spec) for split in wanted.values()}
+    if isinstance(loaded[train_split].features[label_col], datasets.ClassLabel):
+        per_split.update({s: n for s, n in declared_class_names(spec, label_col).items() if s in per_split})
+    source_names = per_split[train_split]
+    if len(source_names) < 2:
+        raise ValueError(
+            f"target {src!r}: a classifier needs at least 2 classes; split {train_split!r} has "
+            f"{len(source_names)} in column {label_col!r} ({source_names})"
+        )
     names = [str((spec.label_map or {}).get(n, n)) for n in source_names]  # label_map renames classes
     class_label = datasets.ClassLabel(names=names)
-    val_split = find_validation(spec, splits)
     stats: dict = {}
-    wanted = {"train": train_split, "validation": val_split, "test": "test" if "test" in splits else None}
     out = {}
     for role, split in wanted.items():
-        if split is None:
-            continue
+        split_names = _aligned_names(
+            src, split, per_split[split], train_split, source_names, loaded[split], label_col
+        )
+        lookup = {n: source_names.index(n) for n in split_names}
         out[role] = prepare_split(
-            loaded[split], spec, split, source_names, lookup, class_label, on_bad_image, stats
+            loaded[split], spec, split, split_names, lookup, class_label, on_bad_image, stats
         )
     if "validation" not in out:
         out["train"], out["validation"] = carve_validation(out["train"], validation_split_size, seed, src)

@@ -1,0 +1,62 @@
+"""Splits and label columns of a loaded source: carving a stratified validation split, the validation
+of a streamed source, counting and permuting labels (the shuffled-emotion control)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import datasets
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
+    """Stratified, seeded train/validation split; unstratified if a class is too rare to stratify."""
+    try:
+        parts = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+    except ValueError as err:
+        logger.warning(
+            "source %r: stratified validation split impossible (%s); using a random one", source, err
+        )
+        parts = ds.train_test_split(test_size=size, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def stream_validation(ds: datasets.IterableDataset, size: float, seed: int, spec):
+    """Streaming source without its own validation split: the first n examples (n = size if >= 1,
+    else size x the split's known length, else 500) become a small in-memory validation set."""
+    try:
+        known = ds.info.splits[spec.split or "train"].num_examples
+    except (AttributeError, KeyError, TypeError):
+        known = None
+    n = int(size) if size >= 1 else (max(1, round(size * known)) if known else 500)
+    rows = list(ds.take(n))
+    validation = datasets.Dataset.from_list(rows, features=ds.features)
+    return ds.skip(n), validation
+
+
+def column_values(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """One column as numpy, without decoding the others (respects select/split index mappings)."""
+    if len(ds) == 0:
+        return np.array([])
+    return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column])
+
+
+def count_labels(ds, column: str = "label") -> dict[str, int] | None:
+    if not isinstance(ds, datasets.Dataset):
+        return None
+    feature = ds.features[column]
+    counts = Counter(column_values(ds, column).tolist())
+    if isinstance(feature, datasets.ClassLabel):
+        return {feature.names[i]: int(counts.get(i, 0)) for i in range(feature.num_classes)}
+    return {str(k): int(v) for k, v in sorted(counts.items())}
+
+
+def permute_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
+    """Permute the label column (same counts, new assignments): the shuffled-emotion control."""
+    labels = column_values(ds, "label")
+    permuted = np.random.default_rng(seed).permutation(labels)
+    feature = ds.features["label"]
+    return ds.remove_columns("label").add_column("label", permuted.tolist(), feature=feature)
