@@ -19,7 +19,7 @@ an accelerator is starved); ``finish_ips`` is the finishing step alone on ``--de
 baseline_ips, ``ratio`` = ours_e2e_ips / baseline_e2e_ips. On ``--device cpu`` the finishing shares the
 host's cores with the loader workers, which is the hardest case for ours.
 
-    python benchmarks/data_throughput.py --data ../shared/data/cifar10-mini --workers 2 --json out.json
+    python benchmarks/data_throughput.py --data /path/to/cifar10 --workers 2 --json out.json
 """
 
 from __future__ import annotations
