@@ -595,7 +595,9 @@ def test_overwrite_clears_the_earlier_runs_outputs_and_keeps_the_users_files(dem
     (run / "notes.txt").write_text("mine")
     args = SimpleNamespace(output_dir=str(run), resume_from_checkpoint=None, process_index=0)
     assert prepare_output_dir(args, overwrite=True) is None
-    assert len(list(run.iterdir())) > 2  # deciding removes nothing: a command failing on its data loses nothing
+    assert (
+        len(list(run.iterdir())) > 2
+    )  # deciding removes nothing: a command failing on its data loses nothing
     clear_earlier_run(args, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
