@@ -244,7 +244,7 @@ class RecipeArgumentParser(HfArgumentParser):
             read_overrides(unknown)  # a stray positional gets its own message
         cli = vars(namespace)
         self._check_known(
-            {**values, **{k.lstrip("-").replace("-", "_"): None for k in unknown if k.startswith("--")}},
+            {**values, **{k[2:].split("=", 1)[0]: None for k in unknown if k.startswith("--")}},
             config_path,
         )
         for given in cli:
