@@ -166,12 +166,15 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
     ):
         """Activation checkpointing, delegated to the pathways that train: the task pathway and, when
         `affect_trainable="all"`, the affective one. A frozen pathway runs without gradients, so it keeps no
-        activations to recompute and needs none."""
+        activations to recompute and needs none. Disabling is never refused: it turns checkpointing off in
+        every pathway that has it."""
         pathways = {"task": self.task_model}
-        if self.config.affect_trainable == "all":
+        if self.config.affect_trainable == "all" or not enable:
             pathways["affective"] = self.affect_model
         for name, pathway in pathways.items():
             if not getattr(pathway, "supports_gradient_checkpointing", False):
+                if not enable:
+                    continue
                 raise ValueError(
                     f"EmoReg's {name} pathway ({type(pathway).__name__}, model_type="
                     f"{pathway.config.model_type!r}) does not support activation checkpointing; train without "
@@ -183,6 +186,15 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
                 else {"gradient_checkpointing_func": gradient_checkpointing_func}
             )
             pathway._set_gradient_checkpointing(enable=enable, every_n_layers=every_n_layers, **kwargs)
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        """Also true when a timm pathway checkpoints: timm flags its modules `grad_checkpointing`, which
+        transformers' check (`gradient_checkpointing` flags) does not see, so Trainer would otherwise take a
+        checkpointed timm EmoReg for an unchecked one (DDP's `find_unused_parameters`)."""
+        return super().is_activation_checkpointing or any(
+            getattr(module, "grad_checkpointing", False) is True for module in self.modules()
+        )
 
     def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
         """Parameter groups for an optimizer: the affective pathway gets `learning_rate * affect_lr_scale`;
