@@ -262,9 +262,13 @@ class RecipeArgumentParser(HfArgumentParser):
         }
         for key, raw in cli.items():
             merged[key] = convert(key, raw, self.types_by_name[key], self.defaults_by_name[key])
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "use_cpu" not in merged and not _has_accelerator():
-            # torchrun on a CPU-only machine: without use_cpu each rank would silently train alone.
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if "use_cpu" not in merged and (distributed or merged.get("bf16")) and not _has_accelerator():
+            # A CPU-only machine: under torchrun each rank would silently train alone without use_cpu, and
+            # TrainingArguments refuses bf16 without it (with it, bf16 is CPU autocast).
             merged["use_cpu"] = True
+            if merged.get("bf16"):
+                print("[emoreg-hf] no GPU: bf16 runs as CPU autocast (use_cpu)", file=sys.stderr)
         self.given_keys, self.cli_keys = set(merged), set(cli)
         script_args, training_args = self.parse_dict(merged)
         return script_args, training_args, config_path
