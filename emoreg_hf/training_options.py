@@ -40,8 +40,7 @@ def check_training_options(training_args, given: set[str]) -> None:
     """Refuse, before any work, options a user set that the recipes cannot honour."""
     problems = []
     for name, (bad, why) in UNSUPPORTED.items():
-        value = getattr(training_args, name, None)
-        value = _value(value)
+        value = _value(getattr(training_args, name, None))
         if isinstance(bad, tuple):
             refused = value in bad
         else:
