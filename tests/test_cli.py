@@ -130,3 +130,23 @@ def test_intervals_are_chosen_only_where_the_user_chose_none(tmp_path):
     _, args, _ = parser.parse([str(config), "--logging_steps", "7", "--eval_strategy", "epoch"])
     choose_intervals(args, parser.given_keys, train_rows=3200, has_validation=True)
     assert args.logging_steps == 7 and str(args.eval_strategy.value) == "epoch"  # the user's choice stays
+
+
+SHIPPED_CONFIGS = sorted(
+    [
+        p
+        for d in ("demo", "vit-base-patch16", "resnet50", "convnext-tiny")
+        for p in (ROOT / "recipes" / d).glob("*.yaml")
+    ]
+    + list((ROOT / "benchmarks" / "results").glob("*/runs/*/*/seed*.yaml"))
+)
+
+
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_shipped_run_config_parses_for_its_recipe(config):
+    """Each recipe YAML and each study cell's config (the README says they rerun any cell) is read by the
+    recipe it is for, with no unknown key or bad value."""
+    stage = "pretrain" if "pretrain" in config.name or "/runs/pretrain/" in config.as_posix() else "finetune"
+    script_class = PretrainArguments if stage == "pretrain" else FinetuneArguments
+    args, training_args, _ = RecipeArgumentParser(script_class).parse([str(config)])
+    assert isinstance(args, script_class) and training_args.output_dir
