@@ -4,6 +4,9 @@ the end, write the run record, the model card and the summary line (and push whe
 A run folder holds its own run only: overwriting removes every file an earlier run of the recipes wrote
 (weights, results, predictions, card, plots, checkpoints, traces) before anything new is written, so a
 card or an export can never mix two runs.
+
+With several processes, the main process alone decides (`ranks.main_process_decides` around `begin_run`,
+`prepare_output_dir` and `clear_earlier_run`); the others wait for its answer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from transformers.trainer_utils import get_last_checkpoint
 
+from .ranks import main_process_decides
 from .run_record import RECORD_FILE, RunRecord, load_run_record
 
 logger = logging.getLogger(__name__)
@@ -222,6 +226,7 @@ def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
     return removed
 
 
+@main_process_decides
 def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
     """Decide resume vs fresh start before any work (nothing is removed yet: see `clear_earlier_run`)."""
     return resume_checkpoint(
@@ -231,6 +236,7 @@ def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
     )
 
 
+@main_process_decides
 def clear_earlier_run(training_args, *, overwrite: bool) -> None:
     """With `overwrite`, remove the earlier run's outputs (its checkpoints included, so they cannot be resumed
     later by mistake) just before training starts: a command that fails on its inputs removes nothing."""
@@ -240,6 +246,7 @@ def clear_earlier_run(training_args, *, overwrite: bool) -> None:
             logger.info("--overwrite_output_dir: removed the earlier run's %s", ", ".join(removed))
 
 
+@main_process_decides
 def begin_run(training_args, script_args, *, headline: str) -> bool:
     """The output folder, before any data is loaded: hold its lock (a second run into it refuses), prove it
     writable, and report whether it already holds this very run, finished (then there is nothing to do and
