@@ -115,3 +115,53 @@ def test_two_ranks_resume_over_a_truncated_checkpoint_then_overwrite_the_finishe
     assert not (out / "checkpoint-4.incomplete").exists() and (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
     assert not (out / ".emoreg-run.lock").exists()
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_each_make_one_run(tmp_path):
+    """Two torchrun agents on this machine as two nodes (`--nnodes 2 --node_rank 0/1`, c10d rendezvous on
+    127.0.0.1), one process each: what a 2-node job runs, one process per node."""
+    out, port = tmp_path / "run", free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(node),
+                "--nproc_per_node",
+                "1",
+                "--rdzv_backend",
+                "c10d",
+                "--rdzv_endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv_id",
+                "emoreg-two-nodes",
+                "recipes/finetune.py",
+                *TINY,
+                "--output_dir",
+                str(out),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+    try:
+        outputs = [agent.communicate(timeout=300) for agent in agents]
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    record = json.loads((out / "run_info.json").read_text())
+    assert record["hyperparameters"]["world_size"] == 2
+    assert record["hyperparameters"]["global_batch_size"] == 2 * 8
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+    assert sum("test_accuracy=" in stdout for stdout, _ in outputs) == 1  # one main process finished the run
