@@ -28,7 +28,8 @@ def _several_processes(training_args) -> bool:
     import torch.distributed as dist
 
     # `world_size` sets up the process group (accelerate's PartialState) when a launcher started several
-    return training_args.world_size > 1 and dist.is_available() and dist.is_initialized()
+    several = getattr(training_args, "world_size", 1) > 1
+    return several and dist.is_available() and dist.is_initialized()
 
 
 def _from_main(outcome: Any = None) -> Any:
