@@ -1,34 +1,119 @@
 """emoreg-hf: Emotional Regulation (arXiv:2606.13081) for image classification on the Hugging Face stack.
 
-Importing the package registers EmoReg with `AutoConfig` / `AutoModelForImageClassification`, and marks
-both classes for remote code, so every saved checkpoint carries `auto_map` and its own code files.
+Importing the package registers EmoReg with `AutoConfig` / `AutoModelForImageClassification`, marks both
+classes for remote code (so every saved checkpoint carries `auto_map` and its own code files), and
+registers the `emoreg-image-classification` pipeline, without importing the modeling stack: the
+configuration is registered at once (it is light); the model class the first time an `EmoRegConfig` is
+built (every Auto lookup starts from a config instance); the pipeline when `transformers.pipelines` is
+imported (`pipeline(...)` imports it). So `import emoreg_hf`, and every recipe's `--help`, costs about
+what `HfArgumentParser(TrainingArguments)` costs, not the whole of torch, the pipelines and the models.
 """
 
-from transformers import AutoConfig, AutoModelForImageClassification
+from __future__ import annotations
 
-from .configuration_emoreg import EmoRegConfig
-from .modeling_emoreg import EmoRegForImageClassification, EmoRegImageClassifierOutput
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import threading
+
+from transformers import AutoConfig
+
+from .configuration_emoreg import PIPELINE_TASK, EmoRegConfig
 
 __version__ = "0.1.0"
 
 AutoConfig.register(EmoRegConfig.model_type, EmoRegConfig, exist_ok=True)
-AutoModelForImageClassification.register(EmoRegConfig, EmoRegForImageClassification, exist_ok=True)
 EmoRegConfig.register_for_auto_class()
-EmoRegForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
-# The `emoreg-image-classification` pipeline: `pipeline("emoreg-image-classification", model=...)` in this process, also for
-# plain (baseline / transfer) image classifiers; EmoReg checkpoints also carry the class as remote code.
-from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
+_LAZY = {  # public names imported on first use (PEP 562)
+    "EmoRegForImageClassification": "modeling_emoreg",
+    "EmoRegImageClassifierOutput": "modeling_emoreg",
+    "EmoRegImageClassificationPipeline": "pipeline_emoreg",
+}
+_lock = threading.RLock()
+_model_registered = False
 
-from .pipeline_emoreg import TASK as PIPELINE_TASK  # noqa: E402
-from .pipeline_emoreg import EmoRegImageClassificationPipeline  # noqa: E402
 
-PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK,
-    pipeline_class=EmoRegImageClassificationPipeline,
-    pt_model=AutoModelForImageClassification,
-    type="image",
-)
+def register_model() -> None:
+    """Register `EmoRegForImageClassification` with `AutoModelForImageClassification` (once; idempotent)."""
+    global _model_registered
+    with _lock:
+        if _model_registered:
+            return
+        _model_registered = True
+        from transformers import AutoModelForImageClassification
+
+        from .modeling_emoreg import EmoRegForImageClassification
+
+        AutoModelForImageClassification.register(EmoRegConfig, EmoRegForImageClassification, exist_ok=True)
+        EmoRegForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+
+def register_pipeline() -> None:
+    """`pipeline("emoreg-image-classification", model=...)` in this process, also for plain (baseline /
+    transfer) image classifiers; EmoReg checkpoints also carry the class as remote code."""
+    from transformers import AutoModelForImageClassification
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .pipeline_emoreg import EmoRegImageClassificationPipeline
+
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK,
+        pipeline_class=EmoRegImageClassificationPipeline,
+        pt_model=AutoModelForImageClassification,
+        type="image",
+    )
+
+
+def _registering_post_init(original):
+    def __post_init__(self, **kwargs):
+        register_model()
+        original(self, **kwargs)
+
+    __post_init__.__wrapped__ = original
+    return __post_init__
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Run `callback` right after the module `name` has been executed (the first time it is imported)."""
+
+    def __init__(self, name: str, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # one shot; the finders below find the real module
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module, callback = spec.loader.exec_module, self.callback
+
+        def exec_then_register(module):
+            exec_module(module)
+            callback()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if not getattr(EmoRegConfig.__post_init__, "__wrapped__", None):
+    EmoRegConfig.__post_init__ = _registering_post_init(EmoRegConfig.__post_init__)
+if "transformers.pipelines" in sys.modules:
+    register_pipeline()
+else:
+    sys.meta_path.insert(0, _AfterImport("transformers.pipelines", register_pipeline))
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        if _LAZY[name] == "modeling_emoreg":
+            register_model()
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PIPELINE_TASK",

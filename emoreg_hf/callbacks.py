@@ -99,7 +99,8 @@ def _close(figure) -> None:
 class PushAtEverySave(TrainerCallback):
     """`hub_strategy: every_save`: after each checkpoint, its model (weights, config, code, processor; never
     optimizer states) goes to the Hub repo as a "training in progress" commit; the end of the run pushes
-    the finished, carded folder."""
+    the finished, carded folder. `hub_strategy: checkpoint` also pushes the whole checkpoint (optimizer
+    states included) to the branch `last-checkpoint`, to resume from with `--resume_from_checkpoint org/name`."""
 
     def __init__(self, target):
         self.target = target
@@ -107,8 +108,10 @@ class PushAtEverySave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        from .publish.push import push_checkpoint_model
+        from .publish.push import push_checkpoint, push_checkpoint_model
 
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(checkpoint):
             push_checkpoint_model(checkpoint, self.target, step=state.global_step)
+            if str(getattr(args.hub_strategy, "value", args.hub_strategy)) == "checkpoint":
+                push_checkpoint(checkpoint, self.target, step=state.global_step)

@@ -87,6 +87,26 @@ def read_overrides(argv: list[str]) -> dict[str, str]:
     return overrides
 
 
+def split_config_argument(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The config file and the other arguments. The file comes first (`recipe.py CONFIG.yaml ...`) or as
+    `--config CONFIG.yaml` anywhere (`--config=...` too), the way TRL, timm and the alignment-handbook take it."""
+    argv = list(argv)
+    config_path = argv.pop(0) if argv and not argv[0].startswith("-") else None
+    for i, token in enumerate(argv):
+        if token == "--config" or token.startswith("--config="):
+            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else None)
+            if not value or value.startswith("-"):
+                raise ConfigError("--config needs a file: --config CONFIG.yaml")
+            if config_path is not None:
+                raise ConfigError(
+                    f"two config files: {config_path!r} and --config {value!r}; give one (first, or as --config)"
+                )
+            config_path = value
+            del argv[i : i + (1 if "=" in token else 2)]
+            break
+    return config_path, argv
+
+
 def _members(tp) -> list:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return [a for a in typing.get_args(tp) if a is not type(None)]
@@ -175,13 +195,20 @@ class RecipeArgumentParser(HfArgumentParser):
         self.cli_keys: set[str] = set()
         super().__init__(
             (script_class, TrainingArguments),
-            usage="%(prog)s [CONFIG.yaml] [--key value ...]",
+            usage="%(prog)s [CONFIG.yaml | --config CONFIG.yaml] [--key value ...]",
             description=description,
             epilog="Values are YAML: --dataset '{path: parquet, data_dir: ./cifar}'. The CONFIG file gives "
             "defaults, the command line overrides them"
             + (f"; with no CONFIG, {_shown(default_config)} is used." if default_config else "."),
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
+        )
+        self.add_argument(  # read by split_config_argument; listed here for -h
+            "--config",
+            metavar="CONFIG.yaml",
+            dest="_config",
+            default=argparse.SUPPRESS,
+            help="The config file, the same as giving it first.",
         )
 
     def _add_dataclass_arguments(self, dtype: type) -> None:
@@ -226,7 +253,7 @@ class RecipeArgumentParser(HfArgumentParser):
             self.error(str(error))
 
     def _parse(self, argv: list[str]) -> tuple:
-        config_path = argv.pop(0) if argv and not argv[0].startswith("-") else None
+        config_path, argv = split_config_argument(argv)
         argv = [_underscored(token) for token in argv]
         namespace, unknown = self.parse_known_args(argv)  # -h / --help print and exit here
         values: dict[str, Any] = {}
@@ -271,6 +298,12 @@ class RecipeArgumentParser(HfArgumentParser):
                 print("[emoreg-hf] no GPU: bf16 runs as CPU autocast (use_cpu)", file=sys.stderr)
         self.given_keys, self.cli_keys = set(merged), set(cli)
         script_args, training_args = self.parse_dict(merged)
+        if merged.get("report_to") in ("all", ["all"]) and not training_args.report_to:
+            print(
+                "[emoreg-hf] report_to all: no tracker is installed, so this run logs to the console and "
+                "trainer_state.json only (TensorBoard: pip install -e '.[tensorboard]')",
+                file=sys.stderr,
+            )
         return script_args, training_args, config_path
 
     def _check_known(self, values: dict, config_path: str | None) -> None:

@@ -56,6 +56,7 @@ RUN_OUTPUTS = (
     "plots",
     "runs",
     "checkpoint-*",
+    "last-checkpoint",  # downloaded by --resume_from_checkpoint org/name
 )
 LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir)
 _LOCKS: list = []  # (open lock file, its path, whether this run created the folder), until exit
@@ -179,15 +180,42 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     return None
 
 
-def resume_checkpoint(output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool) -> str | None:
+HUB_CHECKPOINT_DIR = (
+    "last-checkpoint"  # where `--resume_from_checkpoint org/name` downloads to, in output_dir
+)
+
+
+def _is_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "~")) and not os.path.exists(value)
+
+
+def resume_checkpoint(
+    output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool, hub_api=None
+) -> str | None:
     """The checkpoint to resume from, or None for a fresh run.
 
-    An explicit `resume_from_checkpoint` path wins; otherwise the newest valid `checkpoint-*` in
-    `output_dir` (an incomplete or corrupt one is renamed `*.incomplete`, with a warning, so it is never
-    mistaken for a valid one again). A non-empty `output_dir` without one is refused (it may hold a finished
-    model) unless `overwrite`.
+    An explicit `resume_from_checkpoint` wins: a checkpoint folder, or a Hub model id whose branch
+    `last-checkpoint` a run with `hub_strategy: checkpoint` pushed (downloaded into
+    `output_dir/last-checkpoint` first, with `hub_api` or the logged-in token); otherwise the newest valid
+    `checkpoint-*` in `output_dir` (an incomplete or corrupt one is renamed `*.incomplete`, with a warning, so
+    it is never mistaken for a valid one again). A non-empty `output_dir` without one is refused (it may hold
+    a finished model) unless `overwrite`.
     """
     if resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true":
+        if not os.path.isdir(resume_from_checkpoint) and _is_hub_id(resume_from_checkpoint):
+            from .publish.push import download_checkpoint
+
+            local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
+            logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
+            download_checkpoint(resume_from_checkpoint, local, api=hub_api)
+            problem = checkpoint_problem(local)
+            if problem:
+                raise RunDirError(
+                    f"resume_from_checkpoint={resume_from_checkpoint!r}: the checkpoint downloaded into {local} "
+                    f"cannot be resumed: {problem}"
+                )
+            return local
         if not os.path.isdir(resume_from_checkpoint):
             raise RunDirError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
         problem = checkpoint_problem(resume_from_checkpoint)
@@ -227,12 +255,15 @@ def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
 
 
 @main_process_decides
-def prepare_output_dir(training_args, *, overwrite: bool) -> str | None:
-    """Decide resume vs fresh start before any work (nothing is removed yet: see `clear_earlier_run`)."""
+def prepare_output_dir(training_args, *, overwrite: bool, hub=None) -> str | None:
+    """Decide resume vs fresh start before any work (nothing is removed yet: see `clear_earlier_run`).
+    `hub` (the push target, if any) holds the token a resume from the Hub downloads with (the main process
+    downloads; the other processes of one machine read the same folder)."""
     return resume_checkpoint(
         training_args.output_dir,
         resume_from_checkpoint=training_args.resume_from_checkpoint,
         overwrite=overwrite,
+        hub_api=getattr(hub, "api", None),
     )
 
 

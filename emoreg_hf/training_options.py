@@ -27,7 +27,7 @@ UNSUPPORTED = {
     "remove_unused_columns": (True, "the loader reads the `image` column, which the model does not take"),
     "label_names": ("set", "the recipes' batches carry their targets as `labels`"),
 }
-HUB_STRATEGIES = ("end", "every_save")
+HUB_STRATEGIES = ("end", "every_save", "checkpoint")
 CURVE_POINTS = 20  # training-loss points a run logs at least, unless the user chose logging_steps
 EVAL_POINTS = 5  # validation points during training, unless the user chose an eval strategy
 
@@ -55,11 +55,36 @@ def check_training_options(training_args, given: set[str]) -> None:
     strategy = str(_value(training_args.hub_strategy))
     if training_args.push_to_hub and strategy not in HUB_STRATEGIES:
         problems.append(
-            f"--hub_strategy {strategy}: the recipes publish the finished, carded folder (`end`) or the current "
-            "model at every save (`every_save`); checkpoints with optimizer states are never published"
+            f"--hub_strategy {strategy}: the recipes publish the finished, carded folder (`end`), the current "
+            "model at every save (`every_save`), and with `checkpoint` also the last resumable checkpoint (to the "
+            "branch last-checkpoint); a commit of every checkpoint's optimizer states is never made"
         )
+    problems += _missing_trackers(training_args, given)
     if problems:
         raise ValueError("these options cannot be used with the recipes:\n  " + "\n  ".join(problems))
+
+
+# tracker -> what installs it (Trainer's `report_to` names); the project's extras where it has one
+TRACKER_PACKAGES = {
+    "tensorboard": "pip install -e '.[tensorboard]'",
+    "trackio": "pip install -e '.[trackio]'",
+}
+
+
+def _missing_trackers(training_args, given: set[str]) -> list[str]:
+    """A tracker named in `report_to` that is not installed is refused now, not after the data has loaded
+    (Trainer raises when it builds its callbacks). (`report_to: all` with none installed: see cli.)"""
+    from transformers.integrations import get_available_reporting_integrations
+
+    if "report_to" not in given:
+        return []
+    named = [str(n) for n in (training_args.report_to or [])]
+    available = set(get_available_reporting_integrations())
+    return [
+        f"--report_to {name}: {name} is not installed ({TRACKER_PACKAGES.get(name, f'pip install {name}')})"
+        for name in named
+        if name not in available
+    ]
 
 
 def prepare_training(training_args, given: set[str]):
@@ -87,7 +112,7 @@ def prepare_training(training_args, given: set[str]):
 
 
 def pushes_every_save(training_args, target) -> bool:
-    return target is not None and str(_value(training_args.hub_strategy)) == "every_save"
+    return target is not None and str(_value(training_args.hub_strategy)) in ("every_save", "checkpoint")
 
 
 def known_rows(split) -> int | None:

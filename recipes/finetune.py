@@ -10,25 +10,8 @@ CONFIG it runs the embedded synthetic demo (recipes/demo/finetune.yaml) on the o
 import os
 from pathlib import Path
 
-from transformers import set_seed
-
-from emoreg_hf.callbacks import PushAtEverySave
 from emoreg_hf.cli import RecipeArgumentParser, run_script
 from emoreg_hf.configs import EMOREG_OPTIONS, FinetuneArguments
-from emoreg_hf.data import is_synthetic, load_target_dataset, resolve_target_spec
-from emoreg_hf.models import build_finetune_model, check_checkpoints
-from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
-from emoreg_hf.run_record import DatasetRecord
-from emoreg_hf.training import (
-    EmoRegTrainer,
-    build_compute_metrics,
-    cap,
-    input_pipeline,
-    keep_logits_for_metrics,
-    setup_logging,
-    train_and_evaluate,
-)
-from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "finetune.yaml"
 
@@ -36,12 +19,31 @@ DEMO_CONFIG = Path(__file__).parent / "demo" / "finetune.yaml"
 def main() -> None:
     parser = RecipeArgumentParser(FinetuneArguments, DEMO_CONFIG, description=__doc__)
     args, training_args, config_path = parser.parse()
+    # The training stack is imported only now: --help and a bad option answer in the parser's time.
+    from transformers import set_seed
+
+    from emoreg_hf.callbacks import PushAtEverySave
+    from emoreg_hf.data import is_synthetic, load_target_dataset, resolve_target_spec
+    from emoreg_hf.models import build_finetune_model, check_checkpoints
+    from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
+    from emoreg_hf.run_record import DatasetRecord
+    from emoreg_hf.training import (
+        EmoRegTrainer,
+        build_compute_metrics,
+        cap,
+        input_pipeline,
+        keep_logits_for_metrics,
+        setup_logging,
+        train_and_evaluate,
+    )
+    from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
+
     setup_logging(training_args)
     if begin_run(training_args, args, headline="test_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
     check_checkpoints(args)
-    checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
+    checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir, hub=hub)
     set_seed(training_args.seed)
 
     target = resolve_target_spec(args.dataset)

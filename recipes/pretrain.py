@@ -9,26 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from transformers import set_seed
-
-from emoreg_hf.callbacks import PushAtEverySave
 from emoreg_hf.cli import RecipeArgumentParser, run_script
 from emoreg_hf.configs import PretrainArguments
-from emoreg_hf.data import SourceSpec, check_sources_available, is_synthetic, load_affective_mixture
-from emoreg_hf.models import build_pretrain_model, check_checkpoints
-from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
-from emoreg_hf.run_record import DatasetRecord
-from emoreg_hf.taxonomy import get_label_space
-from emoreg_hf.training import (
-    EmoRegTrainer,
-    build_compute_metrics,
-    cap,
-    input_pipeline,
-    rows_per_source,
-    setup_logging,
-    train_and_evaluate,
-)
-from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "pretrain.yaml"
 
@@ -36,13 +18,33 @@ DEMO_CONFIG = Path(__file__).parent / "demo" / "pretrain.yaml"
 def main() -> None:
     parser = RecipeArgumentParser(PretrainArguments, DEMO_CONFIG, description=__doc__)
     args, training_args, config_path = parser.parse()
+    # The training stack is imported only now: --help and a bad option answer in the parser's time.
+    from transformers import set_seed
+
+    from emoreg_hf.callbacks import PushAtEverySave
+    from emoreg_hf.data import SourceSpec, check_sources_available, is_synthetic, load_affective_mixture
+    from emoreg_hf.models import build_pretrain_model, check_checkpoints
+    from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
+    from emoreg_hf.run_record import DatasetRecord
+    from emoreg_hf.taxonomy import get_label_space
+    from emoreg_hf.training import (
+        EmoRegTrainer,
+        build_compute_metrics,
+        cap,
+        input_pipeline,
+        rows_per_source,
+        setup_logging,
+        train_and_evaluate,
+    )
+    from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
+
     setup_logging(training_args)
     if begin_run(training_args, args, headline="eval_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
     check_sources_available(args.affective_sources)
     check_checkpoints(args)
-    checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir)
+    checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir, hub=hub)
     set_seed(training_args.seed)
 
     space = get_label_space(args.taxonomy)

@@ -104,8 +104,8 @@ def test_bad_command_lines_exit_2_with_the_reason(capsys):
         (["--neftune_noise_alpha", "5"], "NEFTune"),
         (["--remove_unused_columns", "true"], "reads the `image` column"),
         (
-            ["--push_to_hub", "--hub_model_id", "org/x", "--hub_strategy", "checkpoint"],
-            "--hub_strategy checkpoint",
+            ["--push_to_hub", "--hub_model_id", "org/x", "--hub_strategy", "all_checkpoints"],
+            "--hub_strategy all_checkpoints",
         ),
     ],
 )
@@ -150,3 +150,90 @@ def test_every_shipped_run_config_parses_for_its_recipe(config):
     script_class = PretrainArguments if stage == "pretrain" else FinetuneArguments
     args, training_args, _ = RecipeArgumentParser(script_class).parse([str(config)])
     assert isinstance(args, script_class) and training_args.output_dir
+
+
+def test_help_imports_no_training_stack():
+    """`--help` answers in about the time of transformers' own argument parser: the recipes import the
+    models, data sets and pipelines only once they run (benchmarks/help_time.py measures it)."""
+    heavy = (
+        "datasets",
+        "torchvision",
+        "transformers.modeling_utils",
+        "transformers.pipelines",
+        "emoreg_hf.training",
+    )
+    for script in ("finetune.py", "pretrain.py"):
+        code = (
+            "import runpy, sys\n"
+            f"sys.argv = ['recipes/{script}', '--help']\n"
+            "try:\n"
+            f"    runpy.run_path('recipes/{script}', run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            f"print('IMPORTED', [m for m in {heavy!r} if m in sys.modules])\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "usage:" in result.stdout and "IMPORTED []" in result.stdout, (script, result.stdout[-500:])
+
+
+def test_config_flag_is_the_positional_config(capsys):
+    """`--config FILE` (TRL, timm, the alignment-handbook) is the same as giving FILE first."""
+    parser = RecipeArgumentParser(FinetuneArguments, None)
+    positional = parser.parse([str(DEMO_FINETUNE), "--learning_rate", "0.01"])
+    for argv in (
+        ["--config", str(DEMO_FINETUNE), "--learning_rate", "0.01"],
+        ["--learning_rate", "0.01", f"--config={DEMO_FINETUNE}"],
+    ):
+        args, training_args, path = RecipeArgumentParser(FinetuneArguments, None).parse(argv)
+        assert path == str(DEMO_FINETUNE) and args == positional[0]
+        assert training_args.learning_rate == 0.01
+    assert "using the demo config" not in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="two config files"):
+        RecipeArgumentParser(FinetuneArguments, None).parse(
+            [str(DEMO_FINETUNE), "--config", str(DEMO_FINETUNE)]
+        )
+    with pytest.raises(ConfigError, match="--config needs a file"):
+        RecipeArgumentParser(FinetuneArguments, None).parse(["--config"])
+    with pytest.raises(SystemExit):
+        RecipeArgumentParser(FinetuneArguments, None).parse(["-h"])
+    assert "--config CONFIG.yaml" in capsys.readouterr().out
+
+
+def test_ablate_takes_config_flag(tmp_path):
+    from emoreg_hf.ablation import load_config
+    from emoreg_hf.cli import split_config_argument
+
+    path, rest = split_config_argument(["--config", "recipes/ablations/demo.yaml", "--seeds", "2"])
+    assert path == "recipes/ablations/demo.yaml" and rest == ["--seeds", "2"]
+    config = load_config(ROOT / path, rest, repo_root=ROOT)
+    assert config.seeds == [0, 1]
+
+
+def test_shipped_yamls_name_only_trackers_an_extra_installs_and_a_missing_one_is_refused(monkeypatch, capsys):
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = set()
+    for path in (ROOT / "recipes").rglob("*.yaml"):
+        value = read_yaml(path).get("report_to")
+        named.update([value] if isinstance(value, str) else value or [])
+    assert "all" not in named and named - {"none"} <= set(extras), named
+
+    import transformers.integrations
+
+    monkeypatch.setattr(transformers.integrations, "get_available_reporting_integrations", lambda: [])
+    parser = RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE)
+    _, training_args, _ = parser.parse(["--report_to", "tensorboard"])
+    with pytest.raises(
+        ValueError,
+        match=r"--report_to tensorboard: tensorboard is not installed \(pip install -e '.\[tensorboard\]'\)",
+    ):
+        check_training_options(training_args, parser.given_keys)
+    monkeypatch.setattr(
+        "transformers.training_args.get_available_reporting_integrations", lambda: [], raising=False
+    )
+    RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE).parse(["--report_to", "all"])
+    assert "report_to all: no tracker is installed" in capsys.readouterr().err

@@ -304,3 +304,32 @@ def test_trainer_passes_its_label_smoothing_to_emoreg(tmp_path):
         with torch.no_grad():
             losses[factor] = trainer.compute_loss(trainer.model, batch).item()
     assert losses[0.0] != pytest.approx(losses[0.3])
+
+
+def test_import_registers_everything_without_importing_the_stack(tmp_path):
+    """`import emoreg_hf` stays light (no models, pipelines or datasets), yet EmoReg is found by the Auto
+    classes (registered when the first EmoRegConfig is built) and the `emoreg-image-classification` task by
+    `pipeline` (registered when transformers.pipelines is imported), as DESIGN's contract says."""
+    make_model().save_pretrained(tmp_path / "ckpt")
+    AutoModelForImageClassification.from_config(vit_config()).save_pretrained(tmp_path / "plain")
+    image_processor(32, [0.5] * 3, [0.5] * 3).save_pretrained(tmp_path / "plain")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import emoreg_hf
+        heavy = [m for m in ("transformers.modeling_utils", "transformers.pipelines", "datasets", "torchvision",
+                             "emoreg_hf.modeling_emoreg") if m in sys.modules]
+        assert not heavy, heavy
+        from transformers import AutoConfig, AutoModelForImageClassification, pipeline
+        model = AutoModelForImageClassification.from_pretrained({str(tmp_path / "ckpt")!r})
+        assert type(model) is emoreg_hf.EmoRegForImageClassification, type(model)
+        assert type(AutoConfig.from_pretrained({str(tmp_path / "ckpt")!r})) is emoreg_hf.EmoRegConfig
+        felt = pipeline("emoreg-image-classification", model={str(tmp_path / "plain")!r})  # a baseline
+        assert type(felt) is emoreg_hf.EmoRegImageClassificationPipeline, type(felt)
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]

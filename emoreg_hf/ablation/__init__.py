@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli import split_config_argument
 from .config import (
     CONTROL_PAIRS,
     DEFAULT_METHODS,
@@ -29,9 +30,12 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     """The `-h` of `ablate.py`: the matrix keys and the per-stage recipe keys."""
     parser = argparse.ArgumentParser(
         prog="ablate.py",
-        usage="%(prog)s [CONFIG.yaml] [--key value ...]",
+        usage="%(prog)s [CONFIG.yaml | --config CONFIG.yaml] [--key value ...]",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", metavar="CONFIG.yaml", help="the config file, the same as giving it first"
     )
     matrix = parser.add_argument_group("the matrix (also keys of CONFIG.yaml)")
     matrix.add_argument(
@@ -69,8 +73,9 @@ def main(
     if any(a in ("-h", "--help") for a in argv):
         help_parser(description).print_help()
         raise SystemExit(0)
-    path = argv.pop(0) if argv and not argv[0].startswith("--") else str(default_config)
     try:
+        path, argv = split_config_argument(argv)
+        path = path or str(default_config)
         config = load_config(path, argv, repo_root=Path(recipes_dir).parent)
     except (ValueError, FileNotFoundError) as error:
         if not as_script:

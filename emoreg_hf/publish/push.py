@@ -286,6 +286,77 @@ def push_checkpoint_model(checkpoint: PathLike, target: HubTarget, *, step: int)
             logger.warning("push at step %d failed, training goes on: %s", step, error)
 
 
+CHECKPOINT_BRANCH = "last-checkpoint"  # hub_strategy: checkpoint pushes the resumable checkpoint here
+# Not needed to resume, and a pickle of the arguments with local paths in it: never uploaded.
+CHECKPOINT_FILES_KEPT_LOCAL = ("training_args.bin",)
+
+
+def push_checkpoint(checkpoint: PathLike, target: HubTarget, *, step: int) -> None:
+    """`hub_strategy: checkpoint`: the whole checkpoint (weights, optimizer, scheduler and RNG states, trainer
+    state) to the branch `last-checkpoint` of the model repo, replacing the one before, so that a pre-empted
+    run resumes on any machine with `--resume_from_checkpoint org/name`. The main branch only ever gets the
+    model (at each save) and, at the end, the finished, carded folder. A failed upload is logged, not fatal."""
+    with tempfile.TemporaryDirectory(prefix="emoreg-checkpoint-") as tmp:
+        for path in sorted(Path(checkpoint).iterdir()):
+            if path.is_file() and path.name not in CHECKPOINT_FILES_KEPT_LOCAL:
+                shutil.copy2(path, Path(tmp) / path.name)
+        try:
+            with hub_errors(target.repo_id):
+                target.api.create_branch(
+                    target.repo_id, branch=CHECKPOINT_BRANCH, exist_ok=True, repo_type="model"
+                )
+                target.api.upload_folder(
+                    repo_id=target.repo_id,
+                    folder_path=tmp,
+                    repo_type="model",
+                    revision=CHECKPOINT_BRANCH,
+                    commit_message=f"Checkpoint at step {step} (resume: --resume_from_checkpoint {target.repo_id})",
+                )
+        except HubPushError as error:
+            logger.warning("checkpoint push at step %d failed, training goes on: %s", step, error)
+
+
+def download_checkpoint(
+    repo_id: str, local_dir: PathLike, *, api: Any = None, token: str | None = None
+) -> Path:
+    """The checkpoint a run with `hub_strategy: checkpoint` pushed to `repo_id`@last-checkpoint, downloaded into
+    `local_dir` (for `--resume_from_checkpoint org/name`). Every failure is a `ValueError` that says why."""
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    api = api if api is not None else _hf_api(token)
+    where = f"{repo_id}@{CHECKPOINT_BRANCH}"
+    try:
+        path = api.snapshot_download(
+            repo_id=repo_id, repo_type="model", revision=CHECKPOINT_BRANCH, local_dir=str(local_dir)
+        )
+    except RevisionNotFoundError:
+        raise ValueError(
+            f"--resume_from_checkpoint {repo_id}: the repo has no branch {CHECKPOINT_BRANCH!r}, so no checkpoint "
+            "to resume (runs with --push_to_hub true --hub_strategy checkpoint push one there at every save)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ValueError(
+            f"--resume_from_checkpoint {repo_id}: no local folder of that name, and no Hub model repo you can "
+            "read (check the name, and the token for a private repo)"
+        ) from None
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError):
+        raise ValueError(
+            f"--resume_from_checkpoint {repo_id}: the checkpoint is on the Hub ({where}) and HF_HUB_OFFLINE is "
+            "set, or the Hub cannot be reached; nothing was trained"
+        ) from None
+    except _transport_errors() as error:
+        raise ValueError(
+            f"--resume_from_checkpoint {repo_id}: could not reach the Hub to download {where} "
+            f"({type(error).__name__}); nothing was trained"
+        ) from None
+    return Path(path)
+
+
 def push_from_training_args(
     output_dir: PathLike, training_args: Any, target: HubTarget | None = None
 ) -> str | None:
