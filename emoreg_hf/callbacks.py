@@ -113,5 +113,6 @@ class PushAtEverySave(TrainerCallback):
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(checkpoint):
             push_checkpoint_model(checkpoint, self.target, step=state.global_step)
-            if str(getattr(args.hub_strategy, "value", args.hub_strategy)) == "checkpoint":
+            strategy = getattr(args, "hub_strategy", "every_save")
+            if str(getattr(strategy, "value", strategy)) == "checkpoint":
                 push_checkpoint(checkpoint, self.target, step=state.global_step)
