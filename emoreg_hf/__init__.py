@@ -33,6 +33,7 @@ _LAZY = {  # public names imported on first use (PEP 562)
 }
 _lock = threading.RLock()
 _model_registered = False
+_pipeline_registered = False
 
 
 def register_model() -> None:
@@ -52,18 +53,36 @@ def register_model() -> None:
 
 def register_pipeline() -> None:
     """`pipeline("emoreg-image-classification", model=...)` in this process, also for plain (baseline /
-    transfer) image classifiers; EmoReg checkpoints also carry the class as remote code."""
-    from transformers import AutoModelForImageClassification
-    from transformers.pipelines import PIPELINE_REGISTRY
+    transfer) image classifiers; EmoReg checkpoints also carry the class as remote code. (Once; idempotent.)"""
+    global _pipeline_registered
+    with _lock:
+        if _pipeline_registered:
+            return
+        _pipeline_registered = True
+        from transformers import AutoModelForImageClassification
+        from transformers.pipelines import PIPELINE_REGISTRY
 
-    from .pipeline_emoreg import EmoRegImageClassificationPipeline
+        from .pipeline_emoreg import EmoRegImageClassificationPipeline
 
-    PIPELINE_REGISTRY.register_pipeline(
-        PIPELINE_TASK,
-        pipeline_class=EmoRegImageClassificationPipeline,
-        pt_model=AutoModelForImageClassification,
-        type="image",
-    )
+        PIPELINE_REGISTRY.register_pipeline(
+            PIPELINE_TASK,
+            pipeline_class=EmoRegImageClassificationPipeline,
+            pt_model=AutoModelForImageClassification,
+            type="image",
+        )
+
+
+def _pipelines_loaded() -> None:
+    """`transformers.pipelines` has just run. If it was imported by `pipeline_emoreg` itself (still half
+    done), the registration waits for that module to finish (`_pipeline_module_loaded`)."""
+    half_done = sys.modules.get(f"{__name__}.pipeline_emoreg")
+    if half_done is None or hasattr(half_done, "EmoRegImageClassificationPipeline"):
+        register_pipeline()
+
+
+def _pipeline_module_loaded() -> None:
+    if "transformers.pipelines" in sys.modules:
+        register_pipeline()
 
 
 def _registering_post_init(original):
@@ -103,7 +122,8 @@ if not getattr(EmoRegConfig.__post_init__, "__wrapped__", None):
 if "transformers.pipelines" in sys.modules:
     register_pipeline()
 else:
-    sys.meta_path.insert(0, _AfterImport("transformers.pipelines", register_pipeline))
+    sys.meta_path.insert(0, _AfterImport("transformers.pipelines", _pipelines_loaded))
+    sys.meta_path.insert(0, _AfterImport(f"{__name__}.pipeline_emoreg", _pipeline_module_loaded))
 
 
 def __getattr__(name: str):

@@ -333,3 +333,17 @@ def test_import_registers_everything_without_importing_the_stack(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_pipeline_is_registered_when_its_own_module_is_imported_first():
+    """`pipeline_emoreg` imports transformers.pipelines itself (the data layer imports it for `to_rgb`): the
+    registration waits for the module to finish instead of importing it half-done."""
+    script = (
+        "import emoreg_hf.data.images as images\n"
+        "images.to_8bit_rgb([], [])  # imports pipeline_emoreg, which imports transformers.pipelines\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'emoreg-image-classification' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
