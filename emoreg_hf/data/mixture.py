@@ -83,6 +83,8 @@ def load_affective_mixture(
         label_col = pick_column(spec, loaded[train_split].features, "label")
         vocab = label_vocabulary(loaded[train_split], label_col, spec)
         stats: dict[str, Any] = {"path": spec.path, "weight": spec.weight, "streaming": spec.streaming}
+        if hasattr(loaded, "split_counts"):  # rows per value of the source's split column (FER-2013's Usage)
+            stats["split_column"] = loaded.split_counts
         if vocab is not None:
             mapping = space.map_labels(
                 vocab, source=src, label_map=spec.label_map, drop_unmapped=spec.drop_unmapped

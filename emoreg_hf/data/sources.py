@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .demo import resolve_demo_path
-from .images import check_image, to_8bit_rgb
+from .images import PixelStrings, check_image, pixels_size, to_8bit_rgb
 from .splits import column_values
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,35 @@ IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values", "picture", "photo")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "emotion", "fine_label", "class", "category")
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 PACKAGED_BUILDERS = ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset")  # read local files
+
+# Sources as their authors released them, one key away: `{preset: fer2013, data_files: /path/to/fer2013.csv}`.
+SOURCE_PRESETS: dict[str, dict[str, Any]] = {
+    # FER-2013 (Goodfellow et al. 2013) as the ICML 2013 challenge released it: fer2013.csv with `emotion`
+    # (0-6), `pixels` (48x48 grayscale, space-separated) and `Usage`, whose three values are the challenge's
+    # own splits: Training (28,709 faces) -> train, PublicTest (3,589, the public leaderboard) -> validation,
+    # PrivateTest (3,589, the final ranking) -> test.
+    "fer2013": {
+        "path": "csv",
+        "source": "fer2013",
+        "image_column": "pixels",
+        "pixels_size": 48,
+        "label_column": "emotion",
+        "label_map": {
+            "0": "angry",
+            "1": "disgust",
+            "2": "fear",
+            "3": "happy",
+            "4": "sad",
+            "5": "surprise",
+            "6": "neutral",
+        },  # fmt: skip
+        "split_column": "Usage",
+        "split_map": {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"},
+        "load_kwargs": {"skipinitialspace": True},  # some copies write `emotion, Usage, pixels`
+        "obtain": "download fer2013.csv from https://www.kaggle.com/c/challenges-in-representation-learning-"
+        "facial-expression-recognition-challenge/data and give its path as data_files",
+    },
+}
 
 
 @dataclass
@@ -58,6 +87,11 @@ class SourceSpec:
     validation_split: str | None = None  # the data set's own validation split, if its name is unusual
     load_kwargs: dict = field(default_factory=dict)  # anything else for load_dataset
     obtain: str | None = None  # how to get a gated or licensed source; shown when it is missing
+    # The image column holds pixel values as text ("70 80 82 ...", row-major, 0-255) of this size: 48 or
+    # [height, width]; one value per pixel is grayscale, three are RGB (FER-2013's `pixels`).
+    pixels_size: int | list[int] | None = None
+    split_column: str | None = None  # a column naming each row's split (FER-2013: `Usage`)
+    split_map: dict | None = None  # its values -> train / validation / test (default: the values themselves)
 
     @classmethod
     def from_any(cls, spec: SourceSpec | Mapping | str) -> SourceSpec:
@@ -65,6 +99,11 @@ class SourceSpec:
             return spec
         if isinstance(spec, str):
             return cls(path=spec)
+        if isinstance(spec, Mapping) and "preset" in spec:
+            preset = spec["preset"]
+            if preset not in SOURCE_PRESETS:
+                raise ValueError(f"unknown source preset {preset!r}; available: {sorted(SOURCE_PRESETS)}")
+            spec = {**SOURCE_PRESETS[preset], **{k: v for k, v in spec.items() if k != "preset"}}
         if not isinstance(spec, Mapping) or "path" not in spec:
             raise ValueError(f"a data source needs at least a `path`; got {spec!r}")
         allowed = {f.name for f in dataclasses.fields(cls)}
@@ -163,13 +202,85 @@ def declared_class_names(spec: SourceSpec, column: str) -> dict[str, list[str]]:
     return declared
 
 
-def _load(spec: SourceSpec, split: str | None = None):
-    """``datasets.load_dataset`` with the spec's arguments (``demo:<name>`` resolves to the cache)."""
+def _load(spec: SourceSpec):
+    """``datasets.load_dataset`` with the spec's arguments (``demo:<name>`` resolves to the cache), its rows
+    regrouped into splits by `split_column` and its pixel strings decoded (`pixels_size`), when asked."""
     kwargs = _load_kwargs(spec)
     try:
-        return datasets.load_dataset(**kwargs, split=split, streaming=spec.streaming, **spec.load_kwargs)
+        loaded = datasets.load_dataset(**kwargs, streaming=spec.streaming, **spec.load_kwargs)
     except Exception as err:
         raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}") from err
+    if spec.split_column is not None:
+        loaded = split_by_column(loaded, spec)
+    if spec.pixels_size is not None:
+        loaded = decode_pixel_strings(loaded, spec)
+    return loaded
+
+
+def split_by_column(loaded, spec: SourceSpec) -> datasets.DatasetDict:
+    """The rows of every loaded split regrouped by `spec.split_column` (FER-2013's `Usage`) into the splits
+    `spec.split_map` names; `split_counts` on the result says how many rows each value had."""
+    name, column = spec.display_name, spec.split_column
+    if spec.streaming:
+        raise ValueError(f"source {name!r}: split_column needs a map-style source; set `streaming: false`")
+    parts = list(loaded.values())
+    whole = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    if column not in whole.column_names:
+        raise ValueError(
+            f"source {name!r}: split_column {column!r} not found; columns are {whole.column_names}"
+        )
+    values = np.asarray([str(v).strip() for v in column_values(whole, column)])
+    found, counts = np.unique(values, return_counts=True)
+    mapping = {str(k): str(v) for k, v in (spec.split_map or {v: v for v in found}).items()}
+    unknown = sorted(set(map(str, found)) - set(mapping))
+    if unknown:
+        raise ValueError(
+            f"source {name!r}: column {column!r} has values {unknown} that split_map {mapping} does not name"
+        )
+    splits: dict[str, list[str]] = {}
+    for value, split in mapping.items():
+        splits.setdefault(split, []).append(value)
+    result = datasets.DatasetDict(
+        {
+            split: whole.select(np.flatnonzero(np.isin(values, names))).remove_columns(column)
+            for split, names in splits.items()
+            if np.isin(values, names).any()
+        }
+    )
+    result.split_counts = {  # type: ignore[attr-defined]
+        "column": column,
+        "rows": {str(v): int(n) for v, n in zip(found, counts)},
+        "splits": {split: names for split, names in splits.items()},
+    }
+    return result
+
+
+def decode_pixel_strings(loaded, spec: SourceSpec):
+    """Every split's pixel-string column (`image_column`, default `pixels`) as PNG images of `pixels_size`."""
+    name = spec.display_name
+    size = pixels_size(spec.pixels_size, name)
+    column = spec.image_column or "pixels"
+    out = {}
+    for split, ds in loaded.items():
+        if column not in ds.column_names:
+            raise ValueError(
+                f"source {name!r}: the pixel column {column!r} not found (set image_column); columns are "
+                f"{ds.column_names}"
+            )
+        features = ds.features.copy()
+        features[column] = datasets.Image()
+        kwargs = {} if spec.streaming else {"desc": f"{name} {split}: pixels to images"}
+        out[split] = ds.map(
+            PixelStrings(column, size, name, split),
+            batched=True,
+            with_indices=True,
+            features=features,
+            **kwargs,
+        )
+    result = (datasets.IterableDatasetDict if spec.streaming else datasets.DatasetDict)(out)
+    if hasattr(loaded, "split_counts"):
+        result.split_counts = loaded.split_counts  # type: ignore[attr-defined]
+    return result
 
 
 def load_with_train_split(spec: SourceSpec, kind: str):

@@ -10,6 +10,7 @@ from typing import Any
 import datasets
 
 from .sources import (
+    SOURCE_PRESETS,
     SourceSpec,
     check_policy,
     declared_class_names,
@@ -51,9 +52,12 @@ def resolve_target_spec(spec: str | Mapping | SourceSpec) -> SourceSpec:
         spec = dict(TARGET_PRESETS[spec])
     elif isinstance(spec, Mapping) and "preset" in spec:
         preset = spec["preset"]
-        if preset not in TARGET_PRESETS:
-            raise ValueError(f"unknown target preset {preset!r}; available: {sorted(TARGET_PRESETS)}")
-        spec = {**TARGET_PRESETS[preset], **{k: v for k, v in spec.items() if k != "preset"}}
+        if preset in TARGET_PRESETS:
+            spec = {**TARGET_PRESETS[preset], **{k: v for k, v in spec.items() if k != "preset"}}
+        elif preset not in SOURCE_PRESETS:  # a source preset (fer2013) is a target too
+            raise ValueError(
+                f"unknown target preset {preset!r}; available: {sorted(TARGET_PRESETS) + sorted(SOURCE_PRESETS)}"
+            )
     return SourceSpec.from_any(spec)
 
 
@@ -134,4 +138,9 @@ def load_target_dataset(
         logger.warning("target %r: skipped %d unreadable image(s): %s", src, bad, stats)
     result = datasets.DatasetDict(out)
     result.load_report = stats  # type: ignore[attr-defined]  # per split: rows_loaded, bad_images
+    if hasattr(loaded, "split_counts"):  # rows per value of the source's split column (FER-2013's Usage)
+        result.split_counts = loaded.split_counts  # type: ignore[attr-defined]
+        logger.info(
+            "target %r: splits from column %r: %s", src, loaded.split_counts["column"], loaded.split_counts
+        )
     return result
