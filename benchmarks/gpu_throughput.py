@@ -25,7 +25,7 @@ import time
 import torch
 from transformers import AutoModelForImageClassification, ViTConfig
 
-from emoreg_hf import EmoRegConfig, EmoRegForImageClassification
+from emoreg_hf import EmoRegConfig, EmoRegForImageClassification, registry
 
 # Dense bf16 tensor-core peak, TFLOP/s (vendor data sheets, without sparsity).
 PEAK_BF16_TFLOPS = {
@@ -66,7 +66,7 @@ def vit_config(tiny: bool, num_labels: int) -> ViTConfig:
 
 
 def build(method: str, tiny: bool, num_labels: int):
-    if method == "baseline":
+    if not registry.METHODS[method].regulated:  # one backbone alone
         return AutoModelForImageClassification.from_config(vit_config(tiny, num_labels))
     size = vit_config(tiny, num_labels).image_size
     return EmoRegForImageClassification(
@@ -105,7 +105,8 @@ def measure(method: str, compiled: bool, args, device: torch.device) -> dict:
     model = build(method, args.tiny, args.num_labels).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
-    size = model.config.task_config.image_size if method == "emoreg" else model.config.image_size
+    config = getattr(model.config, "task_config", model.config)  # EmoReg: its task pathway's input
+    size = config.image_size
     pixels = torch.randn(args.batch_size, 3, size, size, device=device)
     labels = torch.randint(0, args.num_labels, (args.batch_size,), device=device)
     autocast = (

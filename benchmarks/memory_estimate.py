@@ -52,13 +52,13 @@ def build(recipe: str, kind: str):
     """The model a recipe trains, from config (random weights): `pretrain`, `baseline` or `emoreg`."""
     from transformers import AutoModelForImageClassification
 
-    from emoreg_hf import EmoRegConfig, EmoRegForImageClassification
+    from emoreg_hf import EmoRegConfig, EmoRegForImageClassification, registry
     from emoreg_hf.models import config_from_dict
 
     if kind == "pretrain":
         return AutoModelForImageClassification.from_config(config_from_dict(RECIPES[recipe], EMOTIONS, 224))
     task = config_from_dict(RECIPES[recipe], CLASSES, 224)
-    if kind == "baseline":
+    if not registry.METHODS[kind].regulated:
         return AutoModelForImageClassification.from_config(task)
     affect = config_from_dict(RECIPES[recipe], EMOTIONS, 224)
     config = EmoRegConfig(

@@ -53,6 +53,8 @@ import threading
 import time
 from pathlib import Path
 
+from emoreg_hf import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -185,10 +187,9 @@ def recipe_command(recipe: str, case: str, stage: str, out: Path, data: dict, af
             "--task_model_name_or_path", "none", "--task_model_config", model,
             "--dataset", data["dataset"], "--load_best_model_at_end", "false",
         ]  # fmt: skip
-        if stage == "baseline":
-            script += ["--method", "baseline"]
-        else:
-            script += ["--method", "emoreg", "--affect_model_name_or_path", str(affect)]
+        script += ["--method", stage]  # a stage-2 stage is named after its method
+        if registry.METHODS[stage].uses_affect:
+            script += ["--affect_model_name_or_path", str(affect)]
     return [*launcher(case), *script, *common, *CASE_ARGS[case]]
 
 
@@ -416,7 +417,7 @@ def main() -> int:
                     out = folder / stage
                     row = {"recipe": recipe, "case": case, "stage": stage}
                     affect = None
-                    if stage == "emoreg":
+                    if stage != "pretrain" and registry.METHODS[stage].uses_affect:
                         affect = (
                             stage1_ok.get(case)
                             or stage1_ok.get("fp32")

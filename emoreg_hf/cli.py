@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .configs import EMOREG_OPTIONS, DataArguments
+from .configs import DataArguments
+from .configuration_emoreg import EmoRegOptions, option_choices
 
 # Keys that name the same thing two ways: the one given on the command line replaces the other from a YAML.
 EXCLUSIVE_KEYS = (("model_name_or_path", "model_config"), ("task_model_name_or_path", "task_model_config"))
@@ -149,12 +150,23 @@ def convert(name: str, raw: Any, tp, default: Any = None) -> Any:
     return yaml_value(raw)
 
 
+_DATA_GROUP, _EMOREG_GROUP = "data and augmentation (both stages)", "EmoReg options"
+
+
 def _group_of(script_class: type, field: dataclasses.Field) -> str:
-    if field.name in EMOREG_OPTIONS:
-        return "EmoReg options"
+    if field.name in {f.name for f in dataclasses.fields(EmoRegOptions)}:
+        return _EMOREG_GROUP
     if field.name in {f.name for f in dataclasses.fields(DataArguments)}:
-        return "data and augmentation (both stages)"
+        return _DATA_GROUP
     return f"{script_class.__doc__.strip().splitlines()[0].rstrip('.')} ({script_class.__name__})"
+
+
+def _help_text(field: dataclasses.Field) -> str:
+    """A field's help for -h: its help, its allowed words where it has a fixed set, and its default."""
+    help_text = " ".join((field.metadata.get("help") or "").split())
+    if field.metadata.get("choices") is not None:
+        help_text = f"{help_text} {', '.join(option_choices(field))}.".strip()
+    return help_text + _default_text(field)
 
 
 def _metavar(tp) -> str:
@@ -215,7 +227,12 @@ class RecipeArgumentParser(HfArgumentParser):
         """One option per field, grouped, with its help and default; values are converted after parsing."""
         hints = typing.get_type_hints(dtype)
         groups: dict[str, argparse._ArgumentGroup] = {}
-        for field in dataclasses.fields(dtype):
+        rank = {_DATA_GROUP: 0, _EMOREG_GROUP: 2}  # the recipe's own keys (1) between these two
+        ordered = sorted(
+            dataclasses.fields(dtype),
+            key=lambda f: 0 if dtype is TrainingArguments else rank.get(_group_of(dtype, f), 1),
+        )
+        for field in ordered:
             if not field.init or field.name.startswith("_"):
                 continue
             tp = hints.get(field.name, field.type)
@@ -229,7 +246,7 @@ class RecipeArgumentParser(HfArgumentParser):
                 title = _group_of(dtype, field)
             group = groups.get(title) or groups.setdefault(title, self.add_argument_group(title))
             is_bool = bool in _members(tp)
-            help_text = " ".join((field.metadata.get("help") or "").split()) + _default_text(field)
+            help_text = _help_text(field)
             group.add_argument(
                 f"--{field.name}",  # `--a-b` is read as `--a_b` before parsing
                 dest=field.name,

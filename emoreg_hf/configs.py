@@ -12,19 +12,11 @@ from typing import Any
 
 import yaml
 
-from .configuration_emoreg import AFFECT_TRAINABLE_MODES, INFLUENCE_MODES, REGULATION_MODES
+from . import registry
+from .configuration_emoreg import EmoRegOptions
 
 AUGMENTATIONS = ("none", "basic", "randaugment", "trivialaugment", "autoaugment")
-METHODS = ("emoreg", "baseline", "transfer")
-# FinetuneArguments fields that are EmoRegConfig options of the same name.
-EMOREG_OPTIONS = (
-    "influence",
-    "regulation",
-    "rho_init",
-    "aux_loss_weight",
-    "affect_trainable",
-    "affect_lr_scale",
-)
+AFFECT_INITS = ("pretrained", "random")
 
 
 def _choice(name: str, value: Any, allowed: typing.Iterable) -> None:
@@ -119,17 +111,18 @@ class PretrainArguments(DataArguments):
 
 
 @dataclass
-class FinetuneArguments(DataArguments):
-    """Stage 2: fine-tune EmoReg (or a control) on a target data set."""
+class FinetuneArguments(DataArguments, EmoRegOptions):
+    """Stage 2: fine-tune EmoReg (or a control) on a target data set.
+
+    EmoReg's options (`regulation`, `rho_init`, ...) come from `EmoRegOptions`, where they are declared once.
+    """
 
     dataset: str | dict = field(
         default="cifar10", metadata={"help": "Preset (cifar10, cifar100, demo) or a source spec."}
     )
     method: str = field(
-        default="emoreg",
-        metadata={
-            "help": "emoreg; baseline = task pathway alone; transfer = fine-tune the affective backbone."
-        },
+        default=registry.DEFAULT_METHOD,
+        metadata={"help": "; ".join(f"{m.name} = {m.description}" for m in registry.METHODS.values()) + "."},
     )
     affect_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Stage-1 checkpoint (Hub id or local dir) for the affective pathway."}
@@ -150,29 +143,18 @@ class FinetuneArguments(DataArguments):
     image_size: int | None = field(
         default=None, metadata={"help": "Input size for a task backbone built from scratch."}
     )
-    regulation: str = field(default="adaptive", metadata={"help": f"{', '.join(REGULATION_MODES)}."})
-    influence: str = field(default="concat", metadata={"help": f"{', '.join(INFLUENCE_MODES)}."})
-    rho_init: float = field(default=0.5, metadata={"help": "Initial regulation strength in [0, 1]."})
-    aux_loss_weight: float = field(default=0.5, metadata={"help": "Weight of ½(CE(z_N) + CE(z_E))."})
-    affect_trainable: str = field(
-        default="frozen", metadata={"help": f"{', '.join(AFFECT_TRAINABLE_MODES)}."}
-    )
-    affect_lr_scale: float = field(
-        default=0.1, metadata={"help": "LR multiplier of a trainable affective pathway."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("method", self.method, METHODS)
-        _choice("affect_init", self.affect_init, ("pretrained", "random"))
-        _choice("regulation", self.regulation, REGULATION_MODES)
-        _choice("influence", self.influence, INFLUENCE_MODES)
-        _choice("affect_trainable", self.affect_trainable, AFFECT_TRAINABLE_MODES)
-        if self.method in ("emoreg", "transfer") and not self.affect_model_name_or_path:
+        self.check_emoreg_options()  # checked here, when the command line is parsed: before any data is read
+        _choice("method", self.method, registry.METHODS)
+        _choice("affect_init", self.affect_init, AFFECT_INITS)
+        method = registry.METHODS[self.method]
+        if method.uses_affect and not self.affect_model_name_or_path:
             raise ValueError(
                 f"--method {self.method} needs --affect_model_name_or_path (a stage-1 checkpoint)"
             )
-        if self.method in ("emoreg", "baseline"):
+        if method.uses_task:
             if (self.task_model_name_or_path is None) == (self.task_model_config is None):
                 raise ValueError(
                     f"--method {self.method} needs exactly one of --task_model_name_or_path or --task_model_config"

@@ -7,12 +7,25 @@ This file travels to the Hub as remote code next to `modeling_emoreg.py`, so it 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 INFLUENCE_MODES = ("concat", "film")
-REGULATION_MODES = ("fixed", "learned", "adaptive")
 AFFECT_TRAINABLE_MODES = ("frozen", "all")
+
+
+def regulation_modes() -> tuple[str, ...]:
+    """The regulation modes: each one's parameters, initialisation, ρ and card formula are declared together
+    in `modeling_emoreg.REGULATIONS` (imported on use: the model file imports this one)."""
+    from .modeling_emoreg import REGULATIONS
+
+    return tuple(REGULATIONS)
+
 
 # ImageNet statistics: what most backbones (ResNet, ConvNeXt, Swin, DeiT, timm) were trained with.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -45,9 +58,68 @@ def pipeline_class():
     return EmoRegImageClassificationPipeline
 
 
-def _check_choice(field: str, value, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"EmoRegConfig.{field}={value!r} is not valid; allowed values: {', '.join(allowed)}")
+# -- EmoReg's options, declared once -------------------------------------------------------------------
+# Each option's name, default, allowed values and help live here only: `EmoRegConfig` inherits them, the
+# recipes' `FinetuneArguments` inherits them (so `-h` shows this help and a bad value is refused when the
+# command line is parsed), and the run record stores `dataclasses.asdict(emoreg_options(args))`.
+
+
+def _option(default: Any, help: str, *, choices=None, low: float = 0.0, high: float | None = None):
+    """A dataclass field for one EmoReg option: its default, help, and allowed values (a tuple of words or
+    a function returning one; otherwise a number in [low, high])."""
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high})
+
+
+@dataclass
+class EmoRegOptions:
+    """The regulation options of an EmoReg model (docs/method.md)."""
+
+    influence: str = _option("concat", "How emotion enters the emotional response:", choices=INFLUENCE_MODES)
+    regulation: str = _option("adaptive", "How ρ is set:", choices=regulation_modes)
+    rho_init: float = _option(0.5, "Initial regulation strength in [0, 1].", high=1.0)
+    aux_loss_weight: float = _option(0.5, "Weight of ½(CE(z_N) + CE(z_E)).")
+    affect_trainable: str = _option(
+        "frozen", "The affective pathway in stage 2:", choices=AFFECT_TRAINABLE_MODES
+    )
+    affect_lr_scale: float = _option(0.1, "LR multiplier of a trainable affective pathway.")
+
+    # How an error names an option: `--rho_init 1.5` on the command line, `EmoRegConfig.rho_init=1.5` in a model.
+    option_format: ClassVar[str] = "--{name} {value!r}"
+
+    def __post_init__(self):
+        self.check_emoreg_options()
+
+    def check_emoreg_options(self) -> None:
+        """The one validator of the options: a value outside its choices or bounds is a `ValueError` that
+        names the option and what is allowed."""
+        for option in dataclasses.fields(EmoRegOptions):
+            value, meta = getattr(self, option.name), option.metadata
+            shown = self.option_format.format(name=option.name, value=value)
+            if meta["choices"] is not None:
+                allowed = option_choices(option)
+                if value not in allowed:
+                    raise ValueError(f"{shown} is not valid; allowed values: {', '.join(allowed)}")
+                continue
+            low, high = meta["low"], meta["high"]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or value < low or (high is not None and value > high):
+                bounds = (
+                    f"{option.name} >= {low:g}" if high is None else f"{low:g} <= {option.name} <= {high:g}"
+                )
+                raise ValueError(f"{shown} is not valid; allowed values: {bounds}")
+
+
+def option_choices(option: dataclasses.Field) -> tuple[str, ...]:
+    """The allowed words of a choice option (None for a numeric one)."""
+    choices = option.metadata.get("choices")
+    return choices() if isinstance(choices, Callable) else choices
+
+
+def emoreg_options(source: Any) -> EmoRegOptions:
+    """The EmoReg options of anything that carries them (recipe arguments, an `EmoRegConfig`), checked."""
+    return EmoRegOptions(
+        **{option.name: getattr(source, option.name) for option in dataclasses.fields(EmoRegOptions)}
+    )
 
 
 def _check_triplet(field: str, value) -> None:
@@ -66,7 +138,7 @@ def _check_size(field: str, value) -> None:
         raise ValueError(f"EmoRegConfig.{field} must be [height, width] in pixels, got {value!r}")
 
 
-class EmoRegConfig(PreTrainedConfig):
+class EmoRegConfig(PreTrainedConfig, EmoRegOptions):
     r"""
     Configuration of [`EmoRegForImageClassification`].
 
@@ -96,14 +168,11 @@ class EmoRegConfig(PreTrainedConfig):
         "affect_config": SubConfigSpec(config_class=AutoConfig, model_type="vit"),
     }
 
+    option_format = "EmoRegConfig.{name}={value!r}"
+
     task_config: dict | PreTrainedConfig | None = None
     affect_config: dict | PreTrainedConfig | None = None
-    influence: str = "concat"
-    regulation: str = "adaptive"
-    rho_init: float = 0.5
-    aux_loss_weight: float = 0.5
-    affect_trainable: str = "frozen"
-    affect_lr_scale: float = 0.1
+    # influence, regulation, rho_init, aux_loss_weight, affect_trainable, affect_lr_scale: EmoRegOptions
     task_image_size: list[int] | None = None
     task_image_mean: list[float] | None = None
     task_image_std: list[float] | None = None
@@ -126,21 +195,7 @@ class EmoRegConfig(PreTrainedConfig):
                 f"EmoRegConfig has num_labels={self.num_labels} but its task_config has num_labels={n_task}; "
                 "they must match (the task pathway's classifier is the non-emotional head)"
             )
-        _check_choice("influence", self.influence, INFLUENCE_MODES)
-        _check_choice("regulation", self.regulation, REGULATION_MODES)
-        _check_choice("affect_trainable", self.affect_trainable, AFFECT_TRAINABLE_MODES)
-        if not isinstance(self.rho_init, (int, float)) or not 0.0 <= self.rho_init <= 1.0:
-            raise ValueError(
-                f"EmoRegConfig.rho_init={self.rho_init!r} is not valid; allowed values: 0 <= rho_init <= 1"
-            )
-        if not isinstance(self.aux_loss_weight, (int, float)) or self.aux_loss_weight < 0:
-            raise ValueError(
-                f"EmoRegConfig.aux_loss_weight={self.aux_loss_weight!r} is not valid; allowed values: >= 0"
-            )
-        if not isinstance(self.affect_lr_scale, (int, float)) or self.affect_lr_scale < 0:
-            raise ValueError(
-                f"EmoRegConfig.affect_lr_scale={self.affect_lr_scale!r} is not valid; allowed values: >= 0"
-            )
+        self.check_emoreg_options()
         for prefix in ("task", "affect"):
             _check_size(f"{prefix}_image_size", getattr(self, f"{prefix}_image_size"))
             _check_triplet(f"{prefix}_image_mean", getattr(self, f"{prefix}_image_mean"))
@@ -167,4 +222,13 @@ class EmoRegConfig(PreTrainedConfig):
         )
 
 
-__all__ = ["PIPELINE_TASK", "EmoRegConfig", "default_custom_pipelines", "pipeline_class"]
+__all__ = [
+    "PIPELINE_TASK",
+    "EmoRegConfig",
+    "EmoRegOptions",
+    "default_custom_pipelines",
+    "emoreg_options",
+    "option_choices",
+    "pipeline_class",
+    "regulation_modes",
+]

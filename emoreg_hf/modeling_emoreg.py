@@ -26,6 +26,86 @@ from .configuration_emoreg import IMAGENET_MEAN, IMAGENET_STD, EmoRegConfig
 _RHO_EPS = 1e-4  # keeps logit(rho_init) finite for rho_init in {0, 1}
 
 
+class RegulationMode:
+    """One way to set ρ, declared in one place: the parameters it adds to the model (`build`), their
+    initialisation at `rho_init` (`init`), ρ per image (`rho`), and the formula a model card prints for
+    it (LaTeX; `{rho_init}` is replaced by the checkpoint's value). A new mode is one subclass added to
+    `REGULATIONS`; `EmoRegConfig` accepts exactly the names listed there."""
+
+    description: str = ""
+    formula: str = ""
+
+    def build(self, model: EmoRegForImageClassification, d_task: int, n_emotions: int) -> None:
+        """Add the mode's parameters to `model` (none by default)."""
+
+    def init(self, model: EmoRegForImageClassification, module: nn.Module, rho_init: float) -> bool:
+        """Initialise `module` if it is this mode's own; True when it was."""
+        return False
+
+    def rho(self, model: EmoRegForImageClassification, h_task: torch.Tensor, emotion_probs: torch.Tensor):
+        raise NotImplementedError
+
+    def card_formula(self, rho_init: float) -> str:
+        return self.formula.replace("{rho_init}", str(rho_init))
+
+
+class FixedRegulation(RegulationMode):
+    description = "constant ρ"
+    formula = r"z = (1-\rho)\, z_N + \rho\, z_E, \qquad \rho = {rho_init} \text{ (fixed)}"
+
+    def rho(self, model, h_task, emotion_probs):
+        return h_task.new_full((h_task.shape[0],), float(model.config.rho_init))
+
+
+class LearnedRegulation(RegulationMode):
+    description = "one learned ρ"
+    formula = (
+        r"z = (1-\rho)\, z_N + \rho\, z_E, \qquad \rho = \sigma(\theta) \text{ (one learned scalar, "
+        r"initialised at } {rho_init})"
+    )
+
+    def build(self, model, d_task, n_emotions):
+        model.rho_logit = nn.Parameter(torch.zeros(()))
+
+    def init(self, model, module, rho_init):
+        if module is not model:
+            return False
+        init.constant_(model.rho_logit, _logit(rho_init))
+        return True
+
+    def rho(self, model, h_task, emotion_probs):
+        return torch.sigmoid(model.rho_logit).to(h_task.dtype).expand(h_task.shape[0])
+
+
+class AdaptiveRegulation(RegulationMode):
+    description = "ρ(x) per image"
+    formula = (
+        r"z = (1-\rho(x))\, z_N + \rho(x)\, z_E, \qquad \rho(x) = \sigma\big(w^\top [\,h_T(x);\ e(x)\,] + b\big) "
+        r"\text{ (per image, initialised at } \approx {rho_init})"
+    )
+
+    def build(self, model, d_task, n_emotions):
+        model.regulator = nn.Linear(d_task + n_emotions, 1)
+
+    def init(self, model, module, rho_init):
+        if module is not model.regulator:
+            return False
+        init.zeros_(module.weight)  # ρ(x) starts equal for every image: at rho_init
+        init.constant_(module.bias, _logit(rho_init))
+        return True
+
+    def rho(self, model, h_task, emotion_probs):
+        return torch.sigmoid(model.regulator(torch.cat([h_task, emotion_probs], dim=-1))).squeeze(-1)
+
+
+#: The regulation modes by name (`EmoRegConfig.regulation`).
+REGULATIONS: dict[str, RegulationMode] = {
+    "fixed": FixedRegulation(),
+    "learned": LearnedRegulation(),
+    "adaptive": AdaptiveRegulation(),
+}
+
+
 @dataclass
 class EmoRegImageClassifierOutput(ImageClassifierOutput):
     """Regulated logits plus what the model felt (`emotion_probs`) and how much it counted (`regulation`)."""
@@ -48,20 +128,17 @@ class EmoRegPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Heads start small; the regulator starts at ρ = rho_init; FiLM starts as the identity."""
+        """Heads start small; the regulation starts at ρ = rho_init; FiLM starts as the identity."""
         cfg = self.config
-        if module is getattr(self, "regulator", None):
-            init.zeros_(module.weight)
-            init.constant_(module.bias, _logit(cfg.rho_init))
-        elif module is getattr(self, "film", None):
+        if REGULATIONS[cfg.regulation].init(self, module, cfg.rho_init):
+            return
+        if module is getattr(self, "film", None):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        if isinstance(module, EmoRegForImageClassification) and module.rho_logit is not None:
-            init.constant_(module.rho_logit, _logit(cfg.rho_init))
 
 
 def _logit(p: float) -> float:
@@ -86,10 +163,14 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         else:
             self.film = nn.Linear(n_emotions + d_affect, 2 * d_task)
             self.emotional_head = nn.Linear(d_task, n_labels)
-        self.regulator = nn.Linear(d_task + n_emotions, 1) if config.regulation == "adaptive" else None
-        self.rho_logit = nn.Parameter(torch.zeros(())) if config.regulation == "learned" else None
+        self.regulator, self.rho_logit = None, None  # the regulation mode adds the ones it uses
+        self.regulation_mode.build(self, d_task, n_emotions)
         self.post_init()
         self._apply_affect_trainable()
+
+    @property
+    def regulation_mode(self) -> RegulationMode:
+        return REGULATIONS[self.config.regulation]
 
     # -- construction ---------------------------------------------------------------------------------
 
@@ -271,15 +352,6 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
                     f"labels must be class ids in [0, {n}) for the {n} task classes, got {low}..{high}"
                 )
 
-    def _regulation(self, h_task: torch.Tensor, emotion_probs: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        batch = h_task.shape[0]
-        if cfg.regulation == "fixed":
-            return h_task.new_full((batch,), float(cfg.rho_init))
-        if cfg.regulation == "learned":
-            return torch.sigmoid(self.rho_logit).to(h_task.dtype).expand(batch)
-        return torch.sigmoid(self.regulator(torch.cat([h_task, emotion_probs], dim=-1))).squeeze(-1)
-
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -309,7 +381,7 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
             influenced = h_task * (1 + gamma) + beta
         logits_emotional = self.emotional_head(influenced)
 
-        rho = self._regulation(h_task, emotion_probs)
+        rho = self.regulation_mode.rho(self, h_task, emotion_probs)
         logits = (1 - rho)[:, None] * logits_non_emotional + rho[:, None] * logits_emotional
 
         loss = None
@@ -369,4 +441,10 @@ def _processor_geometry(name_or_path: str) -> dict:
     return geometry
 
 
-__all__ = ["EmoRegForImageClassification", "EmoRegImageClassifierOutput", "EmoRegPreTrainedModel"]
+__all__ = [
+    "REGULATIONS",
+    "EmoRegForImageClassification",
+    "EmoRegImageClassifierOutput",
+    "EmoRegPreTrainedModel",
+    "RegulationMode",
+]

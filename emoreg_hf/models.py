@@ -3,8 +3,11 @@ EmoReg model or one of its controls (the task backbone alone, or the affective b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+
+from . import registry
 
 DEFAULT_MEAN = [0.5, 0.5, 0.5]
 DEFAULT_STD = [0.5, 0.5, 0.5]
@@ -85,15 +88,20 @@ def checkpoint_config(option: str, name_or_path: str) -> dict:
         ) from None
 
 
+def checkpoint_options(args) -> list[str]:
+    """The checkpoint options a recipe's arguments use: stage 1's backbone, or the pathways of the method."""
+    method = registry.method(getattr(args, "method", None))
+    if method is None:
+        return ["model_name_or_path"]
+    return [f"{pathway}_model_name_or_path" for pathway in method.pathways]
+
+
 def check_checkpoints(args) -> None:
     """Before any data is loaded: every checkpoint the recipe names exists, and a stage-1 checkpoint is an
     emotion model (its config carries the emotion taxonomy stage 1 writes)."""
-    method = getattr(args, "method", None)
-    for option in ("model_name_or_path", "task_model_name_or_path", "affect_model_name_or_path"):
+    for option in checkpoint_options(args):
         value = getattr(args, option, None)
-        if not value or (option == "affect_model_name_or_path" and method == "baseline"):
-            continue
-        if option == "task_model_name_or_path" and method == "transfer":
+        if not value:
             continue
         config = checkpoint_config(option, value)
         if option == "affect_model_name_or_path" and not config.get("emotion_taxonomy"):
@@ -104,6 +112,12 @@ def check_checkpoints(args) -> None:
                 "Point it at a stage-1 output_dir; for an emotion classifier trained elsewhere, add "
                 "`emotion_taxonomy` to its config.json."
             )
+
+
+def emotion_labels(model) -> list[str] | None:
+    """The emotions of an EmoReg model's affective pathway, in the order of its `emotion_probs`; None for a
+    model without one (its evaluation has no regulation statistics)."""
+    return model.config.emotion_labels if hasattr(model.config, "affect_config") else None
 
 
 def build_pretrain_model(args, emotion_names):
@@ -123,19 +137,23 @@ def build_pretrain_model(args, emotion_names):
         )
     # Provenance that travels inside config.json, so stage 2 (and its card) knows what the experience means.
     model.config.emotion_taxonomy = args.taxonomy
-    model.config.shuffled_emotion_labels = bool(args.shuffle_labels)
+    for flag, value in registry.stage1_checkpoint_flags(args).items():  # e.g. shuffled_emotion_labels
+        setattr(model.config, flag, value)
     return model, model_geometry
 
 
 def build_finetune_model(args, label_names):
-    """Stage 2 for `method`: EmoReg, the task pathway alone (baseline) or the affective backbone (transfer)."""
+    """Stage 2 for `method` (see `registry.METHODS`): a regulated model of both pathways (EmoReg), or the one
+    pathway an unregulated method has, fine-tuned alone (the task backbone: baseline; the affective
+    backbone: transfer)."""
     from transformers import AutoModelForImageClassification
 
-    from .configs import EMOREG_OPTIONS
+    from .configuration_emoreg import emoreg_options
     from .modeling_emoreg import EmoRegForImageClassification
 
+    method = registry.METHODS[args.method]
     labels = _labels(label_names)
-    if args.method == "transfer":
+    if not method.uses_task:  # the affective backbone itself
         model = AutoModelForImageClassification.from_pretrained(
             args.affect_model_name_or_path, ignore_mismatched_sizes=True, **labels
         )
@@ -144,7 +162,7 @@ def build_finetune_model(args, label_names):
         return model, geometry(args.affect_model_name_or_path, args.image_size)
 
     task_geometry = geometry(args.task_model_name_or_path, args.image_size)
-    if args.method == "baseline":
+    if not method.regulated:  # the task backbone alone
         if args.task_model_name_or_path:
             model = AutoModelForImageClassification.from_pretrained(
                 args.task_model_name_or_path, ignore_mismatched_sizes=True, **labels
@@ -165,7 +183,7 @@ def build_finetune_model(args, label_names):
         task_image_size=task_geometry["size"],
         task_image_mean=task_geometry["mean"],
         task_image_std=task_geometry["std"],
-        **{option: getattr(args, option) for option in EMOREG_OPTIONS},
+        **dataclasses.asdict(emoreg_options(args)),
         **labels,
     )
     if args.affect_init == "random":

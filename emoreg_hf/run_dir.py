@@ -50,7 +50,7 @@ RUN_OUTPUTS = (
     "test_results.json",
     "trainer_state.json",
     "predictions_*.json",
-    "data_report.json",
+    "data_report.json",  # DATA_REPORT_FILE
     RECORD_FILE,
     "README.md",
     "plots",
@@ -58,6 +58,7 @@ RUN_OUTPUTS = (
     "checkpoint-*",
     "last-checkpoint",  # downloaded by --resume_from_checkpoint org/name
 )
+DATA_REPORT_FILE = "data_report.json"
 LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir)
 _LOCKS: list = []  # (open lock file, its path, whether this run created the folder), until exit
 atexit.register(lambda: release_output_dirs())
@@ -356,6 +357,10 @@ def finish_run(
     from .publish import push_from_training_args, write_model_card
 
     output_dir = training_args.output_dir
+    files = dict(files)
+    if record_fields.get("data_report") is not None:  # stage 1's per-source counts, also as a file of its own
+        Path(output_dir, DATA_REPORT_FILE).write_text(json.dumps(record_fields["data_report"], indent=2))
+        files["data_report"] = DATA_REPORT_FILE
     record = RunRecord(
         seed=training_args.seed,
         command=command_line(),

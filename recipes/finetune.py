@@ -7,11 +7,10 @@
 CONFIG it runs the embedded synthetic demo (recipes/demo/finetune.yaml) on the output of the demo pretrain.
 """
 
-import os
 from pathlib import Path
 
 from emoreg_hf.cli import RecipeArgumentParser, run_script
-from emoreg_hf.configs import EMOREG_OPTIONS, FinetuneArguments
+from emoreg_hf.configs import FinetuneArguments
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "finetune.yaml"
 
@@ -23,10 +22,10 @@ def main() -> None:
     from transformers import set_seed
 
     from emoreg_hf.callbacks import PushAtEverySave
-    from emoreg_hf.data import is_synthetic, load_target_dataset, resolve_target_spec
-    from emoreg_hf.models import build_finetune_model, check_checkpoints
+    from emoreg_hf.data import load_target_dataset, resolve_target_spec
+    from emoreg_hf.models import build_finetune_model, check_checkpoints, emotion_labels
+    from emoreg_hf.recording import finetune_fields
     from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
-    from emoreg_hf.run_record import DatasetRecord
     from emoreg_hf.training import (
         EmoRegTrainer,
         build_compute_metrics,
@@ -64,7 +63,6 @@ def main() -> None:
 
     model, model_geometry = build_finetune_model(args, label_names)
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(label_names))
-    emotion_names = model.config.emotion_labels if args.method == "emoreg" else None
 
     clear_earlier_run(training_args, overwrite=args.overwrite_output_dir)
     choose_intervals(
@@ -77,7 +75,7 @@ def main() -> None:
         eval_dataset=prepared["validation"],
         data_collator=collator,
         processing_class=processor,
-        compute_metrics=build_compute_metrics(label_names, emotion_names),
+        compute_metrics=build_compute_metrics(label_names, emotion_labels(model)),
         preprocess_logits_for_metrics=keep_logits_for_metrics,
         finisher=finisher,
     )
@@ -86,8 +84,6 @@ def main() -> None:
     results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=label_names)
 
     if trainer.is_world_process_zero():
-        affect = args.affect_model_name_or_path if args.method != "baseline" else None
-        affect_config = getattr(model.config, "affect_config", model.config)  # transfer: the model itself
         finish_run(
             training_args,
             args,
@@ -97,31 +93,7 @@ def main() -> None:
             files=files,
             push=hub,
             headline="test_accuracy",
-            stage="finetune",
-            method=args.method,
-            label_names=list(label_names),
-            datasets=[
-                DatasetRecord(target.path, target.display_name, {n: len(s) for n, s in splits.items()})
-            ],
-            synthetic_data=is_synthetic(target),
-            models={
-                "task": args.task_model_name_or_path if args.method != "transfer" else None,
-                "task_config": args.task_model_config if args.method != "transfer" else None,
-                "affect": affect,
-                "affect_path": os.path.abspath(affect) if affect and os.path.isdir(affect) else None,
-                "architecture": model.config.model_type,
-            },
-            base_models=[
-                m for m in (args.task_model_name_or_path if args.method != "transfer" else None, affect) if m
-            ],
-            taxonomy={"name": getattr(affect_config, "emotion_taxonomy", None), "names": list(emotion_names)}
-            if emotion_names
-            else None,
-            emoreg={key: getattr(args, key) for key in EMOREG_OPTIONS} if args.method == "emoreg" else None,
-            controls={
-                "no_pretraining": args.affect_init == "random",
-                "shuffled_emotion": bool(getattr(affect_config, "shuffled_emotion_labels", False)),
-            },
+            **finetune_fields(args, model, target, splits),
         )
 
 

@@ -5,8 +5,6 @@
 With no CONFIG it runs the embedded synthetic demo (recipes/demo/pretrain.yaml).
 """
 
-import json
-import os
 from pathlib import Path
 
 from emoreg_hf.cli import RecipeArgumentParser, run_script
@@ -22,17 +20,16 @@ def main() -> None:
     from transformers import set_seed
 
     from emoreg_hf.callbacks import PushAtEverySave
-    from emoreg_hf.data import SourceSpec, check_sources_available, is_synthetic, load_affective_mixture
+    from emoreg_hf.data import check_sources_available, load_affective_mixture
     from emoreg_hf.models import build_pretrain_model, check_checkpoints
+    from emoreg_hf.recording import pretrain_fields
     from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
-    from emoreg_hf.run_record import DatasetRecord
     from emoreg_hf.taxonomy import get_label_space
     from emoreg_hf.training import (
         EmoRegTrainer,
         build_compute_metrics,
         cap,
         input_pipeline,
-        rows_per_source,
         setup_logging,
         train_and_evaluate,
     )
@@ -86,32 +83,16 @@ def main() -> None:
     results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=space.names)
 
     if trainer.is_world_process_zero():
-        with open(os.path.join(training_args.output_dir, "data_report.json"), "w") as f:
-            json.dump(data_report, f, indent=2)
-        specs = [SourceSpec.from_any(s) for s in args.affective_sources]
-        used = rows_per_source(splits, data_report)
         finish_run(
             training_args,
             args,
             config_path=config_path,
             image_size=model_geometry["size"],
             results=results,
-            files={**files, "data_report": "data_report.json"},
+            files=files,
             push=hub,
             headline="eval_accuracy",
-            stage="pretrain",
-            label_names=list(space.names),
-            datasets=[DatasetRecord(s.path, s.display_name, used[s.display_name]) for s in specs],
-            synthetic_data=any(is_synthetic(s) for s in specs),
-            models={
-                "model": args.model_name_or_path,
-                "model_config": args.model_config,
-                "architecture": model.config.model_type,
-            },
-            base_models=[args.model_name_or_path] if args.model_name_or_path else [],
-            taxonomy={"name": space.name, "names": list(space.names)},
-            controls={"shuffle_labels": args.shuffle_labels},
-            data_report=data_report,
+            **pretrain_fields(args, model, splits, data_report),
         )
 
 

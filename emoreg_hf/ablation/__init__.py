@@ -11,17 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import registry
 from ..cli import split_config_argument
-from .config import (
-    CONTROL_PAIRS,
-    DEFAULT_METHODS,
-    DESCRIPTIONS,
-    METHODS,
-    PRETRAIN_VARIANTS,
-    AblationConfig,
-    load_config,
-    parse_overrides,
-)
+from .config import AblationConfig, load_config, parse_overrides
 from .report import collect_records, plot_results, render_markdown, summarize, write_report
 from .runner import Logger, PlannedRun, plan_runs, run_matrix
 
@@ -41,7 +33,8 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     matrix.add_argument(
         "--methods",
         metavar="A,B",
-        help=f"methods to run (default: {', '.join(DEFAULT_METHODS)}); available: {', '.join(METHODS)}",
+        help=f"methods to run (default: {', '.join(registry.default_arms())}); available: "
+        f"{', '.join(registry.MATRIX)}",
     )
     matrix.add_argument(
         "--seeds", metavar="N | A,B", help="a count (3 = seeds 0, 1, 2; the default) or a list"
@@ -92,11 +85,6 @@ def main(
 
 
 __all__ = [
-    "CONTROL_PAIRS",
-    "DEFAULT_METHODS",
-    "DESCRIPTIONS",
-    "METHODS",
-    "PRETRAIN_VARIANTS",
     "AblationConfig",
     "Logger",
     "PlannedRun",

@@ -9,43 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import registry
 from ..cli import read_overrides, read_yaml, yaml_value
 
-#: method -> (stage-1 variant it needs or None, finetune keys that define it). One switch each.
-METHODS: dict[str, tuple[str | None, dict[str, Any]]] = {
-    "baseline": (None, {"method": "baseline"}),
-    "transfer": ("normal", {"method": "transfer"}),
-    "emoreg_fixed": ("normal", {"method": "emoreg", "regulation": "fixed"}),
-    "emoreg_learned": ("normal", {"method": "emoreg", "regulation": "learned"}),
-    "emoreg_adaptive": ("normal", {"method": "emoreg", "regulation": "adaptive"}),
-    "shuffled_emotion": ("shuffled", {"method": "emoreg", "regulation": "adaptive"}),
-    "no_pretraining": ("normal", {"method": "emoreg", "regulation": "adaptive", "affect_init": "random"}),
-    # Optional, not in the default seven: the shuffled-label control for `transfer`.
-    "transfer_shuffled": ("shuffled", {"method": "transfer"}),
-}
-#: the seven methods run when a config names none: EmoReg's three variants and their controls.
-DEFAULT_METHODS = [m for m in METHODS if m != "transfer_shuffled"]
-#: (method, its control): "is it the emotion?" comparisons reported when both ran.
-CONTROL_PAIRS = (
-    ("emoreg_adaptive", "shuffled_emotion"),
-    ("emoreg_adaptive", "no_pretraining"),
-    ("transfer", "transfer_shuffled"),
-)
-#: stage-1 variant -> pretrain keys. `shuffled`: same pixels and compute, permuted emotion labels.
-PRETRAIN_VARIANTS: dict[str, dict[str, Any]] = {
-    "normal": {"shuffle_labels": False},
-    "shuffled": {"shuffle_labels": True},
-}
-DESCRIPTIONS = {
-    "baseline": "task pathway alone (ρ = 0)",
-    "transfer": "fine-tune the affective backbone directly",
-    "emoreg_fixed": "EmoReg, constant ρ",
-    "emoreg_learned": "EmoReg, one learned ρ",
-    "emoreg_adaptive": "EmoReg, ρ(x) per image",
-    "shuffled_emotion": "EmoReg adaptive on a shuffled-label stage 1",
-    "no_pretraining": "EmoReg adaptive, random affective pathway",
-    "transfer_shuffled": "transfer from a shuffled-label stage 1",
-}
+# The matrix's entries ("methods" on the command line: baseline, transfer, emoreg_fixed, ..., and the
+# controls) and the stage-1 variants they read are declared in `emoreg_hf.registry` (MATRIX, CONTROLS,
+# STAGE1_VARIANTS); this module only reads them.
 # Recipe keys that the runner sets itself; a stage config may not pin them.
 RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
 
@@ -53,20 +22,20 @@ RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
 @dataclass
 class AblationConfig:
     """`pretrain` / `finetune`: recipe keys for each stage (a `config:` key names a recipe YAML to start
-    from); `methods`: names from `METHODS`; `seeds`: the training seeds (stage 1 and 2 use the same)."""
+    from); `methods`: entries of `registry.MATRIX`; `seeds`: the training seeds (stage 1 and 2 use the same)."""
 
     pretrain: dict
     finetune: dict
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    methods: list[str] = field(default_factory=registry.default_arms)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     output_dir: str = "outputs/ablations/run"
     title: str | None = None
     notes: str = ""
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in registry.MATRIX]
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; available: {list(METHODS)}")
+            raise ValueError(f"unknown method(s) {unknown}; available: {list(registry.MATRIX)}")
         if not self.seeds:
             raise ValueError("seeds must be a positive count or a non-empty list")
 
@@ -185,7 +154,7 @@ def load_config(
     return AblationConfig(
         pretrain=stages["pretrain"],
         finetune=stages["finetune"],
-        methods=_methods(merged.get("methods", list(DEFAULT_METHODS))),
+        methods=_methods(merged.get("methods", registry.default_arms())),
         seeds=_seeds(merged.get("seeds", 3)),
         output_dir=str(merged.get("output_dir", "outputs/ablations/run")),
         title=merged.get("title"),

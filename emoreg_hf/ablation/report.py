@@ -12,20 +12,18 @@ from typing import Any
 
 import jinja2
 
-from .. import stats
+from .. import registry, stats
 from ..metrics import METRIC_NAMES
 from ..run_record import RECORD_FILE, RunRecord, load_run_record
 from ..templates import read_template
-from .config import CONTROL_PAIRS, DESCRIPTIONS, PRETRAIN_VARIANTS, AblationConfig
-
-CONTROLS = ("shuffled_emotion", "no_pretraining", "transfer_shuffled")
+from .config import AblationConfig
 
 
 def collect_records(output_dir: str | Path, methods: Sequence[str], seeds: Sequence[int]) -> dict:
     """`{"finetune": {method: {seed: RunRecord}}, "pretrain": {variant: {seed: RunRecord}}}` of finished runs."""
     root = Path(output_dir)
     found: dict[str, dict[str, dict[int, RunRecord]]] = {"finetune": {}, "pretrain": {}}
-    for stage, names in (("finetune", methods), ("pretrain", list(PRETRAIN_VARIANTS))):
+    for stage, names in (("finetune", methods), ("pretrain", list(registry.STAGE1_VARIANTS))):
         for name in names:
             for seed in seeds:
                 folder = root / stage / name / f"seed{seed}"
@@ -37,13 +35,14 @@ def collect_records(output_dir: str | Path, methods: Sequence[str], seeds: Seque
 def summarize(
     records: dict[str, dict[int, dict]],
     *,
-    baseline: str = "baseline",
-    pairs: Sequence[tuple[str, str]] = CONTROL_PAIRS,
+    baseline: str = registry.REFERENCE_ARM,
+    pairs: Sequence[tuple[str, str]] | None = None,
     split: str | None = None,
     confidence: float = stats.CONFIDENCE,
 ) -> dict:
     """Statistics per method over seeds, paired differences to `baseline` (with the smallest difference
-    the design detects at 80% power), and each (method, control) pair of `pairs` that ran.
+    the design detects at 80% power), and each (method, control) pair of `pairs` that ran (by default
+    every control of the registry with the arm it pairs with).
 
     `records`: `{method: {seed: all_results}}`. `split`: `test` (default when present) or `eval`.
     """
@@ -62,12 +61,13 @@ def summarize(
         values = series(method, key)
         return stats.describe(list(values.values()), confidence) if values else None
 
+    pairs = registry.control_pairs() if pairs is None else pairs
     methods: dict[str, Any] = {}
     for method, runs in records.items():
         if not runs:
             continue
         entry: dict[str, Any] = {
-            "description": DESCRIPTIONS.get(method, method),
+            "description": registry.MATRIX[method].description if method in registry.MATRIX else method,
             "seeds": sorted(runs),
             "n": len(runs),
             "metrics": {},
@@ -140,21 +140,20 @@ def _sentence(name: str, other: str, difference: dict, level: int) -> str:
     )
 
 
-def _control_conclusion(comparison: dict) -> str:
-    """What a method vs its shuffled-label control says about emotion, in one sentence."""
-    name, control = comparison["method"], comparison["versus"]
-    if comparison["verdict"] == "higher":
-        return (
-            f"{name} beats its shuffled-label control ({control}) beyond noise: at this scale the emotion "
-            "labels, not only the stage-1 pixels and compute, carry the difference."
-        )
-    if comparison["verdict"] == "lower":
-        return f"{name} is below its shuffled-label control ({control}) beyond noise: the emotion labels did not help."
-    extra = "the second pathway, " if name.startswith("emoreg") else ""
-    return (
-        f"{name} cannot be told apart from its shuffled-label control ({control}): these runs do not "
-        f"establish that emotion, rather than {extra}the stage-1 pixels and compute, causes any difference."
-    )
+def _conclusion(comparison: dict) -> dict | None:
+    """What the report concludes from a method against its control, as values for the template's
+    conclusion block of that control (`registry.Control.conclusion`); None when the control draws none."""
+    control = registry.CONTROLS.get(comparison["versus"])
+    if control is None or control.conclusion is None:
+        return None
+    arm = registry.MATRIX.get(comparison["method"])
+    return {
+        "kind": control.conclusion,
+        "method": comparison["method"],
+        "control": comparison["versus"],
+        "verdict": comparison["verdict"],
+        "two_pathways": arm is not None and arm.method.regulated,  # the second pathway is another cause
+    }
 
 
 def _power_statement(summary: dict) -> str | None:
@@ -237,11 +236,7 @@ def render_markdown(
             if entry.get("vs_baseline") is not None
         ],
         "comparisons": [_sentence(c["method"], c["versus"], c, level) for c in summary["comparisons"]],
-        "conclusions": [
-            _control_conclusion(c)
-            for c in summary["comparisons"]
-            if c["versus"] in ("shuffled_emotion", "transfer_shuffled")
-        ],
+        "conclusions": [c for c in map(_conclusion, summary["comparisons"]) if c is not None],
         "power": _power_statement(summary),
         "few_seeds": few_seeds,
         "multiplicity": multiplicity,
@@ -268,7 +263,10 @@ def plot_results(summary: dict, path: str | Path) -> Path:
         [100 * (s["ci_high"] - s["mean"]) if s.get("ci_high") is not None else 0.0 for s in described],
     ]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 1), 3.8), dpi=120)
-    colors = ["#888888" if m == "baseline" else ("#c44e52" if m in CONTROLS else "#4c72b0") for m in names]
+    colors = [
+        "#888888" if m == summary.get("baseline") else ("#c44e52" if m in registry.CONTROLS else "#4c72b0")
+        for m in names
+    ]
     ax.bar(range(len(names)), means, yerr=errors, capsize=4, color=colors)
     baseline = summary.get("baseline")
     if baseline and summary["methods"][baseline]["metrics"].get("accuracy"):

@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from .. import registry
 from ..run_record import RECORD_FILE, load_run_record
-from .config import METHODS, PRETRAIN_VARIANTS, AblationConfig
+from .config import AblationConfig
 
 
 @dataclass
@@ -44,22 +45,19 @@ def plan_runs(config: AblationConfig) -> list[PlannedRun]:
     out_root = Path(config.output_dir)
     runs: list[PlannedRun] = []
     for seed in config.seeds:
-        variants = []
-        for method in config.methods:
-            variant = METHODS[method][0]
-            if variant is not None and variant not in variants:
-                variants.append(variant)
-        for variant in sorted(variants, key=list(PRETRAIN_VARIANTS).index):
+        variants = {registry.MATRIX[method].stage1 for method in config.methods} - {None}
+        for variant in [v for v in registry.STAGE1_VARIANTS if v in variants]:
             run_dir = out_root / "pretrain" / variant / f"seed{seed}"
             values = {
                 **config.pretrain,
-                **PRETRAIN_VARIANTS[variant],
+                **registry.STAGE1_VARIANTS[variant].switches,
                 "seed": seed,
                 "output_dir": str(run_dir),
             }
             runs.append(PlannedRun("pretrain", f"pretrain/{variant}/seed{seed}", None, seed, run_dir, values))
         for method in config.methods:
-            variant, switches = METHODS[method]
+            arm = registry.MATRIX[method]
+            variant, switches = arm.stage1, arm.switches
             run_dir = out_root / "finetune" / method / f"seed{seed}"
             values = {**config.finetune, **switches, "seed": seed, "output_dir": str(run_dir)}
             needs = None

@@ -4,6 +4,7 @@ page is never typed in by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .. import registry
 from ..run_record import load_run_record
 from ..templates import read_template
 from .plots import make_plots
@@ -124,7 +126,8 @@ def _backbones(run: RunFolder, stage1: RunFolder | None) -> dict[str, str]:
         affect_text = _hub_link(affect)
     elif affect:
         affect_text = f"the stage-1 checkpoint from the local folder `{affect}` (not on the Hub"
-        affect_text += "; its weights are part of this repository)" if run.method == "emoreg" else ")"
+        regulated = registry.METHODS[run.method].regulated  # the pathway is kept inside the model
+        affect_text += "; its weights are part of this repository)" if regulated else ")"
         if stage1 is not None and stage1.record.synthetic_data:
             affect_text += ", itself trained on synthetic demo stimuli"
     else:
@@ -149,21 +152,45 @@ def _caps(run: RunFolder) -> str | None:
 
 
 def _tags(run: RunFolder) -> list[str]:
-    record = run.record
+    record, method = run.record, registry.method(run.method)
     tags = ["image-classification", "emoreg", "emotional-regulation", "affective-computing"]
     if run.stage == "pretrain":
         tags.append("emotion-recognition")
-    elif run.method != "baseline":
-        tags.append("emoreg-classifier")
-    if run.method:
-        tags.append(f"method-{run.method}")
-    if record.emoreg and run.method == "emoreg":
+    if method is not None:
+        tags += [*method.tags, f"method-{method.name}"]
+    if record.emoreg and method is not None and method.regulated:
         tags.append(f"regulation-{record.emoreg['regulation']}")
     if record.synthetic_data:
         tags.append("synthetic-data")
     if any(record.controls.values()):
         tags.append("control")
     return tags
+
+
+def _method_flags(method: registry.Method | None) -> dict[str, Any] | None:
+    """What the stage-2 template branches on: the method's flags, never its name."""
+    if method is None:
+        return None
+    return {
+        "name": method.name,
+        "description": method.description,
+        "regulated": method.regulated,
+        "uses_task": method.uses_task,
+        "uses_affect": method.uses_affect,
+    }
+
+
+def _regulation_formula(emoreg: dict[str, Any] | None) -> str:
+    """The card's formula of ρ, from the regulation mode's own declaration (an unknown mode is an error)."""
+    from ..modeling_emoreg import REGULATIONS
+
+    mode = (emoreg or {}).get("regulation")
+    if mode not in REGULATIONS:
+        raise ValueError(
+            f"the run record names regulation mode {mode!r}, which this emoreg-hf does not know "
+            f"(known: {', '.join(REGULATIONS)}); upgrade emoreg-hf to render its card"
+        )
+    return REGULATIONS[mode].card_formula(emoreg.get("rho_init"))
 
 
 def card_context(
@@ -176,12 +203,13 @@ def card_context(
 ) -> tuple[ModelCardData, dict[str, Any]]:
     """The card's metadata and the template's variables, from run folders of one configuration."""
     run, record = runs[0], runs[0].record
+    method = registry.method(run.method)
     model_name = repo_id.split("/")[-1]
     statistics = seed_statistics(runs)
     metrics = reported_metrics(run)
     datasets = _datasets(run)
     hub_base_models = [m for m in record.base_models if is_hub_id(m)]
-    uses_stage1 = run.stage == "finetune" and run.method in ("emoreg", "transfer")
+    uses_stage1 = method is not None and method.uses_affect
     stage1 = _stage1_run(run) if uses_stage1 and not record.controls.get("no_pretraining") else None
     card_data = ModelCardData(
         license="apache-2.0",
@@ -201,9 +229,13 @@ def card_context(
         "space_id": space_id,
         "model_name": model_name,
         "stage": run.stage,
-        "method": run.method,
+        "method": _method_flags(method),
         "config": record.config,
         "emoreg": record.emoreg or {},
+        "regulation_formula": _regulation_formula(record.emoreg) if method and method.regulated else None,
+        "stage1_variant": dataclasses.asdict(registry.stage1_variant(record.controls))
+        if run.stage == "pretrain"
+        else None,
         "training": {
             k: v
             for k, v in record.hyperparameters.items()

@@ -8,7 +8,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from .. import stats
+from .. import registry, stats
 from ..metrics import METRIC_NAMES
 from .runs import PathLike, RunFolder, load_run_folder
 
@@ -128,17 +128,10 @@ def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
     }
 
 
-CONTROL_KINDS = {
-    "baseline": lambda run: run.method == "baseline",
-    "transfer": lambda run: run.method == "transfer",
-    "shuffled-emotion control": lambda run: bool(run.record.controls.get("shuffled_emotion")),
-    "no-pretraining control": lambda run: bool(run.record.controls.get("no_pretraining")),
-}
-
-
 def configuration_label(run: RunFolder) -> str:
     label = run.method or run.stage
-    if run.method == "emoreg":
+    method = registry.method(run.method)
+    if method is not None and method.regulated:
         settings = run.record.emoreg or {}
         label += f" ({settings.get('regulation', '?')}, {settings.get('influence', '?')})"
     controls = [k for k, v in run.record.controls.items() if v]
@@ -202,7 +195,9 @@ def comparisons(runs: list[RunFolder], compare_dirs: Sequence[PathLike]) -> dict
                 "command": group[0].record.command,
             }
         )
-    missing = []
-    if runs[0].stage == "finetune" and runs[0].method == "emoreg":
-        missing = [kind for kind, test in CONTROL_KINDS.items() if not any(test(r) for r in others)]
+    missing = [  # what a card of this method should be compared with, and is not
+        kind.label
+        for kind in registry.expected_comparisons(runs[0].method)
+        if not any(kind.matches(r.method, r.record.controls) for r in others)
+    ]
     return {"split": SPLITS[prefix], "rows": rows, "missing": missing}
