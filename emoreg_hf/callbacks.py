@@ -25,18 +25,30 @@ def install_callbacks(trainer) -> None:
     trainer.add_callback(RegulationDetailsCallback(trainer))
 
 
+def summary_writer(log_dir: str):
+    """A TensorBoard writer: PyTorch's (the `tensorboard` extra) or, without it, tensorboardX's; None when
+    neither is installed (then Trainer adds no TensorBoard callback either)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return None
+    return SummaryWriter(log_dir=log_dir)
+
+
 class PublishableTensorBoardCallback(TensorBoardCallback):
     """TensorBoard traces in `<output_dir>/runs/<time>/` that can travel with the model: scalars and the
     regulation histograms, without the `args` / `model_config` texts Trainer writes (they hold local paths
-    and the host name)."""
+    and the host name). The main process opens its own writer (`tb_writer`) when training begins."""
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        if self.logging_dir is None:
-            self.logging_dir = os.path.join(args.output_dir, "runs", time.strftime("%Y%m%d-%H%M%S"))
-        if self.tb_writer is None:
-            self._init_summary_writer(args)
+        if state.is_world_process_zero and self.tb_writer is None:
+            log_dir = self.logging_dir or os.path.join(
+                args.output_dir, "runs", time.strftime("%Y%m%d-%H%M%S")
+            )
+            self.tb_writer = summary_writer(log_dir)
 
 
 class RegulationDetailsCallback(TrainerCallback):
@@ -98,12 +110,20 @@ def _close(figure) -> None:
 
 class PushAtEverySave(TrainerCallback):
     """`hub_strategy: every_save`: after each checkpoint, its model (weights, config, code, processor; never
-    optimizer states) goes to the Hub repo as a "training in progress" commit; the end of the run pushes
-    the finished, carded folder. `hub_strategy: checkpoint` also pushes the whole checkpoint (optimizer
-    states included) to the branch `last-checkpoint`, to resume from with `--resume_from_checkpoint org/name`."""
+    optimizer states) goes to the Hub repo as a "training in progress" commit, uploaded in the background as
+    Trainer's own push does, so training goes on meanwhile; the end of the run pushes the finished, carded
+    folder. An upload still running when the next checkpoint is due is waited for first (rotating old
+    checkpoints must not delete the folder it reads), and at the end of training. `hub_strategy: checkpoint`
+    also pushes the whole checkpoint (optimizer states included) to the branch `last-checkpoint`, to resume
+    from with `--resume_from_checkpoint org/name`."""
 
     def __init__(self, target):
         self.target = target
+        self.pending = None  # the upload in flight: (its Future, the step it pushes)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self.wait()
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -112,7 +132,23 @@ class PushAtEverySave(TrainerCallback):
 
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(checkpoint):
-            push_checkpoint_model(checkpoint, self.target, step=state.global_step)
+            self.wait()
+            self.pending = (
+                push_checkpoint_model(checkpoint, self.target, step=state.global_step),
+                state.global_step,
+            )
             strategy = getattr(args, "hub_strategy", "every_save")
             if str(getattr(strategy, "value", strategy)) == "checkpoint":
                 push_checkpoint(checkpoint, self.target, step=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.wait()
+
+    def wait(self) -> None:
+        """Wait for the upload in flight; a failed one is logged, not fatal (the final push reports)."""
+        if self.pending is None:
+            return
+        from .publish.push import finish_checkpoint_push
+
+        (future, step), self.pending = self.pending, None
+        finish_checkpoint_push(future, self.target, step=step)

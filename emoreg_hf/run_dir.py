@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import fnmatch
 import json
 import logging
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+from safetensors import SafetensorError, safe_open
 from transformers.trainer_utils import get_last_checkpoint
 
 from .ranks import main_process_decides
@@ -59,8 +60,8 @@ RUN_OUTPUTS = (
     "last-checkpoint",  # downloaded by --resume_from_checkpoint org/name
 )
 DATA_REPORT_FILE = "data_report.json"
-LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir)
-_LOCKS: list = []  # (open lock file, its path, whether this run created the folder), until exit
+LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir); it says who holds it
+_LOCKS: list = []  # (FileLock held, its path, whether this run created the folder), until exit
 atexit.register(lambda: release_output_dirs())
 
 
@@ -70,41 +71,46 @@ class RunDirError(ValueError):
 
 def claim_output_dir(output_dir: str) -> None:
     """Create `output_dir`, prove it writable and hold its lock for the life of this process, before any
-    work: a second run into the same folder refuses at once (the lock dies with the process that holds it)."""
+    work: a second run into the same folder refuses at once, naming the holder (an OS lock, `filelock`'s
+    flock on Unix and msvcrt on Windows: it dies with the process that holds it)."""
     created = not os.path.isdir(output_dir)
+    path = os.path.join(output_dir, LOCK_FILE)
     try:
         os.makedirs(output_dir, exist_ok=True)
-        handle = open(os.path.join(output_dir, LOCK_FILE), "a+")  # noqa: SIM115 (held until exit)
+        with open(path, "a"):  # writable, or say so before anything else
+            pass
     except OSError as error:
         raise RunDirError(
             f"output_dir {output_dir!r} is not a writable folder ({error.strerror or error}); nothing was "
             "loaded or trained. Choose another --output_dir."
         ) from None
+    lock = FileLock(path, timeout=0)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
+        lock.acquire()
+    except Timeout:
+        try:
+            owner = Path(path).read_text().strip()
+        except OSError:
+            owner = ""
         raise RunDirError(
-            f"output_dir {output_dir!r} is in use by another run ({owner}); wait for it to end, or choose "
-            "another --output_dir."
+            f"output_dir {output_dir!r} is in use by another run ({owner or 'another process'}); wait for it "
+            "to end, or choose another --output_dir."
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    handle.flush()
-    _LOCKS.append((handle, os.path.join(output_dir, LOCK_FILE), created))
+    with open(path, "w") as handle:  # who holds it, for the run that is refused
+        handle.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        )
+    _LOCKS.append((lock, path, created))
 
 
 def release_output_dirs() -> None:
     """Release every output folder this process holds (the recipes hold theirs until they exit)."""
     while _LOCKS:
-        handle, path, created = _LOCKS.pop()
-        _release(handle, path, created)
+        lock, path, created = _LOCKS.pop()
+        _release(lock, path, created)
 
 
-def _release(handle, path: str, created: bool) -> None:
+def _release(lock: FileLock, path: str, created: bool) -> None:
     """Unlock; a folder this run created and left empty (it stopped before writing anything) goes too."""
     with contextlib.suppress(OSError):
         os.remove(path)
@@ -112,8 +118,7 @@ def _release(handle, path: str, created: bool) -> None:
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(path))  # only succeeds when empty
     with contextlib.suppress(OSError, ValueError):
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        lock.release(force=True)
 
 
 def comparable_settings(config: dict[str, Any], hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -158,8 +163,8 @@ def _short(value: Any) -> str:
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     """Why a checkpoint folder cannot be resumed (None when it can): Trainer writes `trainer_state.json`
-    last, so a save cut short (a crash, a full disk) lacks it; truncated weights are caught from the
-    safetensors header, which states every tensor's extent."""
+    last, so a save cut short (a crash, a full disk) lacks it; truncated or corrupt weights are refused by
+    `safetensors.safe_open`, which checks that the header's tensors cover the file exactly."""
     folder = Path(folder)
     try:
         json.loads((folder / "trainer_state.json").read_text())
@@ -170,14 +175,12 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
         return "it holds no *.safetensors weights"
     for path in weights:
         try:
-            with open(path, "rb") as f:
-                size = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(size))
-            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            return f"{path.name} is unreadable ({type(error).__name__})"
-        if path.stat().st_size < 8 + size + end:
-            return f"{path.name} is truncated ({path.stat().st_size} of {8 + size + end} bytes)"
+            with safe_open(path, framework="numpy"):
+                pass
+        except OSError as error:
+            return f"{path.name} is unreadable ({error.strerror or type(error).__name__})"
+        except SafetensorError as error:
+            return f"{path.name} is truncated or corrupt ({str(error).splitlines()[0]}, {path.stat().st_size} bytes)"
     return None
 
 
@@ -354,7 +357,7 @@ def finish_run(
     ablation report read), the model card, the push if asked, and one summary line with the `headline`
     metric. `record_fields` are the stage's own `RunRecord` fields (stage, label names, data, models, ...)."""
     from . import __version__
-    from .publish import push_from_training_args, write_model_card
+    from .publish import load_run_folder, push_from_training_args, write_model_card
 
     output_dir = training_args.output_dir
     files = dict(files)
@@ -373,9 +376,10 @@ def finish_run(
         **record_fields,
     )
     record.write(output_dir)
-    write_model_card(output_dir, repo_id=training_args.hub_model_id)
+    run = load_run_folder(output_dir)  # read once, for the card and the push
+    write_model_card(run, repo_id=training_args.hub_model_id)
     if push:  # the HubTarget checked before training (or True)
-        push_from_training_args(output_dir, training_args, None if push is True else push)
+        push_from_training_args(run, training_args, None if push is True else push)
     if headline in results:
         print(f"{headline}={results[headline]:.4f} -> {os.path.abspath(output_dir)}")
     else:  # e.g. a target without a test split: say so, with the figure there is

@@ -3,6 +3,7 @@ statistics and the train → evaluate sequence of both recipes."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -10,12 +11,42 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import EvalPrediction, Trainer
+from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 logger = logging.getLogger(__name__)
 
 
-RUN_LOSS = "EmoRegRunLoss"  # key in trainer_state.json's stateful_callbacks
+class EmoRegRunLoss(TrainerCallback, ExportableState):
+    """The training loss summed over every step of the run, saved in each checkpoint's `trainer_state.json`
+    (`stateful_callbacks`, under this class's name), so a resumed run can report the mean training loss over
+    the whole run, not over the steps after the resume. The trainer adds each step's loss (`add`, as a
+    device tensor: no host sync per step); `before` is the sum of the steps before a resumed checkpoint."""
+
+    def __init__(self):
+        self.before = 0.0
+        self.global_step = 0
+        self._sum: torch.Tensor | None = None
+
+    def add(self, step_loss: torch.Tensor) -> None:
+        step_loss = step_loss.detach().float()
+        if torch.isfinite(
+            step_loss
+        ).all():  # as Trainer's logging_nan_inf_filter, a diverged step is left out
+            self._sum = step_loss if self._sum is None else self._sum + step_loss
+
+    @property
+    def loss_sum(self) -> float:
+        return self.before + (float(self._sum.item()) if self._sum is not None else 0.0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.global_step = state.global_step
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"loss_sum": self.loss_sum, "global_step": self.global_step}}
+
+
+RUN_LOSS = EmoRegRunLoss.__name__  # its key in trainer_state.json's stateful_callbacks
 
 
 class EmoRegTrainer(Trainer):
@@ -34,21 +65,37 @@ class EmoRegTrainer(Trainer):
         self.finisher = finisher
         self.model_accepts_loss_kwargs = False  # losses are per-batch means
         self._training_sums: dict[str, torch.Tensor] = {}
-        self.loss_before_resume = 0.0  # summed training loss of the steps before a resumed checkpoint
+        self.run_loss = EmoRegRunLoss()
+        self.add_callback(self.run_loss)
         from .callbacks import install_callbacks
 
         install_callbacks(self)
 
-    def _get_dataloader(self, *args, **kwargs):
+    @contextlib.contextmanager
+    def _unmixed(self):
         """Evaluation batches are never mixed: mixup/cutmix belong to training only."""
         collator = self.data_collator
-        if kwargs.get("is_training") or not getattr(collator, "mixes", False):
-            return super()._get_dataloader(*args, **kwargs)
+        if not getattr(collator, "mixes", False):
+            yield
+            return
         self.data_collator = collator.without_mixing()
         try:
-            return super()._get_dataloader(*args, **kwargs)
+            yield
         finally:
             self.data_collator = collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        with self._unmixed():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with self._unmixed():
+            return super().get_test_dataloader(test_dataset)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.run_loss.add(loss)  # the step's loss as Trainer sums it, for the whole-run mean after a resume
+        return loss
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
@@ -103,16 +150,6 @@ class EmoRegTrainer(Trainer):
                     logs[key] = round((value / steps).item(), 4)
             self._training_sums = {}
         super().log(scalars(logs), start_time)
-
-    def _save_checkpoint(self, model, trial):
-        """Checkpoints also carry the loss summed over every step so far, so a resumed run can report the
-        mean training loss over the whole run, not over the steps after the resume."""
-        so_far = self._total_loss_scalar + float(self._tr_loss.item())
-        self.state.stateful_callbacks[RUN_LOSS] = {
-            "loss_sum": self.loss_before_resume + so_far,
-            "global_step": self.state.global_step,
-        }
-        super()._save_checkpoint(model, trial)
 
     def create_optimizer(self, model=None):
         """EmoReg trains its affective pathway (when not frozen) at `learning_rate * affect_lr_scale`."""
@@ -257,6 +294,7 @@ def _run_loss_at(checkpoint: str | None) -> dict | None:
     with open(os.path.join(checkpoint, "trainer_state.json")) as f:
         state = json.load(f)
     stash = (state.get("stateful_callbacks") or {}).get(RUN_LOSS)
+    stash = (stash or {}).get("attributes", stash)  # ExportableState's layout (earlier versions: flat)
     return stash if stash and stash.get("global_step") == state.get("global_step") else None
 
 
@@ -272,7 +310,7 @@ def train_and_evaluate(
     import json
 
     stash = _run_loss_at(checkpoint)
-    trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
+    trainer.run_loss.before = stash["loss_sum"] if stash else 0.0
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()

@@ -23,6 +23,7 @@ HELP_KEYS = {
 }
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_every_script_answers_help_with_its_keys():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     running = {
@@ -34,7 +35,7 @@ def test_every_script_answers_help_with_its_keys():
         for flag in ("--help", "-h")
     }  # fmt: skip
     for (script, flag), process in running.items():
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=600)  # 8 start-ups at once on a shared machine
         assert process.returncode == 0, (script, flag, err[-2000:])
         assert "usage:" in out and all(key in out for key in HELP_KEYS[script]), (script, flag)
         assert "Traceback" not in err
@@ -142,6 +143,7 @@ SHIPPED_CONFIGS = sorted(
 )
 
 
+@pytest.mark.slow  # spawns processes or trains
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_shipped_run_config_parses_for_its_recipe(config):
     """Each recipe YAML and each study cell's config (the README says they rerun any cell) is read by the
@@ -152,6 +154,7 @@ def test_every_shipped_run_config_parses_for_its_recipe(config):
     assert isinstance(args, script_class) and training_args.output_dir
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_help_imports_no_training_stack():
     """`--help` answers in about the time of transformers' own argument parser: the recipes import the
     models, data sets and pipelines only once they run (benchmarks/help_time.py measures it)."""

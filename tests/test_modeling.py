@@ -146,6 +146,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     assert torch.equal(a.logits, b.logits) and torch.equal(a.regulation, b.regulation)
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_remote_code_loads_in_a_process_that_never_imports_emoreg_hf(tmp_path):
     model = make_model().eval()
     model.save_pretrained(tmp_path / "ckpt")
@@ -306,6 +307,7 @@ def test_trainer_passes_its_label_smoothing_to_emoreg(tmp_path):
     assert losses[0.0] != pytest.approx(losses[0.3])
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_import_registers_everything_without_importing_the_stack(tmp_path):
     """`import emoreg_hf` stays light (no models, pipelines or datasets), yet EmoReg is found by the Auto
     classes (registered when the first EmoRegConfig is built) and the `emoreg-image-classification` task by

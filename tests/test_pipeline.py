@@ -177,6 +177,7 @@ json.dump(report, open(out, "w"))
 """
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_remote_code_pipeline_in_a_process_that_never_imports_emoreg_hf(checkpoints, tmp_path):
     image_path = tmp_path / "photo.png"
     make_images()["RGB"].save(image_path)

@@ -329,8 +329,13 @@ def test_card_and_ablation_report_give_the_same_verdict(tmp_path, emoreg, baseli
     row = card_context(runs, repo_id="org/x", compare_dirs=compare)[1]["comparisons"]["rows"][1]
     assert row["verdict"] == difference["verdict"] == expected
     words = stats.difference_words(difference)
-    assert row["reading"].startswith(words) and f"**{words}**" in (root / "results.md").read_text()
-    assert f"{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}" in row["reading"]  # the same interval
+    assert row["difference"]["words"] == words and f"**{words}**" in (root / "results.md").read_text()
+    assert (row["difference"]["ci_low"], row["difference"]["ci_high"]) == (
+        difference["ci_low"],
+        difference["ci_high"],
+    )  # the same interval, which the card prints
+    card = build_model_card(runs, repo_id="org/x", compare_dirs=compare).text
+    assert f"{words}: Δ {difference['mean']:+.4f}, 95% CI [{difference['ci_low']:+.4f}" in card
 
 
 def test_reference_rendering_of_a_card(tmp_path):
@@ -491,9 +496,22 @@ class RecordingApi:
         return (kwargs.get("revision"), filename) in self.existing
 
     def upload_folder(self, **kwargs):
-        files = files_of(Path(kwargs["folder_path"]))
+        from concurrent.futures import Future
+
+        from huggingface_hub.utils import filter_repo_objects
+
+        files = set(
+            filter_repo_objects(
+                files_of(Path(kwargs["folder_path"])), allow_patterns=kwargs.get("allow_patterns")
+            )
+        )
         self.calls.append(("upload_folder", kwargs["repo_id"], kwargs | {"files": files}))
-        return "https://huggingface.co/org/emoreg-demo/commit/abc"
+        url = "https://huggingface.co/org/emoreg-demo/commit/abc"
+        if not kwargs.get("run_as_future"):
+            return url
+        future = Future()  # as HfApi's background upload hands it back
+        future.set_result(url)
+        return future
 
     def names(self):
         return [c[0] for c in self.calls]
@@ -714,6 +732,7 @@ def test_push_target_is_checked_before_training(no_network, monkeypatch, tmp_pat
         start_push(args, api=RecordingApi(token=None))
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_push_without_a_token_stops_the_recipe_before_training(tmp_path):
     """The recipe as a user runs it: exit with the message, nothing trained, no output written."""
     env = {
@@ -754,8 +773,36 @@ def test_every_save_pushes_the_checkpoints_model_and_never_its_optimizer(tmp_pat
     state = SimpleNamespace(is_world_process_zero=True, global_step=5)
     callback.on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
     (upload,) = api.calls
+    # the checkpoint folder itself, its model files selected by allow_patterns, uploaded in the background
+    assert upload[2]["folder_path"] == str(checkpoint) and upload[2]["run_as_future"] is True
     assert upload[2]["files"] == {"model.safetensors", "config.json", "preprocessor_config.json"}
     assert upload[2]["commit_message"] == "Training in progress, step 5" and upload[2]["revision"] == "v1"
+    assert callback.pending is not None
+    callback.on_train_end(None, state, None)  # the end of training waits for it
+    assert callback.pending is None
+
+
+def test_a_failed_background_push_is_logged_and_training_goes_on(tmp_path, no_network, caplog):
+    from concurrent.futures import Future
+
+    from emoreg_hf.callbacks import PushAtEverySave
+    from emoreg_hf.publish.push import HubTarget
+
+    class Failing(RecordingApi):
+        def upload_folder(self, **kwargs):
+            future = Future()
+            future.set_exception(ConnectionError("no route to host"))
+            return future
+
+    (tmp_path / "checkpoint-3").mkdir()
+    callback = PushAtEverySave(HubTarget("org/emoreg-demo", Failing()))
+    state = SimpleNamespace(is_world_process_zero=True, global_step=3)
+    callback.on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    with caplog.at_level("WARNING"):
+        callback.on_step_end(None, state, SimpleNamespace(should_save=True))  # the next save waits for it
+    assert (
+        "push at step 3 failed, training goes on" in caplog.text and "Could not reach the Hub" in caplog.text
+    )
 
 
 def test_export_carries_the_tensorboard_traces_and_refuses_leaky_ones(demo_runs, tmp_path):
@@ -768,3 +815,29 @@ def test_export_carries_the_tensorboard_traces_and_refuses_leaky_ones(demo_runs,
     trace.write_bytes(b"\x00args " + str(run.resolve()).encode() + b"\x00")
     with pytest.raises(ValueError, match="a TensorBoard trace that holds local paths"):
         export_for_hub(run, tmp_path / "export2", repo_id="org/emoreg-demo")
+
+
+def test_publishing_reads_each_run_folder_once(tmp_path, monkeypatch, no_network, capsys):
+    """A push (card, plots, export, Space) reads every folder's run record once and hands it down."""
+    from safetensors.torch import save_file
+
+    def with_weights(folder: Path) -> Path:
+        save_file({"weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text("{}")
+        return folder
+
+    run = with_weights(write_run(tmp_path / "run", finetune_record(seed=0)))
+    seeds = [run, with_weights(write_run(tmp_path / "run1", finetune_record(seed=1)))]
+    baselines = [write_run(tmp_path / f"b{s}", finetune_record(s, 0.5, method="baseline")) for s in (0, 1)]
+    reads: dict[str, int] = {}
+    read_text = Path.read_text
+
+    def counting(path, *args, **kwargs):
+        if path.name == "run_info.json" and tmp_path / "export" not in path.parents:  # not the export's check
+            reads[path.parent.name] = reads.get(path.parent.name, 0) + 1
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    push_to_hub(seeds, "org/x", compare_dirs=baselines, space_id="org/x-demo", export_dir=tmp_path / "export")
+    assert reads == {"run": 1, "run1": 1, "b0": 1, "b1": 1}
+    assert "| baseline | 2 |" in (tmp_path / "export" / "model" / "README.md").read_text()

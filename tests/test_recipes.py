@@ -126,6 +126,7 @@ def test_missing_sources_fail_fast_with_how_to_obtain(tmp_path):
         check_sources_available(sources)
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_pretrain_recipe_refuses_to_start_without_its_data(tmp_path):
     result = run(
         [

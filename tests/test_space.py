@@ -159,6 +159,7 @@ def test_bad_checkpoints_and_images_give_clear_messages(checkpoints, emoreg_clas
         app.predict(tmp_path / "gone.jpg", emoreg_classifier)
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_command_line_help_and_unloadable_checkpoint(tmp_path, capsys, monkeypatch):
     help_run = subprocess.run(
         [sys.executable, "-m", "emoreg_hf.space", "--help"],
@@ -252,6 +253,7 @@ json.dump({"result": result, "code": code, "stderr": stderr.getvalue(), "setting
 """
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_space_app_runs_without_the_package(checkpoints, tmp_path, photo):
     space = tmp_path / "space"
     build_space_folder("your-org/emoreg-demo", space, example_images=[(photo, "pixels")])

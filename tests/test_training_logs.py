@@ -62,6 +62,7 @@ def test_regulation_details_go_to_tensorboard_as_histograms_and_figures(tmp_path
     assert writer.figures == {"eval/rho_class": 12, "eval/emotion_share": 12}
 
 
+@pytest.mark.slow  # spawns processes or trains
 def test_tensorboard_traces_hold_no_local_paths(tmp_path):
     pytest.importorskip("tensorboardX")
     run = trainer(tmp_path / "out", report_to=["tensorboard"], max_steps=1, logging_steps=1)

@@ -1,6 +1,7 @@
 """The model card: its context, built from run folders' records, rendered from the shipped templates with
 `huggingface_hub.ModelCard`. Everything a card says is read from the run folders, so a number on a Hub
-page is never typed in by hand."""
+page is never typed in by hand. The context holds values only (numbers, names, flags); every sentence the
+card says is written in its template."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .. import registry
-from ..run_record import load_run_record
+from .. import registry, stats
 from ..templates import read_template
 from .plots import make_plots
 from .results import (
@@ -26,7 +26,7 @@ from .results import (
     results_table,
     seed_statistics,
 )
-from .runs import PathLike, RunDirs, RunFolder, as_paths, check_same_configuration, load_run_folder
+from .runs import PathLike, RunDirs, RunFolder, as_run_folders, check_same_configuration, load_run_folder
 from .scrub import is_hub_id, local_roots
 
 CARD_NAME = "README.md"
@@ -95,7 +95,7 @@ def _label_mappings(run: RunFolder) -> list[dict[str, Any]]:
 
 def _stage1_run(run: RunFolder) -> RunFolder | None:
     """The run folder of a local affective checkpoint (for its provenance and reproduce command), if found."""
-    raw = load_run_record(run.path).models  # unscrubbed: the local path as recorded
+    raw = (run.recorded or run.record).models  # unscrubbed: the local path as recorded
     path = raw.get("affect_path")
     if not path or is_hub_id(raw.get("affect")):
         return None
@@ -106,49 +106,35 @@ def _stage1_run(run: RunFolder) -> RunFolder | None:
     return None
 
 
-def _hub_link(name: str) -> str:
-    return f"[`{name}`](https://huggingface.co/{name})"
+def _backbones(run: RunFolder, stage1: RunFolder | None) -> dict[str, dict[str, Any]]:
+    """How the card names the two pathways (the template words it): a Hub id, a local folder, a from-scratch
+    architecture, or a randomly initialised affective backbone."""
+    models, method = run.record.models, registry.method(run.method)
+    task, affect = models.get("task"), models.get("affect")
+    return {
+        "task": {
+            "id": task,
+            "hub": bool(task) and is_hub_id(task),
+            "architecture": (models.get("task_config") or {}).get("model_type", "task"),
+        },
+        "affect": {
+            "id": affect,
+            "hub": bool(affect) and is_hub_id(affect),
+            "random": run.record.config.get("affect_init") == "random",
+            "inside": method is not None and method.regulated,  # its weights are part of this model
+            "synthetic_stage1": stage1 is not None and stage1.record.synthetic_data,
+        },
+    }
 
 
-def _backbones(run: RunFolder, stage1: RunFolder | None) -> dict[str, str]:
-    """How the card names the two pathways: a Hub link, a local folder, or a from-scratch architecture."""
-    models = run.record.models
-    task = models.get("task")
-    if task:
-        task_text = _hub_link(task) if is_hub_id(task) else f"the local checkpoint `{task}`"
-    else:
-        arch = (models.get("task_config") or {}).get("model_type", "task")
-        task_text = f"a `{arch}` backbone trained from scratch (built from its config, no pretraining)"
-    affect = models.get("affect")
-    if run.record.controls.get("no_pretraining"):
-        affect_text = "a randomly initialised affective backbone (no-pretraining control)"
-    elif affect and is_hub_id(affect):
-        affect_text = _hub_link(affect)
-    elif affect:
-        affect_text = f"the stage-1 checkpoint from the local folder `{affect}` (not on the Hub"
-        regulated = registry.METHODS[run.method].regulated  # the pathway is kept inside the model
-        affect_text += "; its weights are part of this repository)" if regulated else ")"
-        if stage1 is not None and stage1.record.synthetic_data:
-            affect_text += ", itself trained on synthetic demo stimuli"
-    else:
-        affect_text = "an affective backbone"
-    return {"task": task_text, "affect": affect_text}
-
-
-def _caps(run: RunFolder) -> str | None:
-    """A sentence when the run trained or evaluated on a subsample (`--max_train_samples` and the like)."""
+def _caps(run: RunFolder) -> dict[str, Any] | None:
+    """The subsample a run trained or evaluated on (`--max_train_samples`, `--max_eval_samples`), if any."""
     config = run.record.config
-    parts = []
-    if config.get("max_train_samples") is not None:
-        used = run.results.get("train_samples", config["max_train_samples"])
-        parts.append(
-            f"training used a class-stratified sample of {used} images (`--max_train_samples {config['max_train_samples']}`)"
-        )
-    if config.get("max_eval_samples") is not None:
-        parts.append(
-            f"each evaluation split was capped at {config['max_eval_samples']} images (`--max_eval_samples`)"
-        )
-    return ("Subsampled run: " + "; ".join(parts) + ".") if parts else None
+    train, evaluation = config.get("max_train_samples"), config.get("max_eval_samples")
+    if train is None and evaluation is None:
+        return None
+    used = run.results.get("train_samples", train)
+    return {"train": {"max": train, "used": used} if train is not None else None, "eval": evaluation}
 
 
 def _tags(run: RunFolder) -> list[str]:
@@ -198,10 +184,12 @@ def card_context(
     *,
     repo_id: str,
     plots: dict[str, str] | None = None,
-    compare_dirs: Sequence[PathLike] = (),
+    compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
 ) -> tuple[ModelCardData, dict[str, Any]]:
-    """The card's metadata and the template's variables, from run folders of one configuration."""
+    """The card's metadata and the template's variables (values only), from run folders of one
+    configuration; `compare_dirs` are other configurations' folders (or folders already read)."""
+    compare = as_run_folders(compare_dirs) if compare_dirs else []
     run, record = runs[0], runs[0].record
     method = registry.method(run.method)
     model_name = repo_id.split("/")[-1]
@@ -210,7 +198,7 @@ def card_context(
     datasets = _datasets(run)
     hub_base_models = [m for m in record.base_models if is_hub_id(m)]
     uses_stage1 = method is not None and method.uses_affect
-    stage1 = _stage1_run(run) if uses_stage1 and not record.controls.get("no_pretraining") else None
+    stage1 = _stage1_run(run) if uses_stage1 and record.config.get("affect_init") != "random" else None
     card_data = ModelCardData(
         license="apache-2.0",
         library_name="transformers",
@@ -257,15 +245,12 @@ def card_context(
         "regulation": regulation_tables(statistics),
         "n_runs": len(runs),
         "seeds": [r.record.seed for r in runs],
-        "comparisons": comparisons(runs, compare_dirs),
+        "comparisons": comparisons(runs, compare),
+        "confidence_level": int(round(100 * stats.CONFIDENCE)),
         "plots": plots or {},
         "command": record.command,
         "train_loss": fmt(statistics.get("train_loss")),
-        "train_loss_label": (
-            f"mean training loss from step {record.results['train_loss_from_step']} (resumed run)"
-            if "train_loss_from_step" in record.results
-            else "mean training loss over the run"
-        ),
+        "train_loss_from_step": record.results.get("train_loss_from_step"),  # a run resumed from elsewhere
         "epochs": fmt(statistics.get("epoch"), 2),
         "citation": CITATION,
     }
@@ -273,15 +258,16 @@ def card_context(
 
 
 def build_model_card(
-    run_dirs: RunDirs,
+    run_dirs: RunDirs | Sequence[RunFolder],
     *,
     repo_id: str | None = None,
     plots: dict[str, str] | None = None,
-    compare_dirs: Sequence[PathLike] = (),
+    compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
 ) -> ModelCard:
-    """Render the stage's template from the run folders (several folders = seeds of one configuration)."""
-    runs = [load_run_folder(d) for d in as_paths(run_dirs)]
+    """Render the stage's template from the run folders (several folders = seeds of one configuration);
+    paths are read once here, folders already read are used as they are."""
+    runs = as_run_folders(run_dirs)
     check_same_configuration(runs)
     repo_id = repo_id or f"your-org/{runs[0].path.resolve().name}"
     card_data, context = card_context(
@@ -291,17 +277,19 @@ def build_model_card(
 
 
 def write_model_card(
-    run_dirs: RunDirs,
+    run_dirs: RunDirs | Sequence[RunFolder],
     output_dir: PathLike | None = None,
     *,
     repo_id: str | None = None,
-    compare_dirs: Sequence[PathLike] = (),
+    compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
 ) -> Path:
-    """Write README.md and its plots into `output_dir` (default: the first run folder); returns README's path."""
-    dirs = as_paths(run_dirs)
-    output_dir = Path(output_dir or dirs[0])
-    plots = make_plots(dirs[0], output_dir)
-    card = build_model_card(dirs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id)
+    """Write README.md and its plots into `output_dir` (default: the first run folder); returns README's path.
+    Each folder is read once and handed to the plots and the card."""
+    runs = as_run_folders(run_dirs)
+    compare = as_run_folders(compare_dirs) if compare_dirs else []
+    output_dir = Path(output_dir or runs[0].path)
+    plots = make_plots(runs[0], output_dir)
+    card = build_model_card(runs, repo_id=repo_id, plots=plots, compare_dirs=compare, space_id=space_id)
     card.save(output_dir / CARD_NAME)
     return output_dir / CARD_NAME

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..run_record import load_run_record
+from ..run_record import RECORD_FILE
 from .card import write_model_card
-from .runs import PathLike, RunDirs, as_paths
+from .runs import PathLike, RunDirs, RunFolder, as_run_folders
 from .scrub import TOKEN_RE, local_roots, scrub
 
 # What a Hub repo may hold: weights as safetensors, configs, remote code, results; nothing pickled.
@@ -41,10 +41,10 @@ FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".jobli
 FORBIDDEN_PREFIXES = ("checkpoint-", "optimizer", "scheduler", "rng_state", "training_args")
 
 
-def exported_files(run_dir: PathLike) -> list[Path]:
+def exported_files(run: RunFolder) -> list[Path]:
     """The files of a run folder that go into its export: model files plus the record's own files."""
-    source = Path(run_dir)
-    own = set(load_run_record(source).files.values()) | {"run_info.json"}
+    source = run.path
+    own = set(run.record.files.values()) | {RECORD_FILE}
     return [
         path
         for path in sorted(source.iterdir())
@@ -55,20 +55,21 @@ def exported_files(run_dir: PathLike) -> list[Path]:
 
 
 def export_for_hub(
-    run_dirs: RunDirs,
+    run_dirs: RunDirs | Sequence[RunFolder],
     export_dir: PathLike,
     *,
     repo_id: str | None = None,
-    compare_dirs: Sequence[PathLike] = (),
+    compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
 ) -> Path:
     """Build the folder a Hub repo will hold: safetensors, configs, code, results, card and plots.
 
     The first run folder gives the weights and plots; all of them give results. JSON files are scrubbed of
-    secrets and absolute local paths, and the folder is checked before it is returned.
+    secrets and absolute local paths, and the folder is checked before it is returned. Each folder is read
+    once (or handed over already read) and passed on to the card and the plots.
     """
-    dirs = as_paths(run_dirs)
-    source, export_dir = dirs[0], Path(export_dir)
+    runs = as_run_folders(run_dirs)
+    source, export_dir = runs[0].path, Path(export_dir)
     if export_dir.exists() and any(export_dir.iterdir()):
         raise FileExistsError(f"Export folder {export_dir} is not empty.")
     if not list(source.glob("*.safetensors")):
@@ -78,19 +79,22 @@ def export_for_hub(
         raise FileNotFoundError(
             f"{source} has no *.safetensors weights (found {found}); save with safe_serialization=True."
         )
-    files = exported_files(source)
+    files = exported_files(runs[0])
     export_dir.mkdir(parents=True, exist_ok=True)
     for trace in sorted(source.glob(TRACES)):  # TensorBoard traces: scalars and regulation histograms
         (export_dir / trace.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(trace, export_dir / trace.relative_to(source))
     for path in files:
-        if path.suffix == ".json":
+        if path.name == RECORD_FILE:  # the record as read once, already scrubbed
+            data = runs[0].record.to_dict()
+            (export_dir / path.name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        elif path.suffix == ".json":
             data = scrub(json.loads(path.read_text(encoding="utf-8")))
             (export_dir / path.name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         else:
             shutil.copy2(path, export_dir / path.name)
-    write_model_card(dirs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs, space_id=space_id)
-    problems = check_export(export_dir, local_paths=[d.resolve() for d in dirs])
+    write_model_card(runs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs, space_id=space_id)
+    problems = check_export(export_dir, local_paths=[run.path.resolve() for run in runs])
     if problems:
         raise ValueError("Refusing to publish this folder:\n  " + "\n  ".join(problems))
     return export_dir

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 
 from .card import CARD_NAME
 from .export import MODEL_FILES, export_for_hub
-from .runs import PathLike, RunDirs
+from .runs import PathLike, RunDirs, RunFolder, as_run_folders
 from .space import export_space
 
 logger = logging.getLogger(__name__)
@@ -139,20 +138,19 @@ def push_to_hub(
             not isinstance(value, str) or not REPO_ID_RE.match(value)
         ):
             raise ValueError(f"{value!r} is not a Hub {name} repository id: give {flag} as org/name.")
+    runs = as_run_folders(run_dirs)  # each folder read once, then handed to the export, card, plots, Space
+    compare = as_run_folders(compare_dirs) if compare_dirs else []
     with tempfile.TemporaryDirectory(prefix="emoreg-export-") as tmp:
         root = Path(export_dir) if export_dir is not None else Path(tmp)
         if export_dir is not None and root.exists() and any(root.iterdir()):
             raise FileExistsError(f"Export folder {root} is not empty.")
         model_dir = root / "model" if space_id or export_dir is None else root
         folders = {
-            repo_id: export_for_hub(
-                run_dirs, model_dir, repo_id=repo_id, compare_dirs=compare_dirs, space_id=space_id
-            )
+            repo_id: export_for_hub(runs, model_dir, repo_id=repo_id, compare_dirs=compare, space_id=space_id)
         }
         if space_id:
-            first = run_dirs if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)[0]
             folders[space_id] = export_space(
-                first, root / "space", space_id=space_id, model_repo_id=repo_id, examples=space_examples
+                runs[0], root / "space", space_id=space_id, model_repo_id=repo_id, examples=space_examples
             )
         if export_dir is not None or dry_run:
             for target, folder in folders.items():
@@ -266,24 +264,38 @@ def start_push(training_args, api: Any = None, token: str | None = None) -> HubT
     return target
 
 
-def push_checkpoint_model(checkpoint: PathLike, target: HubTarget, *, step: int) -> None:
-    """`hub_strategy: every_save`: the checkpoint's model files (never optimizer states) as a "training in
-    progress" commit. A failed upload is logged, not fatal: the run goes on and the final push reports."""
-    with tempfile.TemporaryDirectory(prefix="emoreg-progress-") as tmp:
-        for path in sorted(Path(checkpoint).iterdir()):
-            if path.is_file() and any(path.match(p) for p in MODEL_FILES):
-                shutil.copy2(path, Path(tmp) / path.name)
-        try:
-            with hub_errors(target.repo_id):
-                target.api.upload_folder(
-                    repo_id=target.repo_id,
-                    folder_path=tmp,
-                    repo_type="model",
-                    revision=target.revision,
-                    commit_message=f"Training in progress, step {step}",
-                )
-        except HubPushError as error:
-            logger.warning("push at step %d failed, training goes on: %s", step, error)
+def push_checkpoint_model(checkpoint: PathLike, target: HubTarget, *, step: int):
+    """`hub_strategy: every_save`: start uploading the checkpoint's model files (never optimizer states:
+    `allow_patterns` selects them) as a "training in progress" commit, in the background
+    (`run_as_future=True`, as Trainer's own push). Returns the upload's Future, for `finish_checkpoint_push`."""
+    try:
+        with hub_errors(target.repo_id):
+            return target.api.upload_folder(
+                repo_id=target.repo_id,
+                folder_path=str(checkpoint),
+                repo_type="model",
+                revision=target.revision,
+                allow_patterns=list(MODEL_FILES),
+                commit_message=f"Training in progress, step {step}",
+                run_as_future=True,
+            )
+    except HubPushError as error:
+        logger.warning("push at step %d failed, training goes on: %s", step, error)
+        return None
+
+
+def finish_checkpoint_push(future, target: HubTarget, *, step: int) -> None:
+    """Wait for a checkpoint's upload; a failure is logged, not fatal: the run goes on and the final push
+    reports."""
+    if future is None:
+        return
+    try:
+        with hub_errors(target.repo_id):
+            future.result()
+    except HubPushError as error:
+        logger.warning("push at step %d failed, training goes on: %s", step, error)
+    except Exception as error:  # whatever the Hub client raised in its worker thread
+        logger.warning("push at step %d failed, training goes on: %s: %s", step, type(error).__name__, error)
 
 
 CHECKPOINT_BRANCH = "last-checkpoint"  # hub_strategy: checkpoint pushes the resumable checkpoint here
@@ -358,13 +370,16 @@ def download_checkpoint(
 
 
 def push_from_training_args(
-    output_dir: PathLike, training_args: Any, target: HubTarget | None = None
+    run: RunFolder | PathLike, training_args: Any, target: HubTarget | None = None
 ) -> str | None:
     """The recipes' `--push_to_hub true --hub_model_id org/name` path at the end of a run: push the finished
-    folder, or exit with the reason (missing token, existing card, no network), never a traceback."""
+    folder (read once, or handed over already read), or exit with the reason (missing token, existing card,
+    no network), never a traceback."""
+    (run,) = as_run_folders(run)
+    output_dir = run.path
     try:
         return push_to_hub(
-            [output_dir],
+            [run],
             training_args.hub_model_id,
             private=bool(getattr(training_args, "hub_private_repo", False)),
             revision=getattr(training_args, "hub_revision", None),

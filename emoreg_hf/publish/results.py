@@ -10,7 +10,7 @@ from huggingface_hub import EvalResult
 
 from .. import registry, stats
 from ..metrics import METRIC_NAMES
-from .runs import PathLike, RunFolder, load_run_folder
+from .runs import RunFolder
 
 SPLITS = {"eval": "validation", "test": "test"}  # all_results.json prefix -> split name in the card
 METRIC_TITLES = {
@@ -87,6 +87,10 @@ def results_table(statistics: Statistics, metrics: Sequence[str]) -> dict[str, A
     return {"columns": [METRIC_TITLES.get(m, "Loss") for m in metrics], "rows": rows}
 
 
+# Mean ρ below the first bound: the checkpoint relies on its task pathway; above the second: on the emotional one.
+RELIANCE = (0.1, 0.9)
+
+
 def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
     """ρ and emotion statistics per split, as tables, from the `<split>_rho_*` / `emotion_*` results."""
     summary, per_class, shares = [], {}, {}
@@ -111,17 +115,10 @@ def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
     splits = [row["split"] for row in summary]
     last = "test" if "test" in splits else splits[-1]
     rho = statistics[f"{'test' if last == 'test' else 'eval'}_rho_mean"]["mean"]
-    reading = (
-        f"On the {last} split ρ averaged {rho:.2f}: a prediction is on average {100 * (1 - rho):.0f}% the "
-        f"non-emotional response and {100 * rho:.0f}% the emotionally-influenced one."
-    )
-    if rho < 0.1:
-        reading += " This checkpoint has learned to rely mostly on its task pathway."
-    elif rho > 0.9:
-        reading += " This checkpoint relies mostly on the emotionally-influenced response."
+    relies = "task" if rho < RELIANCE[0] else ("emotional" if rho > RELIANCE[1] else None)
     return {
         "splits": splits,
-        "reading": reading,
+        "reading": {"split": last, "rho": rho, "relies_on": relies},
         "summary": summary,
         "per_class": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in per_class.items()],
         "emotion_share": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in shares.items()],
@@ -144,24 +141,11 @@ def by_seed(runs: Sequence[RunFolder], key: str) -> dict[int, float]:
     }
 
 
-def gap_reading(difference: dict[str, Any]) -> str:
-    """The Controls table's words for `stats.paired_difference` (this checkpoint minus the other)."""
-    n = difference["n"]
-    if n == 0:
-        return "no seed in common: no paired comparison"
-    delta = f"Δ {difference['mean']:+.4f}"
-    if difference["verdict"] == "unknown":
-        return f"{delta} over {n} paired seed: {stats.difference_words(difference)}"
-    interval = f"{int(round(100 * stats.CONFIDENCE))}% CI [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}]"
-    return f"{stats.difference_words(difference)}: {delta}, {interval} over {n} paired seeds"
-
-
-def comparisons(runs: list[RunFolder], compare_dirs: Sequence[PathLike]) -> dict[str, Any] | None:
+def comparisons(runs: list[RunFolder], others: Sequence[RunFolder]) -> dict[str, Any] | None:
     """This checkpoint's configuration next to other configurations (baseline, controls): the paired
-    difference over the seeds both ran, and its verdict."""
-    if not compare_dirs:
+    difference over the seeds both ran, its verdict and the verdict's words (`stats.difference_words`)."""
+    if not others:
         return None
-    others = [load_run_folder(d) for d in compare_dirs]
     for other in others:
         if other.stage != runs[0].stage or other.record.label_names != runs[0].record.label_names:
             raise ValueError(
@@ -176,10 +160,10 @@ def comparisons(runs: list[RunFolder], compare_dirs: Sequence[PathLike]) -> dict
         groups.setdefault(configuration_label(run), []).append(run)
     rows = [
         {
-            "label": configuration_label(runs[0]) + " (this checkpoint)",
+            "label": configuration_label(runs[0]),
+            "this": True,
             "n": len(runs),
             "accuracy": fmt(stats.describe(list(this.values()))),
-            "reading": "–",
         }
     ]
     for label, group in groups.items():
@@ -190,7 +174,7 @@ def comparisons(runs: list[RunFolder], compare_dirs: Sequence[PathLike]) -> dict
                 "label": label,
                 "n": len(group),
                 "accuracy": fmt(stats.describe(list(other.values()))),
-                "reading": gap_reading(difference),
+                "difference": {**difference, "words": stats.difference_words(difference)},
                 "verdict": difference["verdict"],
                 "command": group[0].record.command,
             }

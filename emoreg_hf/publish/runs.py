@@ -20,12 +20,16 @@ RunDirs = PathLike | Sequence[PathLike]
 
 @dataclass
 class RunFolder:
-    """One finished run folder: its record (secrets and local paths scrubbed), log history, predictions."""
+    """One finished run folder, read once and handed down to everything publishing does with it: its record
+    (secrets and local paths scrubbed, what a card or an export may show), the record as written
+    (`recorded`: local paths intact, to find files on this machine; never published), the Trainer's log
+    history and the predictions file the record lists."""
 
     path: Path
     record: RunRecord
     state: dict[str, Any]
     predictions: dict[str, Any] | None
+    recorded: RunRecord | None = None
 
     @property
     def stage(self) -> str:
@@ -56,16 +60,17 @@ def load_run_folder(run_dir: PathLike) -> RunFolder:
     if predictions_file and predictions is None:
         raise FileNotFoundError(f"{path / predictions_file} is listed in {path}/run_info.json but missing.")
     state = read_json(path / "trainer_state.json", {})
-    return RunFolder(path=path, record=published, state=state, predictions=predictions)
+    return RunFolder(path=path, record=published, state=state, predictions=predictions, recorded=record)
 
 
-def as_paths(run_dirs: RunDirs) -> list[Path]:
-    if isinstance(run_dirs, (str, os.PathLike)):
-        return [Path(run_dirs)]
-    dirs = [Path(d) for d in run_dirs]
-    if not dirs:
+def as_run_folders(runs: RunDirs | RunFolder | Sequence[RunFolder]) -> list[RunFolder]:
+    """Run folders as publishing uses them: folders already read are handed on, paths are read (once)."""
+    if isinstance(runs, (str, os.PathLike, RunFolder)):
+        runs = [runs]
+    folders = [run if isinstance(run, RunFolder) else load_run_folder(run) for run in runs]
+    if not folders:
         raise ValueError("Give at least one run folder.")
-    return dirs
+    return folders
 
 
 # Keys that legitimately differ between seeds of one configuration.

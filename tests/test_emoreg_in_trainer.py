@@ -1,4 +1,5 @@
-"""Fixes found by the scale smoke run (benchmarks/scale_smoke.py, docs/scale.md), each on tiny configs."""
+"""EmoReg inside Trainer: labels are found in its evaluation batches, and a timm pathway's activation checkpointing
+is seen by Trainer (DDP's find_unused_parameters) and can always be turned off; each on tiny configs."""
 
 import torch
 from tiny_models import CIFAR10, EKMAN7, resnet_config, vit_config
