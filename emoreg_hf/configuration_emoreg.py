@@ -21,8 +21,8 @@ AFFECT_TRAINABLE_MODES = ("frozen", "all")
 
 def regulation_modes() -> tuple[str, ...]:
     """The regulation modes: each one's parameters, initialisation, ρ and card formula are declared together
-    in `modeling_emoreg.REGULATIONS` (imported on use: the model file imports this one)."""
-    from .modeling_emoreg import REGULATIONS
+    in `regulation_emoreg.REGULATIONS` (imported on use; it is light: torch only, no model code)."""
+    from .regulation_emoreg import REGULATIONS
 
     return tuple(REGULATIONS)
 

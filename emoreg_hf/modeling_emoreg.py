@@ -10,7 +10,6 @@ This file travels to the Hub as remote code; it imports only torch, transformers
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -22,88 +21,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .backbones import classify, feature_dim, pooled_features
 from .configuration_emoreg import IMAGENET_MEAN, IMAGENET_STD, EmoRegConfig
-
-_RHO_EPS = 1e-4  # keeps logit(rho_init) finite for rho_init in {0, 1}
-
-
-class RegulationMode:
-    """One way to set ρ, declared in one place: the parameters it adds to the model (`build`), their
-    initialisation at `rho_init` (`init`), ρ per image (`rho`), and the formula a model card prints for
-    it (LaTeX; `{rho_init}` is replaced by the checkpoint's value). A new mode is one subclass added to
-    `REGULATIONS`; `EmoRegConfig` accepts exactly the names listed there."""
-
-    description: str = ""
-    formula: str = ""
-
-    def build(self, model: EmoRegForImageClassification, d_task: int, n_emotions: int) -> None:
-        """Add the mode's parameters to `model` (none by default)."""
-
-    def init(self, model: EmoRegForImageClassification, module: nn.Module, rho_init: float) -> bool:
-        """Initialise `module` if it is this mode's own; True when it was."""
-        return False
-
-    def rho(self, model: EmoRegForImageClassification, h_task: torch.Tensor, emotion_probs: torch.Tensor):
-        raise NotImplementedError
-
-    def card_formula(self, rho_init: float) -> str:
-        return self.formula.replace("{rho_init}", str(rho_init))
-
-
-class FixedRegulation(RegulationMode):
-    description = "constant ρ"
-    formula = r"z = (1-\rho)\, z_N + \rho\, z_E, \qquad \rho = {rho_init} \text{ (fixed)}"
-
-    def rho(self, model, h_task, emotion_probs):
-        return h_task.new_full((h_task.shape[0],), float(model.config.rho_init))
-
-
-class LearnedRegulation(RegulationMode):
-    description = "one learned ρ"
-    formula = (
-        r"z = (1-\rho)\, z_N + \rho\, z_E, \qquad \rho = \sigma(\theta) \text{ (one learned scalar, "
-        r"initialised at } {rho_init})"
-    )
-
-    def build(self, model, d_task, n_emotions):
-        model.rho_logit = nn.Parameter(torch.zeros(()))
-
-    def init(self, model, module, rho_init):
-        if module is not model:
-            return False
-        init.constant_(model.rho_logit, _logit(rho_init))
-        return True
-
-    def rho(self, model, h_task, emotion_probs):
-        return torch.sigmoid(model.rho_logit).to(h_task.dtype).expand(h_task.shape[0])
-
-
-class AdaptiveRegulation(RegulationMode):
-    description = "ρ(x) per image"
-    formula = (
-        r"z = (1-\rho(x))\, z_N + \rho(x)\, z_E, \qquad \rho(x) = \sigma\big(w^\top [\,h_T(x);\ e(x)\,] + b\big) "
-        r"\text{ (per image, initialised at } \approx {rho_init})"
-    )
-
-    def build(self, model, d_task, n_emotions):
-        model.regulator = nn.Linear(d_task + n_emotions, 1)
-
-    def init(self, model, module, rho_init):
-        if module is not model.regulator:
-            return False
-        init.zeros_(module.weight)  # ρ(x) starts equal for every image: at rho_init
-        init.constant_(module.bias, _logit(rho_init))
-        return True
-
-    def rho(self, model, h_task, emotion_probs):
-        return torch.sigmoid(model.regulator(torch.cat([h_task, emotion_probs], dim=-1))).squeeze(-1)
-
-
-#: The regulation modes by name (`EmoRegConfig.regulation`).
-REGULATIONS: dict[str, RegulationMode] = {
-    "fixed": FixedRegulation(),
-    "learned": LearnedRegulation(),
-    "adaptive": AdaptiveRegulation(),
-}
+from .regulation_emoreg import REGULATIONS, RegulationMode
 
 
 @dataclass
@@ -139,11 +57,6 @@ class EmoRegPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 init.zeros_(module.bias)
-
-
-def _logit(p: float) -> float:
-    p = min(max(float(p), _RHO_EPS), 1 - _RHO_EPS)
-    return math.log(p / (1 - p))
 
 
 class EmoRegForImageClassification(EmoRegPreTrainedModel):

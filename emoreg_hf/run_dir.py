@@ -44,6 +44,7 @@ RUN_OUTPUTS = (
     "modeling_emoreg.py",
     "backbones.py",
     "pipeline_emoreg.py",
+    "regulation_emoreg.py",
     "training_args.bin",
     "all_results.json",
     "train_results.json",

@@ -168,7 +168,7 @@ def _method_flags(method: registry.Method | None) -> dict[str, Any] | None:
 
 def _regulation_formula(emoreg: dict[str, Any] | None) -> str:
     """The card's formula of ρ, from the regulation mode's own declaration (an unknown mode is an error)."""
-    from ..modeling_emoreg import REGULATIONS
+    from ..regulation_emoreg import REGULATIONS
 
     mode = (emoreg or {}).get("regulation")
     if mode not in REGULATIONS:
