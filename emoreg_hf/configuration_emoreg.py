@@ -75,7 +75,7 @@ class EmoRegOptions:
     """The regulation options of an EmoReg model (docs/method.md)."""
 
     influence: str = _option("concat", "How emotion enters the emotional response:", choices=INFLUENCE_MODES)
-    regulation: str = _option("adaptive", "How ρ is set:", choices=regulation_modes)
+    regulation: str = _option("adaptive", "ρ:", choices=regulation_modes)
     rho_init: float = _option(0.5, "Initial regulation strength in [0, 1].", high=1.0)
     aux_loss_weight: float = _option(0.5, "Weight of ½(CE(z_N) + CE(z_E)).")
     affect_trainable: str = _option(

@@ -71,6 +71,15 @@ class EmoRegTrainer(Trainer):
 
         install_callbacks(self)
 
+    @property
+    def loss_before_resume(self) -> float:
+        """The training loss summed over the steps before a resumed checkpoint (kept by `run_loss`)."""
+        return self.run_loss.before
+
+    @loss_before_resume.setter
+    def loss_before_resume(self, value: float) -> None:
+        self.run_loss.before = float(value)
+
     @contextlib.contextmanager
     def _unmixed(self):
         """Evaluation batches are never mixed: mixup/cutmix belong to training only."""
@@ -310,7 +319,7 @@ def train_and_evaluate(
     import json
 
     stash = _run_loss_at(checkpoint)
-    trainer.run_loss.before = stash["loss_sum"] if stash else 0.0
+    trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()

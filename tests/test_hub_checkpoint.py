@@ -45,10 +45,22 @@ class FakeHub:
         return False
 
     def upload_folder(self, *, repo_id, folder_path, revision=None, commit_message="", **kwargs):
+        from concurrent.futures import Future
+
+        from huggingface_hub.utils import filter_repo_objects
+
         copy = self.root / f"upload-{len(list(self.root.glob('upload-*'))) if self.root.exists() else 0}"
-        shutil.copytree(folder_path, copy)
+        names = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        for name in filter_repo_objects(names, allow_patterns=kwargs.get("allow_patterns")):  # as HfApi
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(folder_path) / name, copy / name)
         self.uploads.append({"revision": revision, "folder": copy, "message": commit_message})
-        return f"https://huggingface.co/{repo_id}/commit/{len(self.uploads)}"
+        url = f"https://huggingface.co/{repo_id}/commit/{len(self.uploads)}"
+        if not kwargs.get("run_as_future"):
+            return url
+        future = Future()  # HfApi's background upload hands back a Future
+        future.set_result(url)
+        return future
 
     def on(self, revision):
         return [u for u in self.uploads if u["revision"] == revision]
