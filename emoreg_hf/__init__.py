@@ -20,16 +20,22 @@ import threading
 from transformers import AutoConfig
 
 from .configuration_emoreg import PIPELINE_TASK, EmoRegConfig
+from .configuration_small_resnet import SmallResNetConfig
 
 __version__ = "0.1.0"
 
 AutoConfig.register(EmoRegConfig.model_type, EmoRegConfig, exist_ok=True)
 EmoRegConfig.register_for_auto_class()
+# The small-image ResNet (configuration_emoreg registers its config with AutoConfig; its model class is
+# registered with the EmoReg model, lazily): a stage-1 checkpoint of this family carries its own code too,
+# so it loads with trust_remote_code=True anywhere.
+SmallResNetConfig.register_for_auto_class()
 
 _LAZY = {  # public names imported on first use (PEP 562)
     "EmoRegForImageClassification": "modeling_emoreg",
     "EmoRegImageClassifierOutput": "modeling_emoreg",
     "EmoRegImageClassificationPipeline": "pipeline_emoreg",
+    "SmallResNetForImageClassification": "modeling_small_resnet",
 }
 _lock = threading.RLock()
 _model_registered = False
@@ -37,7 +43,8 @@ _pipeline_registered = False
 
 
 def register_model() -> None:
-    """Register `EmoRegForImageClassification` with `AutoModelForImageClassification` (once; idempotent)."""
+    """Register `EmoRegForImageClassification` and the small-image ResNet with
+    `AutoModelForImageClassification` (once; idempotent)."""
     global _model_registered
     with _lock:
         if _model_registered:
@@ -49,6 +56,12 @@ def register_model() -> None:
 
         AutoModelForImageClassification.register(EmoRegConfig, EmoRegForImageClassification, exist_ok=True)
         EmoRegForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+        from .modeling_small_resnet import SmallResNetForImageClassification
+
+        AutoModelForImageClassification.register(
+            SmallResNetConfig, SmallResNetForImageClassification, exist_ok=True
+        )
+        SmallResNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 
 def register_pipeline() -> None:
@@ -117,8 +130,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if not getattr(EmoRegConfig.__post_init__, "__wrapped__", None):
-    EmoRegConfig.__post_init__ = _registering_post_init(EmoRegConfig.__post_init__)
+for _config_class in (EmoRegConfig, SmallResNetConfig):
+    if not getattr(_config_class.__post_init__, "__wrapped__", None):
+        _config_class.__post_init__ = _registering_post_init(_config_class.__post_init__)
 if "transformers.pipelines" in sys.modules:
     register_pipeline()
 else:
@@ -129,7 +143,7 @@ else:
 def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        if _LAZY[name] == "modeling_emoreg":
+        if _LAZY[name] in ("modeling_emoreg", "modeling_small_resnet"):
             register_model()
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -141,5 +155,7 @@ __all__ = [
     "EmoRegForImageClassification",
     "EmoRegImageClassificationPipeline",
     "EmoRegImageClassifierOutput",
+    "SmallResNetConfig",
+    "SmallResNetForImageClassification",
     "__version__",
 ]

@@ -15,8 +15,9 @@ import yaml
 from . import registry
 from .configuration_emoreg import EmoRegOptions
 
-AUGMENTATIONS = ("none", "basic", "randaugment", "trivialaugment", "autoaugment")
+AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
 AFFECT_INITS = ("pretrained", "random")
+COLOR_MODES = ("auto", "rgb", "grayscale")
 
 
 def _choice(name: str, value: Any, allowed: typing.Iterable) -> None:
@@ -30,7 +31,11 @@ class DataArguments:
     """Shared by both stages: how images are read and augmented."""
 
     augmentation: str = field(
-        default="basic", metadata={"help": f"Train-time augmentation: {', '.join(AUGMENTATIONS)}."}
+        default="basic",
+        metadata={
+            "help": f"Train-time augmentation: {', '.join(AUGMENTATIONS)} (basic: random resized crop + flip; "
+            "padcrop: reflect-pad an eighth of the side, random crop, flip - the small-image policy)."
+        },
     )
     mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup alpha in the collator (0 = off)."})
     cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix alpha in the collator (0 = off)."})
@@ -93,15 +98,42 @@ class PretrainArguments(DataArguments):
         default=False,
         metadata={"help": "Shuffled-emotion control: permute emotion labels within each source."},
     )
+    kmeans_labels: bool = field(
+        default=False,
+        metadata={
+            "help": "Non-emotion control: replace the labels by k-means clusters of the same images (as many "
+            "clusters as there are labels; learnable, and their association with the emotions is reported)."
+        },
+    )
+    target_dataset: str | dict | None = field(
+        default=None,
+        metadata={
+            "help": "Positive control: train on a target data set's own training split and classes (a preset "
+            "or source spec, as finetune's --dataset; the same validation carve) instead of affective sources."
+        },
+    )
+    color_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "The pathway's input colour: grayscale (every image becomes its luminance), rgb, or auto "
+            "(grayscale when the training images have one channel, as FER-2013's faces). Recorded in the "
+            "checkpoint's config (`input_color_mode`); EmoReg converts its input to it."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        _choice("color_mode", self.color_mode, COLOR_MODES)
         if isinstance(self.affective_sources, str):  # a YAML file holding the list, shared by recipes
             self.affective_sources = read_source_list(self.affective_sources)
-        if not self.affective_sources:
+        if self.target_dataset is not None and self.affective_sources:
+            raise ValueError("give --affective_sources or --target_dataset (the positive control), not both")
+        if self.target_dataset is None and not self.affective_sources:
             raise ValueError(
                 "--affective_sources is required: a list of source specs (see recipes/demo/pretrain.yaml)"
             )
+        if self.kmeans_labels and self.shuffle_labels:
+            raise ValueError("--kmeans_labels and --shuffle_labels are two different controls; choose one")
         if (self.model_name_or_path is None) == (self.model_config is None):
             raise ValueError(
                 "give exactly one of --model_name_or_path (a checkpoint) or --model_config (from scratch)"
@@ -143,12 +175,20 @@ class FinetuneArguments(DataArguments, EmoRegOptions):
     image_size: int | None = field(
         default=None, metadata={"help": "Input size for a task backbone built from scratch."}
     )
+    affect_color_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "What the affective pathway is given: auto (what stage 1 recorded: grayscale faces -> the "
+            "luminance of the task image), rgb, or grayscale."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         self.check_emoreg_options()  # checked here, when the command line is parsed: before any data is read
         _choice("method", self.method, registry.METHODS)
         _choice("affect_init", self.affect_init, AFFECT_INITS)
+        _choice("affect_color_mode", self.affect_color_mode, COLOR_MODES)
         method = registry.METHODS[self.method]
         if method.uses_affect and not self.affect_model_name_or_path:
             raise ValueError(

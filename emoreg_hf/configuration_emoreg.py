@@ -2,7 +2,7 @@
 emoreg-hf's docs/method.md defines them).
 
 This file travels to the Hub as remote code next to `modeling_emoreg.py`, so it imports only
-`transformers`.
+`transformers` and its sibling `configuration_small_resnet.py`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,22 @@ from typing import Any, ClassVar
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from .configuration_small_resnet import SmallResNetConfig
+
+# A pathway may be the small-image ResNet of this package: its config must resolve wherever an EmoReg
+# config is read, also as remote code in a process that never imported emoreg_hf. Registered only when
+# absent, so the package's own class is never replaced by a remote-code copy (or the other way round).
+if SmallResNetConfig.model_type not in CONFIG_MAPPING:
+    AutoConfig.register(SmallResNetConfig.model_type, SmallResNetConfig)
 
 INFLUENCE_MODES = ("concat", "film")
 AFFECT_TRAINABLE_MODES = ("frozen", "all")
+AFFECT_NORM_MODES = ("none", "layernorm")
+COLOR_MODES = ("rgb", "grayscale")
+# ITU-R 601 luma, the weights of PIL's convert("L"): what a grayscale-trained pathway is given.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def regulation_modes() -> tuple[str, ...]:
@@ -82,6 +95,12 @@ class EmoRegOptions:
         "frozen", "The affective pathway in stage 2:", choices=AFFECT_TRAINABLE_MODES
     )
     affect_lr_scale: float = _option(0.1, "LR multiplier of a trainable affective pathway.")
+    affect_norm: str = _option(
+        "none",
+        "`layernorm`: h_A and e(x) each pass their own LayerNorm before they enter the emotional response, so "
+        "the scale of h_T cannot hide them:",
+        choices=AFFECT_NORM_MODES,
+    )
 
     # How an error names an option: `--rho_init 1.5` on the command line, `EmoRegConfig.rho_init=1.5` in a model.
     option_format: ClassVar[str] = "--{name} {value!r}"
@@ -152,12 +171,16 @@ class EmoRegConfig(PreTrainedConfig, EmoRegOptions):
         regulation (`str`): `fixed` (constant `rho_init`), `learned` (one scalar) or `adaptive` (per image).
         rho_init (`float`): initial regulation strength in [0, 1].
         aux_loss_weight (`float`): weight of `½ (CE(z_N, y) + CE(z_E, y))` added to the loss.
+        affect_norm (`str`): `none`, or `layernorm`: `h_A` and `e` each pass their own LayerNorm before they
+            enter the emotional response (concat or FiLM), so neither is drowned by the scale of `h_T`.
         affect_trainable (`str`): `frozen` (no gradients, eval mode) or `all` (trained, scaled LR).
         affect_lr_scale (`float`): learning-rate multiplier of the affective pathway when `all`.
         task_image_size, task_image_mean, task_image_std: the input the task pathway expects
             (what the saved image processor produces).
         affect_image_size, affect_image_mean, affect_image_std: what the affective pathway was trained on;
             `forward` converts the task input to it when they differ.
+        affect_image_color_mode (`str`): `rgb` or `grayscale` (a pathway trained on grayscale faces is given
+            the luminance of the task image, copied to three channels); None reads as `rgb`.
         custom_pipelines (`dict`): pipelines declared to `transformers.pipeline`; by default
             `emoreg-image-classification`, whose code (`pipeline_emoreg.py`) is saved with the checkpoint.
     """
@@ -172,13 +195,14 @@ class EmoRegConfig(PreTrainedConfig, EmoRegOptions):
 
     task_config: dict | PreTrainedConfig | None = None
     affect_config: dict | PreTrainedConfig | None = None
-    # influence, regulation, rho_init, aux_loss_weight, affect_trainable, affect_lr_scale: EmoRegOptions
+    # influence, regulation, rho_init, aux_loss_weight, affect_trainable, affect_lr_scale, affect_norm: EmoRegOptions
     task_image_size: list[int] | None = None
     task_image_mean: list[float] | None = None
     task_image_std: list[float] | None = None
     affect_image_size: list[int] | None = None
     affect_image_mean: list[float] | None = None
     affect_image_std: list[float] | None = None
+    affect_image_color_mode: str | None = None
     custom_pipelines: dict | None = None  # None means default_custom_pipelines()
 
     def __post_init__(self, **kwargs):
@@ -196,6 +220,11 @@ class EmoRegConfig(PreTrainedConfig, EmoRegOptions):
                 "they must match (the task pathway's classifier is the non-emotional head)"
             )
         self.check_emoreg_options()
+        if self.affect_image_color_mode is not None and self.affect_image_color_mode not in COLOR_MODES:
+            raise ValueError(
+                f"EmoRegConfig.affect_image_color_mode={self.affect_image_color_mode!r} is not valid; allowed "
+                f"values: {', '.join(COLOR_MODES)}"
+            )
         for prefix in ("task", "affect"):
             _check_size(f"{prefix}_image_size", getattr(self, f"{prefix}_image_size"))
             _check_triplet(f"{prefix}_image_mean", getattr(self, f"{prefix}_image_mean"))
@@ -213,9 +242,14 @@ class EmoRegConfig(PreTrainedConfig, EmoRegOptions):
         return [id2label[i] for i in range(len(id2label))]
 
     @property
+    def affect_grayscale(self) -> bool:
+        """True when the affective pathway was trained on grayscale images (stage 1's `input_color_mode`)."""
+        return self.affect_image_color_mode == "grayscale"
+
+    @property
     def converts_affect_input(self) -> bool:
-        """True when the two pathways were trained on different input size or normalisation."""
-        return any(
+        """True when the two pathways were trained on different input size, normalisation or colour mode."""
+        return self.affect_grayscale or any(
             getattr(self, f"affect_image_{k}") is not None
             and list(getattr(self, f"affect_image_{k}")) != list(getattr(self, f"task_image_{k}") or [])
             for k in ("size", "mean", "std")
@@ -223,6 +257,9 @@ class EmoRegConfig(PreTrainedConfig, EmoRegOptions):
 
 
 __all__ = [
+    "AFFECT_NORM_MODES",
+    "COLOR_MODES",
+    "LUMA_WEIGHTS",
     "PIPELINE_TASK",
     "EmoRegConfig",
     "EmoRegOptions",

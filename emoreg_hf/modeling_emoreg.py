@@ -2,15 +2,17 @@
 
     z_N = W_N · h_T                      (the task backbone's own classifier)
     z_E = W_E · influence(h_T, h_A, e)   (concat: [h_T; h_A; e] | film: h_T ⊙ (1 + γ) + β)
-    z   = (1 − ρ) · z_N + ρ · z_E        (ρ fixed | learned scalar | adaptive per image)
+    z   = (1 − ρ) · z_N + ρ · z_E        (ρ fixed | learned scalar | adaptive per image: the weight of
+                                          z_E's logits, not a measure of how much emotion was used)
     L   = CE(z, y) + aux_loss_weight · ½ (CE(z_N, y) + CE(z_E, y))
 
-This file travels to the Hub as remote code; it imports only torch, transformers and its two siblings.
+This file travels to the Hub as remote code; it imports only torch, transformers and its siblings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +22,38 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .backbones import classify, feature_dim, pooled_features
-from .configuration_emoreg import IMAGENET_MEAN, IMAGENET_STD, EmoRegConfig
+from .configuration_emoreg import IMAGENET_MEAN, IMAGENET_STD, LUMA_WEIGHTS, EmoRegConfig
+from .configuration_small_resnet import SmallResNetConfig
+from .modeling_small_resnet import SmallResNetForImageClassification
 from .regulation_emoreg import REGULATIONS, RegulationMode
+
+# The small-image ResNet as a pathway (see configuration_emoreg.py); keyed by the config class, so the
+# package's and a remote-code copy's classes each map to their own model class.
+AutoModelForImageClassification.register(SmallResNetConfig, SmallResNetForImageClassification, exist_ok=True)
 
 
 @dataclass
 class EmoRegImageClassifierOutput(ImageClassifierOutput):
-    """Regulated logits plus what the model felt (`emotion_probs`) and how much it counted (`regulation`)."""
+    """Regulated logits plus what the model felt (`emotion_probs`), the weight ρ of the emotional response's
+    logits (`regulation`; how much emotion *changed* the answer is measured by the reliance figures, see
+    docs/method.md), both responses, and the pooled features of both pathways (`task_features` h_T,
+    `affect_features` h_A), from which `respond` recomputes the output with h_A and e(x) swapped."""
 
     regulation: torch.Tensor | None = None
     emotion_probs: torch.Tensor | None = None
     logits_non_emotional: torch.Tensor | None = None
     logits_emotional: torch.Tensor | None = None
+    task_features: torch.Tensor | None = None
+    affect_features: torch.Tensor | None = None
+
+
+class EmoRegResponses(NamedTuple):
+    """What `EmoRegForImageClassification.respond` computes from the pooled features."""
+
+    logits: torch.Tensor
+    regulation: torch.Tensor
+    logits_non_emotional: torch.Tensor
+    logits_emotional: torch.Tensor
 
 
 class EmoRegPreTrainedModel(PreTrainedModel):
@@ -53,6 +75,9 @@ class EmoRegPreTrainedModel(PreTrainedModel):
         if module is getattr(self, "film", None):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
+        elif module is getattr(self, "affect_norm", None) or module is getattr(self, "emotion_norm", None):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, std=0.02)
             if module.bias is not None:
@@ -70,6 +95,9 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         self.affect_model = affect_model or _image_classifier_from_config(config.affect_config)
         d_task, d_affect = feature_dim(self.task_model), feature_dim(self.affect_model)
         n_emotions, n_labels = config.affect_config.num_labels, config.task_config.num_labels
+        layernorm = config.affect_norm == "layernorm"
+        self.affect_norm = nn.LayerNorm(d_affect) if layernorm else None
+        self.emotion_norm = nn.LayerNorm(n_emotions) if layernorm else None
         if config.influence == "concat":
             self.film = None
             self.emotional_head = nn.Linear(d_task + d_affect + n_emotions, n_labels)
@@ -100,7 +128,8 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         **emoreg_options,
     ) -> EmoRegForImageClassification:
         """Build from two checkpoints (Hub ids or local dirs); `task_model_name_or_path=None` + `task_config`
-        builds the task pathway from scratch. Image geometry is read from each checkpoint's processor."""
+        builds the task pathway from scratch. Image geometry is read from each checkpoint's processor, the
+        affective pathway's colour mode from its config (`input_color_mode`, written by stage 1)."""
         if len(id2label) != num_labels or len(label2id) != num_labels:
             raise ValueError(
                 f"num_labels={num_labels} does not match id2label ({len(id2label)} names) / label2id ({len(label2id)})"
@@ -125,6 +154,11 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
             emoreg_options.setdefault(f"task_image_{key}", value)
         for key, value in _processor_geometry(affect_model_name_or_path).items():
             emoreg_options.setdefault(f"affect_image_{key}", value)
+        # What stage 1 recorded about its input (recipes/pretrain.py): the pathway is fed the same by default.
+        if getattr(affect.config, "input_size", None) is not None:
+            emoreg_options.setdefault("affect_image_size", list(affect.config.input_size))
+        if emoreg_options.get("affect_image_color_mode") is None:
+            emoreg_options["affect_image_color_mode"] = getattr(affect.config, "input_color_mode", None)
         config = EmoRegConfig(
             task_config=task.config,
             affect_config=affect.config,
@@ -213,7 +247,7 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
     # -- forward --------------------------------------------------------------------------------------
 
     def _affect_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Convert task-normalised pixels to the affective pathway's size and normalisation."""
+        """Convert task-normalised pixels to the affective pathway's colour mode, size and normalisation."""
         cfg = self.config
         if not cfg.converts_affect_input:
             return pixel_values
@@ -223,6 +257,9 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
             return torch.tensor(value, dtype=pixel_values.dtype, device=pixel_values.device).view(1, 3, 1, 1)
 
         rgb = pixel_values * stats("task", "std", IMAGENET_STD) + stats("task", "mean", IMAGENET_MEAN)
+        if cfg.affect_grayscale:  # a pathway trained on grayscale faces is given luminance, as PIL makes it
+            luma = torch.tensor(LUMA_WEIGHTS, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+            rgb = (rgb * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         size = tuple(cfg.affect_image_size or pixel_values.shape[-2:])
         if tuple(rgb.shape[-2:]) != size:
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -279,23 +316,13 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         self._check_pixels(pixel_values)
         cfg = self.config
         h_task = pooled_features(self.task_model, pixel_values)
-        logits_non_emotional = classify(self.task_model, h_task)
 
         affect_pixels = self._affect_pixels(pixel_values)
         with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.affect_trainable == "all"):
             h_affect = pooled_features(self.affect_model, affect_pixels)
             emotion_logits = classify(self.affect_model, h_affect)
         emotion_probs = emotion_logits.float().softmax(-1).to(h_task.dtype)
-
-        if self.film is None:
-            influenced = torch.cat([h_task, h_affect, emotion_probs], dim=-1)
-        else:
-            gamma, beta = self.film(torch.cat([emotion_probs, h_affect], dim=-1)).chunk(2, dim=-1)
-            influenced = h_task * (1 + gamma) + beta
-        logits_emotional = self.emotional_head(influenced)
-
-        rho = self.regulation_mode.rho(self, h_task, emotion_probs)
-        logits = (1 - rho)[:, None] * logits_non_emotional + rho[:, None] * logits_emotional
+        logits, rho, logits_non_emotional, logits_emotional = self.respond(h_task, h_affect, emotion_probs)
 
         loss = None
         if labels is not None:
@@ -313,11 +340,37 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
             emotion_probs=emotion_probs,
             logits_non_emotional=logits_non_emotional,
             logits_emotional=logits_emotional,
+            task_features=h_task,
+            affect_features=h_affect,
         )
+
+    def respond(
+        self, h_task: torch.Tensor, h_affect: torch.Tensor, emotion_probs: torch.Tensor
+    ) -> EmoRegResponses:
+        """Both responses and their regulated blend from the pooled features h_T, h_A and e(x): everything
+        `forward` computes after the two pathways. Called with h_A and e(x) permuted across images or
+        replaced by their mean, it measures how much the output relies on them (`training.affect_reliance`)."""
+        logits_non_emotional = classify(self.task_model, h_task)
+        affect, emotion = h_affect, emotion_probs
+        if self.affect_norm is not None:
+            affect, emotion = self.affect_norm(h_affect), self.emotion_norm(emotion_probs)
+        if self.film is None:
+            influenced = torch.cat([h_task, affect, emotion], dim=-1)
+        else:
+            gamma, beta = self.film(torch.cat([emotion, affect], dim=-1)).chunk(2, dim=-1)
+            influenced = h_task * (1 + gamma) + beta
+        logits_emotional = self.emotional_head(influenced)
+        rho = self.regulation_mode.rho(self, h_task, emotion_probs)
+        logits = (1 - rho)[:, None] * logits_non_emotional + rho[:, None] * logits_emotional
+        return EmoRegResponses(logits, rho, logits_non_emotional, logits_emotional)
 
 
 def _image_classifier_from_config(config) -> PreTrainedModel:
-    """`AutoModelForImageClassification.from_config`, also for families mapped to several classes (DeiT)."""
+    """`AutoModelForImageClassification.from_config`, also for families mapped to several classes (DeiT).
+    The small-image ResNet is built by this file's sibling directly: as remote code, the config may be
+    another copy of its class (loaded through configuration_emoreg.py), which the Auto mapping keys apart."""
+    if config.model_type == SmallResNetConfig.model_type:
+        return SmallResNetForImageClassification(config)
     if not config.architectures:
         model_class = AutoModelForImageClassification._model_mapping[type(config)]
         if isinstance(model_class, (list, tuple)):
@@ -359,5 +412,6 @@ __all__ = [
     "EmoRegForImageClassification",
     "EmoRegImageClassifierOutput",
     "EmoRegPreTrainedModel",
+    "EmoRegResponses",
     "RegulationMode",
 ]

@@ -120,8 +120,9 @@ def emotion_labels(model) -> list[str] | None:
     return model.config.emotion_labels if hasattr(model.config, "affect_config") else None
 
 
-def build_pretrain_model(args, emotion_names):
-    """Stage 1: a plain AutoModelForImageClassification with one output per emotion."""
+def build_pretrain_model(args, emotion_names, color_mode: str = "rgb", taxonomy: dict | None = None):
+    """Stage 1: a plain AutoModelForImageClassification with one output per emotion, whose config records
+    what it was trained on (taxonomy, controls, input colour mode and size) for stage 2."""
     from transformers import AutoModelForImageClassification
 
     if args.model_name_or_path:
@@ -136,10 +137,17 @@ def build_pretrain_model(args, emotion_names):
             geometry(None, args.image_size),
         )
     # Provenance that travels inside config.json, so stage 2 (and its card) knows what the experience means.
-    model.config.emotion_taxonomy = args.taxonomy
+    model.config.emotion_taxonomy = args.taxonomy if taxonomy is None else taxonomy
     for flag, value in registry.stage1_checkpoint_flags(args).items():  # e.g. shuffled_emotion_labels
         setattr(model.config, flag, value)
-    return model, model_geometry
+    model.config.kmeans_labels = bool(getattr(args, "kmeans_labels", False))  # the non-emotion control
+    model.config.target_task_labels = (
+        getattr(args, "target_dataset", None) is not None
+    )  # the positive control
+    # What the pathway saw: EmoReg feeds it the same (grayscale faces -> the luminance of a colour image).
+    model.config.input_color_mode = color_mode
+    model.config.input_size = list(model_geometry["size"])
+    return model, {**model_geometry, "color_mode": color_mode}
 
 
 def build_finetune_model(args, label_names):
@@ -183,6 +191,7 @@ def build_finetune_model(args, label_names):
         task_image_size=task_geometry["size"],
         task_image_mean=task_geometry["mean"],
         task_image_std=task_geometry["std"],
+        affect_image_color_mode=None if args.affect_color_mode == "auto" else args.affect_color_mode,
         **dataclasses.asdict(emoreg_options(args)),
         **labels,
     )

@@ -1,10 +1,11 @@
-"""`emoreg-image-classification`: the image-classification pipeline plus what EmoReg felt and how much it counted.
+"""`emoreg-image-classification`: the image-classification pipeline plus what EmoReg felt and the weight ρ it gave
+its emotional response.
 
     >>> from transformers import pipeline
     >>> classify = pipeline("emoreg-image-classification", model="org/emoreg-model", trust_remote_code=True)
     >>> classify("cat.jpg")
     {'labels': [{'label': 'cat', 'score': 0.91}, ...],     # the regulated prediction, as image-classification
-     'regulation': 0.42,                                     # rho: how much the emotional response counted
+     'regulation': 0.42,                                     # rho: weight of the emotional response's logits
      'emotions': [{'label': 'happiness', 'score': 0.6}, ...],  # e(x), with the emotion taxonomy's names
      'non_emotional': {'label': 'cat', 'score': 0.88},      # top class of z_N (task pathway alone)
      'emotional': {'label': 'cat', 'score': 0.95}}          # top class of z_E (emotion-influenced)
@@ -44,7 +45,8 @@ class EmoRegImageClassificationPipeline(ImageClassificationPipeline):
 
     - `labels`: the top-k task classes of the regulated logits `z`, as the `image-classification` pipeline
       gives them (list of `{"label", "score"}`);
-    - `regulation`: ρ in [0, 1], the weight of the emotional response in `z = (1 − ρ) z_N + ρ z_E`;
+    - `regulation`: ρ in [0, 1], the weight of the emotional response's logits in `z = (1 − ρ) z_N + ρ z_E`
+      (not how much emotion was used: z_E also reads the task features; see the card's reliance figures);
     - `emotions`: the top-k of the emotion distribution e(x), named by `config.emotion_labels`;
     - `non_emotional` / `emotional`: the top class (`{"label", "score"}`) of `z_N` and of `z_E`.
 

@@ -21,14 +21,19 @@ def _label_names(model) -> list[str]:
     return [id2label[i] for i in range(len(id2label))]
 
 
-def pretrain_fields(args, model, splits, data_report: dict[str, Any]) -> dict[str, Any]:
-    """The stage-1 fields of `RunRecord`: the emotion classes, each source with the rows it gave per split
-    (after caps), the backbone, the taxonomy, the stage-1 variant's switches and the data report."""
+def pretrain_fields(
+    args, model, splits, data_report: dict[str, Any], *, specs=None, taxonomy: dict | None = None
+) -> dict[str, Any]:
+    """The stage-1 fields of `RunRecord`: the classes, each source with the rows it gave per split (after
+    caps), the backbone, the taxonomy, the stage-1 variant's switches and the data report. `specs` and
+    `taxonomy`: what `data.load_stage1_data` read (by default the affective sources and their taxonomy)."""
     from .taxonomy import get_label_space
     from .training import rows_per_source
 
-    space = get_label_space(args.taxonomy)
-    specs = [SourceSpec.from_any(s) for s in args.affective_sources]
+    if taxonomy is None:
+        space = get_label_space(args.taxonomy)
+        taxonomy = {"name": space.name, "names": list(space.names)}
+    specs = specs if specs is not None else [SourceSpec.from_any(s) for s in args.affective_sources]
     used = rows_per_source(splits, data_report)
     return {
         "stage": "pretrain",
@@ -41,7 +46,7 @@ def pretrain_fields(args, model, splits, data_report: dict[str, Any]) -> dict[st
             "architecture": model.config.model_type,
         },
         "base_models": [args.model_name_or_path] if args.model_name_or_path else [],
-        "taxonomy": {"name": space.name, "names": list(space.names)},
+        "taxonomy": taxonomy,
         "controls": registry.stage1_controls(args),
         "data_report": data_report,
     }

@@ -45,6 +45,8 @@ RUN_OUTPUTS = (
     "backbones.py",
     "pipeline_emoreg.py",
     "regulation_emoreg.py",
+    "configuration_small_resnet.py",
+    "modeling_small_resnet.py",
     "training_args.bin",
     "all_results.json",
     "train_results.json",

@@ -75,7 +75,9 @@ def main() -> None:
         eval_dataset=prepared["validation"],
         data_collator=collator,
         processing_class=processor,
-        compute_metrics=build_compute_metrics(label_names, emotion_labels(model)),
+        compute_metrics=build_compute_metrics(
+            label_names, emotion_labels(model), model if emotion_labels(model) else None
+        ),
         preprocess_logits_for_metrics=keep_logits_for_metrics,
         finisher=finisher,
     )

@@ -20,17 +20,22 @@ def main() -> None:
     from transformers import set_seed
 
     from emoreg_hf.callbacks import PushAtEverySave
-    from emoreg_hf.data import check_sources_available, load_affective_mixture
+    from emoreg_hf.data import (
+        check_sources_available,
+        infer_color_mode,
+        load_stage1_data,
+        resolve_target_spec,
+    )
     from emoreg_hf.models import build_pretrain_model, check_checkpoints
     from emoreg_hf.recording import pretrain_fields
     from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
-    from emoreg_hf.taxonomy import get_label_space
     from emoreg_hf.training import (
         EmoRegTrainer,
         build_compute_metrics,
         cap,
         input_pipeline,
         setup_logging,
+        stage1_label_statistics,
         train_and_evaluate,
     )
     from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
@@ -39,30 +44,18 @@ def main() -> None:
     if begin_run(training_args, args, headline="eval_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
-    check_sources_available(args.affective_sources)
+    check_sources_available(args.affective_sources or [resolve_target_spec(args.target_dataset)])
     check_checkpoints(args)
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir, hub=hub)
     set_seed(training_args.seed)
 
-    space = get_label_space(args.taxonomy)
-    with training_args.main_process_first(desc="loading affective sources"):
-        splits, data_report = load_affective_mixture(
-            args.affective_sources,
-            space,
-            seed=training_args.seed,
-            on_bad_image=args.on_bad_image,
-            shuffle_labels=args.shuffle_labels,
-            validation_split_size=args.validation_split_size,
-        )
-    splits = {
-        name: cap(
-            split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed
-        )
-        for name, split in splits.items()
-    }
+    with training_args.main_process_first(desc="loading the stage-1 data"):
+        data = load_stage1_data(args, training_args.seed, cap)
+    splits, data_report, names = data["splits"], data["report"], data["names"]
 
-    model, model_geometry = build_pretrain_model(args, space.names)
-    prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(space.names))
+    color_mode = args.color_mode if args.color_mode != "auto" else infer_color_mode(splits["train"])
+    model, model_geometry = build_pretrain_model(args, names, color_mode, taxonomy=data["taxonomy"])
+    prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(names))
 
     clear_earlier_run(training_args, overwrite=args.overwrite_output_dir)
     choose_intervals(
@@ -75,12 +68,18 @@ def main() -> None:
         eval_dataset=prepared["validation"],
         data_collator=collator,
         processing_class=processor,
-        compute_metrics=build_compute_metrics(space.names),
+        compute_metrics=build_compute_metrics(names),
         finisher=finisher,
     )
     if pushes_every_save(training_args, hub):
         trainer.add_callback(PushAtEverySave(hub))
-    results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=space.names)
+    results, files = train_and_evaluate(
+        trainer,
+        prepared,
+        checkpoint=checkpoint,
+        label_names=names,
+        extra_results=stage1_label_statistics(data_report),
+    )
 
     if trainer.is_world_process_zero():
         finish_run(
@@ -92,7 +91,9 @@ def main() -> None:
             files=files,
             push=hub,
             headline="eval_accuracy",
-            **pretrain_fields(args, model, splits, data_report),
+            **pretrain_fields(
+                args, model, splits, data_report, specs=data["specs"], taxonomy=data["taxonomy"]
+            ),
         )
 
 

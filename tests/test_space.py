@@ -121,7 +121,8 @@ def test_predict_and_render_an_emoreg_checkpoint(emoreg_classifier, photo):
     labels, regulation, frame, emotion_note, responses = app.render(result)
     assert list(labels) == [item["label"] for item in result["labels"]]
     assert f"ρ = {rho:.3f}" in regulation
-    assert f"the emotional response counted {round(100 * rho)}%" in regulation
+    assert f"the emotional response's logits weigh {round(100 * rho)}%" in regulation
+    assert "not how much emotion was used" in regulation
     assert list(frame.columns) == ["emotion", "probability"] and set(frame["emotion"]) == set(EKMAN7)
     assert result["emotions"][0]["label"] in emotion_note
     assert result["non_emotional"]["label"] in responses and result["emotional"]["label"] in responses
@@ -375,7 +376,7 @@ def test_browser_upload_shows_classes_rho_and_errors(checkpoints, tmp_path, phot
         upload_and_wait(driver, url, photo, until="ρ =")
         classes, regulation = text_of(driver, "classes"), text_of(driver, "regulation")
         assert any(name in classes for name in CIFAR10), classes
-        assert "the emotional response counted" in regulation and "%" in regulation
+        assert "the emotional response's logits weigh" in regulation and "%" in regulation
         assert "Non-emotional response" in text_of(driver, "responses")
         assert any(name in text_of(driver, "emotions") for name in EKMAN7)  # the bar chart's axis
         shot = tmp_path / "space.png"
@@ -406,7 +407,7 @@ def test_browser_on_the_demo_checkpoint(demo_runs, tmp_path, monkeypatch):
         upload_and_wait(driver, url, star, until="ρ =")
         config = json.loads((demo_runs.finetune / "config.json").read_text())
         assert any(name in text_of(driver, "classes") for name in config["id2label"].values())
-        assert "the emotional response counted" in text_of(driver, "regulation")
+        assert "the emotional response's logits weigh" in text_of(driver, "regulation")
         shot = tmp_path / "space_demo.png"
         assert driver.save_screenshot(str(shot))
         if os.environ.get("EMOREG_UPDATE_DOCS_SCREENSHOT") == "1":

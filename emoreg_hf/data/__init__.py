@@ -5,6 +5,7 @@ normalise on the device), and the embedded synthetic demo (`demo`)."""
 from .demo import DEMO_NAMES, ensure_demo
 from .mixture import load_affective_mixture
 from .sources import SourceSpec, check_sources_available, is_synthetic, missing_sources
+from .stage1 import load_stage1_data
 from .targets import TARGET_PRESETS, load_target_dataset, resolve_target_spec
 from .transforms import (
     AUGMENTATIONS,
@@ -12,6 +13,7 @@ from .transforms import (
     DeviceFinisher,
     LoaderTransform,
     build_image_processor,
+    infer_color_mode,
     infer_working_size,
 )
 
@@ -26,9 +28,11 @@ __all__ = [
     "build_image_processor",
     "check_sources_available",
     "ensure_demo",
+    "infer_color_mode",
     "infer_working_size",
     "is_synthetic",
     "load_affective_mixture",
+    "load_stage1_data",
     "load_target_dataset",
     "missing_sources",
     "resolve_target_spec",

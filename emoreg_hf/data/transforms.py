@@ -19,7 +19,10 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as tvF
 
-AUGMENTATIONS = ("none", "basic", "randaugment", "trivialaugment", "autoaugment")
+AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
+COLOR_MODES = ("rgb", "grayscale")
+# PIL modes with one colour channel: images of such a source are grayscale.
+GRAYSCALE_PIL_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def _to_pil(value) -> PIL.Image.Image:
@@ -32,10 +35,12 @@ def _to_pil(value) -> PIL.Image.Image:
     raise TypeError(f"expected a PIL image or an encoded image dict, got {type(value).__name__}")
 
 
-def _to_uint8_chw(image, size: int) -> torch.Tensor:
+def _to_uint8_chw(image, size: int, grayscale: bool = False) -> torch.Tensor:
     image = _to_pil(image)
     if image.format == "JPEG" and min(image.size) > 2 * size:
         image.draft("RGB", (size, size))  # DCT-domain downscale while decoding: large JPEGs get cheap
+    if grayscale and image.mode != "L":  # luminance (ITU-R 601), as EmoReg converts for such a pathway
+        image = image.convert("L")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return tvF.pil_to_tensor(image)
@@ -46,22 +51,39 @@ class LoaderTransform:
 
     Use with ``dataset.with_transform(LoaderTransform(...))``. Picklable, so DataLoader workers work.
     Evaluation (and ``augmentation="none"``) only resizes to the working size; training policies run
-    torchvision v2 on uint8: ``basic`` = random resized crop + flip, the others add RandAugment,
-    TrivialAugmentWide or AutoAugment (ImageNet policy) after crop + flip.
+    torchvision v2 on uint8: ``basic`` = random resized crop + flip; ``padcrop`` = pad by an eighth of the
+    side (reflected), crop back at a random offset, flip: the small-image policy (CIFAR ResNets), which
+    keeps the whole object, where a random resized crop may keep 8% of a 48-px face; the others add
+    RandAugment, TrivialAugmentWide or AutoAugment (ImageNet policy) after crop + flip.
+    ``color_mode="grayscale"``: every image becomes its luminance (copied to three channels), so a
+    pathway trained on grayscale faces sees grayscale everywhere, whatever a source's mode.
     """
 
-    def __init__(self, working_size: int, augmentation: str = "none", train: bool = False):
+    def __init__(
+        self, working_size: int, augmentation: str = "none", train: bool = False, color_mode: str = "rgb"
+    ):
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {list(AUGMENTATIONS)}, got {augmentation!r}")
+        if color_mode not in COLOR_MODES:
+            raise ValueError(f"color_mode must be one of {list(COLOR_MODES)}, got {color_mode!r}")
         if int(working_size) < 1:
             raise ValueError(f"working_size must be a positive int, got {working_size!r}")
         self.working_size, self.augmentation, self.train = int(working_size), augmentation, bool(train)
+        self.color_mode = color_mode
         self._ops = None
 
     def _build(self):
         s = self.working_size
         if not self.train or self.augmentation == "none":
             return v2.Resize((s, s), antialias=True)
+        if self.augmentation == "padcrop":
+            return v2.Compose(
+                [
+                    v2.Resize((s, s), antialias=True),
+                    v2.RandomCrop(s, padding=max(1, s // 8), padding_mode="reflect"),
+                    v2.RandomHorizontalFlip(),
+                ]
+            )
         ops = [v2.RandomResizedCrop(s, antialias=True), v2.RandomHorizontalFlip()]
         ops += {
             "basic": [],
@@ -77,9 +99,10 @@ class LoaderTransform:
         if self._ops is None:
             self._ops = self._build()
         s, resize_only = self.working_size, not self.train or self.augmentation == "none"
+        grayscale = self.color_mode == "grayscale"
         pixels = []
         for image in batch["image"]:
-            x = _to_uint8_chw(image, s)
+            x = _to_uint8_chw(image, s, grayscale)
             pixels.append(x if resize_only and x.shape[-2:] == (s, s) else self._ops(x))
         out = {"pixel_values": pixels}
         if "label" in batch:
@@ -90,7 +113,10 @@ class LoaderTransform:
         return {**self.__dict__, "_ops": None}
 
     def __repr__(self) -> str:
-        return f"LoaderTransform(working_size={self.working_size}, augmentation={self.augmentation!r}, train={self.train})"
+        return (
+            f"LoaderTransform(working_size={self.working_size}, augmentation={self.augmentation!r}, "
+            f"train={self.train}, color_mode={self.color_mode!r})"
+        )
 
 
 class Collator:
@@ -255,23 +281,39 @@ def build_image_processor(size: int | Sequence[int], mean: Sequence[float], std:
     )
 
 
-def infer_working_size(dataset_split, image_size: int, sample: int = 256) -> int:
-    """Loader resolution: the 90th percentile of the images' long side in a sample, capped at
-    ``image_size`` (CIFAR -> 32). Anything above the model's input would be thrown away on the device."""
+def _sample_images(dataset_split, sample: int) -> list:
+    """Up to `sample` images spread over a split, undecoded where possible (cheap)."""
     import datasets
 
     if isinstance(dataset_split, datasets.IterableDataset):
-        images = [row["image"] for row in dataset_split.take(sample)]
-    else:
-        n = len(dataset_split)
-        if n == 0:
-            raise ValueError("infer_working_size: the split is empty")
-        idx = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(int)).tolist()
-        column = "image" if "image" in dataset_split.column_names else "img"
-        subset = dataset_split.select(idx)
-        if isinstance(subset.features.get(column), datasets.Image):
-            subset = subset.cast_column(column, datasets.Image(decode=False))
-        images = subset[column]
+        return [row["image"] for row in dataset_split.take(sample)]
+    n = len(dataset_split)
+    if n == 0:
+        raise ValueError("the split is empty")
+    idx = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(int)).tolist()
+    column = "image" if "image" in dataset_split.column_names else "img"
+    subset = dataset_split.select(idx)
+    if isinstance(subset.features.get(column), datasets.Image):
+        subset = subset.cast_column(column, datasets.Image(decode=False))
+    return subset[column]
+
+
+def infer_color_mode(dataset_split, sample: int = 256) -> str:
+    """`grayscale` when every sampled image has one colour channel (FER-2013's faces), else `rgb`."""
+    modes = set()
+    for image in _sample_images(dataset_split, sample):
+        with _to_pil(image) as im:
+            modes.add(im.mode)
+    return "grayscale" if modes and modes <= set(GRAYSCALE_PIL_MODES) else "rgb"
+
+
+def infer_working_size(dataset_split, image_size: int, sample: int = 256) -> int:
+    """Loader resolution: the 90th percentile of the images' long side in a sample, capped at
+    ``image_size`` (CIFAR -> 32). Anything above the model's input would be thrown away on the device."""
+    try:
+        images = _sample_images(dataset_split, sample)
+    except ValueError as error:
+        raise ValueError(f"infer_working_size: {error}") from None
     sides = []
     for image in images:
         image = _to_pil(image)

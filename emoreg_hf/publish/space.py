@@ -74,7 +74,7 @@ def export_space(
             out_dir,
             title=f"EmoReg: {model_repo_id.split('/')[-1]}",
             example_images=[e if isinstance(e, tuple) else (e, "provided by the uploader") for e in chosen],
-            short_description=f"What {model_repo_id.split('/')[-1]} felt, and how much it counted",
+            short_description=f"What {model_repo_id.split('/')[-1]} felt, and how it weighed it",
         )
     finally:
         for path in staging.glob("*") if staging.is_dir() else []:

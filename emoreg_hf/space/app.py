@@ -1,4 +1,4 @@
-"""Gradio demo of an EmoReg checkpoint: what it predicts, what it felt, and how much the feeling counted.
+"""Gradio demo of an EmoReg checkpoint: what it predicts, what it felt, and the weight ρ of its emotional response.
 
 For an uploaded or example image the page shows the predicted classes, the regulation strength ρ (as a
 number and in words), the emotion distribution e(x) as a bar chart, and the top classes of the two responses
@@ -148,8 +148,10 @@ def describe_regulation(rho: float | None) -> str:
         )
     share = round(100 * rho)
     return (
-        f"**ρ = {rho:.3f}**: the emotional response counted {share}% of the prediction "
-        f"(the non-emotional response {100 - share}%)."
+        f"**ρ = {rho:.3f}**: the emotional response's logits weigh {share}% in the blended output "
+        f"(the non-emotional response's {100 - share}%). ρ is a weight, not how much emotion was used: the "
+        "emotional response also reads the task pathway's features. How much the answers depend on the "
+        "affective pathway is measured by the reliance figures on the model card."
     )
 
 

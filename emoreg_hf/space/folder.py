@@ -149,9 +149,9 @@ def _readme_body(model_repo_id: str, title: str, examples: list[dict]) -> str:
         "",
         f"Interactive demo of [{model_repo_id}](https://huggingface.co/{model_repo_id}), an image classifier "
         "trained with **Emotional Regulation** ([arXiv:2606.13081](https://arxiv.org/abs/2606.13081)).",
-        "For an uploaded image it shows the predicted classes, the regulation strength ρ (how much the "
-        "emotional response counted), the emotion distribution e(x), and the top classes of the non-emotional "
-        "and the emotional responses side by side.",
+        "For an uploaded image it shows the predicted classes, the regulation weight ρ (the weight of the "
+        "emotional response's logits in the output; not a measure of how much emotion was used), the emotion "
+        "distribution e(x), and the top classes of the non-emotional and the emotional responses side by side.",
         "",
         "The model is loaded with `trust_remote_code=True`: its repository carries the EmoReg code, "
         "including the `emoreg-image-classification` pipeline this app uses. Set the `EMOREG_MODEL` "
