@@ -65,11 +65,17 @@ METHODS: dict[str, Method] = {
 DEFAULT_METHOD = "emoreg"
 
 
+class FromFinetune(str):
+    """A stage-1 switch whose value is the finetune stage's value of the named key: the positive control
+    trains stage 1 on the data set stage 2 fine-tunes on (the ablation runner resolves it)."""
+
+
 @dataclass(frozen=True)
 class Stage1Variant:
-    """How a stage-1 (affective) checkpoint was trained. `switches` are pretrain keys; a variant other than
-    the normal one writes `checkpoint_flag: true` into its checkpoint's config.json, so stage 2 (and its
-    record and card) knows which variant its affective pathway is."""
+    """How a stage-1 (affective) checkpoint was trained. `switches` are pretrain keys (None: the key is unset;
+    `FromFinetune`: set to a finetune value); a variant other than the normal one writes
+    `checkpoint_flag: true` into its checkpoint's config.json, so stage 2 (and its record and card) knows
+    which variant its affective pathway is."""
 
     name: str
     switches: dict[str, Any]
@@ -86,6 +92,14 @@ STAGE1_VARIANTS: dict[str, Stage1Variant] = {
             {"shuffle_labels": True},
             checkpoint_flag="shuffled_emotion_labels",
             permutes_emotion_labels=True,
+        ),
+        # The learnable non-emotion control: the same images, schedule and compute, k-means cluster labels.
+        Stage1Variant("kmeans", {"kmeans_labels": True}, checkpoint_flag="kmeans_labels"),
+        # The positive control: the target data set's own training split and classes.
+        Stage1Variant(
+            "target",
+            {"target_dataset": FromFinetune("dataset"), "affective_sources": None},
+            checkpoint_flag="target_task_labels",
         ),
     )
 }
@@ -129,6 +143,12 @@ ARMS: dict[str, Arm] = {
         Arm("emoreg_fixed", "EmoReg, constant ρ", {"method": "emoreg", "regulation": "fixed"}),
         Arm("emoreg_learned", "EmoReg, one learned ρ", {"method": "emoreg", "regulation": "learned"}),
         Arm("emoreg_adaptive", "EmoReg, ρ(x) per image", {"method": "emoreg", "regulation": "adaptive"}),
+        Arm(
+            "emoreg_film",
+            "EmoReg adaptive, FiLM influence",
+            {"method": "emoreg", "regulation": "adaptive", "influence": "film"},
+            default=False,
+        ),
     )
 }
 CONTROLS: dict[str, Control] = {
@@ -162,6 +182,26 @@ CONTROLS: dict[str, Control] = {
             label="shuffled-emotion control of transfer",
             conclusion="shuffled_labels",
             default=False,  # optional: the control for `transfer`
+        ),
+        Control(
+            "emoreg_kmeans",
+            "EmoReg adaptive on a k-means-label stage 1 (same faces, no emotion)",
+            {"method": "emoreg", "regulation": "adaptive"},
+            stage1="kmeans",
+            pairs_with="emoreg_adaptive",
+            record_flag="kmeans_labels",
+            label="non-emotion (k-means) control",
+            default=False,
+        ),
+        Control(
+            "positive_control",
+            "EmoReg adaptive on a stage 1 trained on the target's training split",
+            {"method": "emoreg", "regulation": "adaptive"},
+            stage1="target",
+            pairs_with="emoreg_adaptive",
+            record_flag="positive_control",
+            label="positive control (stage 1 on the target task)",
+            default=False,
         ),
     )
 }
@@ -238,25 +278,40 @@ def stage1_variant_of(affect_config: Any) -> str | None:
     return NORMAL_STAGE1
 
 
+def _holds(value: Any, switch: Any) -> bool:
+    """A run's value (or recorded control) has a variant's switch: set at all for `FromFinetune`."""
+    return bool(value) if isinstance(switch, FromFinetune) else value == switch
+
+
 def stage1_checkpoint_flags(pretrain_args: Any) -> dict[str, bool]:
     """The flags a stage-1 checkpoint's config.json carries: each variant's, true when the run used it."""
     return {
-        v.checkpoint_flag: all(getattr(pretrain_args, k) == value for k, value in v.switches.items())
+        v.checkpoint_flag: all(
+            _holds(getattr(pretrain_args, k), value) for k, value in v.switches.items() if value is not None
+        )
         for v in STAGE1_VARIANTS.values()
         if v.checkpoint_flag
     }
 
 
 def stage1_controls(pretrain_args: Any) -> dict[str, bool]:
-    """`RunRecord.controls` of a stage-1 run: the switches of every variant but the normal one."""
-    keys = [k for v in STAGE1_VARIANTS.values() if v.name != NORMAL_STAGE1 for k in v.switches]
-    return {key: getattr(pretrain_args, key) for key in dict.fromkeys(keys)}
+    """`RunRecord.controls` of a stage-1 run: the switches of every variant but the normal one, as flags."""
+    keys = [
+        k
+        for v in STAGE1_VARIANTS.values()
+        if v.name != NORMAL_STAGE1
+        for k, value in v.switches.items()
+        if value is not None
+    ]
+    return {key: bool(getattr(pretrain_args, key)) for key in dict.fromkeys(keys)}
 
 
 def stage1_variant(controls: Mapping[str, Any]) -> Stage1Variant:
     """The stage-1 variant a stage-1 run's recorded `controls` describe."""
     for variant in STAGE1_VARIANTS.values():
-        if variant.name != NORMAL_STAGE1 and all(controls.get(k) == v for k, v in variant.switches.items()):
+        if variant.name != NORMAL_STAGE1 and all(
+            _holds(controls.get(k), v) for k, v in variant.switches.items() if v is not None
+        ):
             return variant
     return STAGE1_VARIANTS[NORMAL_STAGE1]
 
@@ -326,6 +381,7 @@ __all__ = [
     "Arm",
     "Control",
     "ExpectedComparison",
+    "FromFinetune",
     "Method",
     "Stage1Variant",
     "control_flags",

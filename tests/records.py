@@ -29,6 +29,7 @@ def results(accuracy: float, rho: float | None = 0.4) -> dict:
             out.update(
                 {f"{prefix}_rho_mean": rho, f"{prefix}_rho_std": 0.1, f"{prefix}_emotion_entropy": 0.9}
             )
+            out.update({f"{prefix}_reliance_permuted": 0.0123, f"{prefix}_reliance_mean": 0.0045})
     return out
 
 

@@ -31,13 +31,17 @@ class AblationConfig:
     output_dir: str = "outputs/ablations/run"
     title: str | None = None
     notes: str = ""
+    analysis: dict | None = None  # the pre-registered analysis (ablation.analysis); None: the plain report
 
     def __post_init__(self):
+        from .analysis import check_analysis
+
         unknown = [m for m in self.methods if m not in registry.MATRIX]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; available: {list(registry.MATRIX)}")
         if not self.seeds:
             raise ValueError("seeds must be a positive count or a non-empty list")
+        self.analysis = check_analysis(self.analysis, self.methods)
 
 
 def _seeds(value: Any) -> list[int]:
@@ -133,7 +137,7 @@ def load_config(
     if repo_root is not None:
         bases.append(Path(repo_root))
     extra = parse_overrides(overrides) if not isinstance(overrides, dict) else copy.deepcopy(overrides)
-    allowed = {"pretrain", "finetune", "methods", "seeds", "output_dir", "title", "notes"}
+    allowed = {"pretrain", "finetune", "methods", "seeds", "output_dir", "title", "notes", "analysis"}
     unknown = sorted(set(raw) - allowed) + sorted(set(extra) - allowed)
     if unknown:
         raise ValueError(f"unknown ablation key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -159,4 +163,5 @@ def load_config(
         output_dir=str(merged.get("output_dir", "outputs/ablations/run")),
         title=merged.get("title"),
         notes=str(merged.get("notes") or ""),
+        analysis=merged.get("analysis"),
     )

@@ -79,6 +79,8 @@ def summarize(
                 entry["metrics"][metric]["values"] = {str(s): v for s, v in sorted(values.items())}
         entry["validation_accuracy"] = described(method, "eval_accuracy")
         entry["rho_mean"] = described(method, f"{split}_rho_mean")
+        entry["reliance_permuted"] = described(method, f"{split}_reliance_permuted")
+        entry["reliance_mean"] = described(method, f"{split}_reliance_mean")
         entry["train_runtime"] = described(method, "train_runtime")
         entry["train_samples_per_second"] = described(method, "train_samples_per_second")
         if method != baseline and baseline in records:
@@ -140,19 +142,52 @@ def _sentence(name: str, other: str, difference: dict, level: int) -> str:
     )
 
 
-def _conclusion(comparison: dict) -> dict | None:
+def _conclusion(comparison: dict, degenerate: Sequence[str] = ()) -> dict | None:
     """What the report concludes from a method against its control, as values for the template's
-    conclusion block of that control (`registry.Control.conclusion`); None when the control draws none."""
+    conclusion block of that control (`registry.Control.conclusion`); None when the control draws none,
+    and the `degenerate` block (no conclusion) when either side reads a degenerate stage 1."""
     control = registry.CONTROLS.get(comparison["versus"])
     if control is None or control.conclusion is None:
         return None
     arm = registry.MATRIX.get(comparison["method"])
+    stuck = {comparison["method"], comparison["versus"]} & set(degenerate)
     return {
-        "kind": control.conclusion,
+        "kind": "degenerate" if stuck else control.conclusion,
         "method": comparison["method"],
         "control": comparison["versus"],
         "verdict": comparison["verdict"],
         "two_pathways": arm is not None and arm.method.regulated,  # the second pathway is another cause
+    }
+
+
+def _reliance_lines(summary: dict) -> list[str]:
+    """Per EmoReg method, the accuracy its answers lose without each image's own h_A and e(x)."""
+    lines = []
+    for method, entry in summary["methods"].items():
+        permuted, mean = entry.get("reliance_permuted"), entry.get("reliance_mean")
+        if permuted:
+            lines.append(
+                f"{method}: {_mean_std(permuted)} pp with h_A and e(x) permuted across images, "
+                f"{_mean_std(mean)} pp with them replaced by their mean"
+            )
+    return lines
+
+
+def _analysis_context(result: dict | None) -> dict | None:
+    if not result:
+        return None
+    from . import analysis
+
+    return {
+        "registered_at": result.get("registered_at"),
+        "changed": result.get("changed_after_registration"),
+        "primary": analysis.comparison_sentence(result["primary"]),
+        "conclusion": analysis.primary_conclusion(result),
+        "power": analysis.power_sentence(result),
+        "secondary": [analysis.comparison_sentence(c, holm=True) for c in result["secondary"]],
+        "positive_control": analysis.positive_control_sentence(result),
+        "stage1": analysis.stage1_lines(result),
+        "margin": f"{100 * result['plan']['equivalence_margin']:.2f}",
     }
 
 
@@ -179,8 +214,11 @@ def render_markdown(
     stage1: list[str] | None = None,
     data_sizes: str | None = None,
     notes: str = "",
+    degenerate: Sequence[str] = (),
 ) -> str:
-    """The results table, the differences in words, the EmoReg-vs-controls verdicts and the power statement."""
+    """The results table, the differences in words, the EmoReg-vs-controls verdicts, the power statement,
+    the reliance on the affective pathway, and (with `summary["analysis"]`) the pre-registered analysis.
+    `degenerate`: methods whose stage 1 is degenerate (`analysis.stage1_checks`); no conclusion rests on them."""
     level = int(round(100 * summary["confidence"]))
     rows = []
     for method, entry in summary["methods"].items():
@@ -216,7 +254,12 @@ def render_markdown(
         )
     tested = sum(1 for e in summary["methods"].values() if e.get("vs_baseline")) + len(summary["comparisons"])
     multiplicity = None
-    if tested > 1:
+    if tested > 1 and summary.get("analysis"):
+        multiplicity = (
+            f"The {tested} intervals in the list above are not corrected for multiple comparisons; the "
+            "pre-registered analysis is: one primary comparison, and its secondary family corrected with Holm."
+        )
+    elif tested > 1:
         chance = 1 - summary["confidence"] ** tested
         multiplicity = (
             f"No correction for multiple comparisons: with {tested} intervals at {level}%, the chance that at "
@@ -236,7 +279,11 @@ def render_markdown(
             if entry.get("vs_baseline") is not None
         ],
         "comparisons": [_sentence(c["method"], c["versus"], c, level) for c in summary["comparisons"]],
-        "conclusions": [c for c in map(_conclusion, summary["comparisons"]) if c is not None],
+        "conclusions": [
+            c for c in (_conclusion(c, degenerate) for c in summary["comparisons"]) if c is not None
+        ],
+        "reliance": _reliance_lines(summary),
+        "analysis": _analysis_context(summary.get("analysis")),
         "power": _power_statement(summary),
         "few_seeds": few_seeds,
         "multiplicity": multiplicity,
@@ -298,9 +345,10 @@ def _images(record: RunRecord) -> dict[str, int]:
     return sizes
 
 
-def _stage1_lines(stage1: dict[str, dict[int, RunRecord]]) -> list[str]:
+def _stage1_lines(stage1: dict[str, dict[int, RunRecord]], checks: dict | None = None) -> list[str]:
     lines = []
     for variant, runs in stage1.items():
+        check = (checks or {}).get(variant) or {}
         results = [r.results for r in runs.values()]
         runtime = stats.describe([r["train_runtime"] for r in results if "train_runtime" in r])
         accuracy = stats.describe([r["eval_accuracy"] for r in results if "eval_accuracy" in r])
@@ -308,6 +356,11 @@ def _stage1_lines(stage1: dict[str, dict[int, RunRecord]]) -> list[str]:
         test = stats.describe([r["test_accuracy"] for r in results if "test_accuracy" in r])
         if test["n"]:
             line += f", test accuracy {_mean_std(test)} %"
+        majority = (check.get("majority_accuracy") or {}).get("mean")
+        if majority is not None:
+            line += f" (majority-class rate {100 * majority:.2f} %)"
+        if check.get("degenerate"):
+            line += ", **degenerate**: never used to conclude"
         lines.append(line + f", {(runtime['mean'] or 0):.0f} s each")
     return lines
 
@@ -349,6 +402,26 @@ def write_report(
         }
         for variant, runs in collected["pretrain"].items()
     }
+    from . import analysis
+
+    stage1_results = {v: {s: r.results for s, r in runs.items()} for v, runs in collected["pretrain"].items()}
+    checks = analysis.stage1_checks(stage1_results)
+    stage1_of = {m: registry.MATRIX[m].stage1 for m in config.methods}
+    degenerate = [
+        m for m, variant in stage1_of.items() if variant and checks.get(variant, {}).get("degenerate")
+    ]
+    summary["stage1_checks"] = checks
+    if config.analysis is not None:
+        plan_file = root / analysis.PLAN_FILE
+        summary["analysis"] = analysis.analyse(
+            {m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()},
+            config.analysis,
+            split=summary["split"],
+            planned_seeds=len(config.seeds),
+            stage1=stage1_results,
+            stage1_of=stage1_of,
+            registered=json.loads(plan_file.read_text()) if plan_file.is_file() else None,
+        )
     sources = config.pretrain.get("affective_sources")
     data = (
         f"Data: stage 1 `{json.dumps(sources)}` (taxonomy `{config.pretrain.get('taxonomy')}`); "
@@ -358,9 +431,10 @@ def write_report(
     markdown = render_markdown(
         summary,
         title=config.title,
-        stage1=_stage1_lines(collected["pretrain"]),
+        stage1=_stage1_lines(collected["pretrain"], checks),
         data_sizes=_sizes_sentence(collected),
         notes=notes,
+        degenerate=degenerate,
     )
     (root / "results.json").write_text(json.dumps(summary, indent=2))
     (root / "results.md").write_text(markdown)

@@ -8,6 +8,7 @@ one resumes from its last checkpoint, or starts over when its configuration chan
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import yaml
 
 from .. import registry
 from ..run_record import RECORD_FILE, load_run_record
+from .analysis import register_plan
 from .config import AblationConfig
 
 
@@ -40,6 +42,15 @@ class PlannedRun:
     needs: str | None = None  # key of the stage-1 run this one reads
 
 
+def _from_finetune(finetune: dict, key: str):
+    """The finetune stage's value of `key`: the config's, else the recipe's default."""
+    if key in finetune:
+        return finetune[key]
+    from ..configs import FinetuneArguments
+
+    return {f.name: f.default for f in dataclasses.fields(FinetuneArguments)}[str(key)]
+
+
 def plan_runs(config: AblationConfig) -> list[PlannedRun]:
     """All runs in execution order: seed by seed (a paired set is complete early), stage 1 first."""
     out_root = Path(config.output_dir)
@@ -48,12 +59,13 @@ def plan_runs(config: AblationConfig) -> list[PlannedRun]:
         variants = {registry.MATRIX[method].stage1 for method in config.methods} - {None}
         for variant in [v for v in registry.STAGE1_VARIANTS if v in variants]:
             run_dir = out_root / "pretrain" / variant / f"seed{seed}"
-            values = {
-                **config.pretrain,
-                **registry.STAGE1_VARIANTS[variant].switches,
-                "seed": seed,
-                "output_dir": str(run_dir),
+            switches = {
+                key: _from_finetune(config.finetune, value)
+                if isinstance(value, registry.FromFinetune)
+                else value
+                for key, value in registry.STAGE1_VARIANTS[variant].switches.items()
             }
+            values = {**config.pretrain, **switches, "seed": seed, "output_dir": str(run_dir)}
             runs.append(PlannedRun("pretrain", f"pretrain/{variant}/seed{seed}", None, seed, run_dir, values))
         for method in config.methods:
             arm = registry.MATRIX[method]
@@ -127,10 +139,13 @@ def run_matrix(
                 "output_dir": config.output_dir,
                 "pretrain": config.pretrain,
                 "finetune": config.finetune,
+                "analysis": config.analysis,
             },
             sort_keys=False,
         )
     )
+    if config.analysis is not None:  # pre-registered: recorded before the first run, never rewritten
+        register_plan(out_root, config.analysis, config.seeds)
     runs = plan_runs(config)
     fingerprints: dict[str, str] = {}
     summary: dict[str, Any] = {"ran": [], "skipped": [], "seconds": {}}

@@ -87,8 +87,20 @@ def results_table(statistics: Statistics, metrics: Sequence[str]) -> dict[str, A
     return {"columns": [METRIC_TITLES.get(m, "Loss") for m in metrics], "rows": rows}
 
 
-# Mean ρ below the first bound: the checkpoint relies on its task pathway; above the second: on the emotional one.
+# Mean ρ below the first bound: the checkpoint weighs its non-emotional response almost alone; above the
+# second: mostly the emotional one (which also reads h_T; how much the affective pathway is used is the
+# reliance, not ρ).
 RELIANCE = (0.1, 0.9)
+
+
+def _points(stat: dict | None) -> dict | None:
+    """A statistic of a fraction, in percentage points."""
+    if not stat:
+        return stat
+    return {
+        k: (100 * v if isinstance(v, float) and k in ("mean", "std", "ci_low", "ci_high", "sem") else v)
+        for k, v in stat.items()
+    }
 
 
 def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
@@ -103,6 +115,8 @@ def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
                 "rho_mean": fmt(statistics.get(f"{prefix}_rho_mean")),
                 "rho_std": fmt(statistics.get(f"{prefix}_rho_std")),
                 "emotion_entropy": fmt(statistics.get(f"{prefix}_emotion_entropy")),
+                "reliance_permuted": fmt(_points(statistics.get(f"{prefix}_reliance_permuted")), 2),
+                "reliance_mean": fmt(_points(statistics.get(f"{prefix}_reliance_mean")), 2),
             }
         )
         for key, stat in statistics.items():
@@ -115,10 +129,19 @@ def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
     splits = [row["split"] for row in summary]
     last = "test" if "test" in splits else splits[-1]
     rho = statistics[f"{'test' if last == 'test' else 'eval'}_rho_mean"]["mean"]
+    prefix = "test" if last == "test" else "eval"
     relies = "task" if rho < RELIANCE[0] else ("emotional" if rho > RELIANCE[1] else None)
+    permuted = (statistics.get(f"{prefix}_reliance_permuted") or {}).get("mean")
+    replaced = (statistics.get(f"{prefix}_reliance_mean") or {}).get("mean")
     return {
         "splits": splits,
-        "reading": {"split": last, "rho": rho, "relies_on": relies},
+        "reading": {
+            "split": last,
+            "rho": rho,
+            "relies_on": relies,
+            "reliance_permuted": permuted,
+            "reliance_mean": replaced,
+        },
         "summary": summary,
         "per_class": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in per_class.items()],
         "emotion_share": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in shares.items()],

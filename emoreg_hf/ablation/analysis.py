@@ -1,0 +1,387 @@
+"""A study's pre-registered analysis: one primary paired comparison, a Holm-corrected family of secondary
+ones, an equivalence margin (TOST), the power of the planned seeds with its uncertainty, the reliance of
+each EmoReg arm on its affective pathway, and the stage-1 checks that keep a degenerate control out of
+every conclusion. Declared in the study config (`analysis:`) before the runs; the runner writes the plan
+into the output folder when the matrix first starts, and the report says if it changed afterwards.
+
+    analysis:
+      primary: [emoreg_adaptive, emoreg_kmeans]   # method minus comparator, paired over seeds
+      secondary: [[emoreg_adaptive, baseline], [positive_control, baseline], ...]
+      positive_control: [positive_control, baseline]   # must be among the secondary comparisons
+      equivalence_margin: 0.01                     # ±1 pp
+      alpha: 0.05
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import stats
+
+PLAN_FILE = "analysis_plan.json"
+PLAN_KEYS = ("primary", "secondary", "positive_control", "equivalence_margin", "alpha")
+
+
+def check_analysis(analysis: Mapping[str, Any] | None, methods: Sequence[str]) -> dict | None:
+    """The `analysis:` block of a study config, checked against its methods (None when there is none)."""
+    if analysis is None:
+        return None
+    if not isinstance(analysis, Mapping):
+        raise ValueError(f"analysis: expected a mapping with keys {list(PLAN_KEYS)}, got {analysis!r}")
+    unknown = sorted(set(analysis) - set(PLAN_KEYS))
+    if unknown:
+        raise ValueError(f"analysis: unknown key(s) {unknown}; allowed: {list(PLAN_KEYS)}")
+    if "primary" not in analysis:
+        raise ValueError(
+            "analysis: `primary: [method, comparator]` is required (the pre-registered comparison)"
+        )
+
+    def pair(value, where: str) -> list[str]:
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or value[0] == value[1]:
+            raise ValueError(
+                f"analysis.{where}: expected [method, comparator] (two different methods), got {value!r}"
+            )
+        missing = [m for m in value if m not in methods]
+        if missing:
+            raise ValueError(f"analysis.{where}: {missing} not among the study's methods {list(methods)}")
+        return [str(value[0]), str(value[1])]
+
+    out = {
+        "primary": pair(analysis["primary"], "primary"),
+        "secondary": [pair(p, f"secondary[{i}]") for i, p in enumerate(analysis.get("secondary") or [])],
+        "positive_control": None,
+        "equivalence_margin": float(analysis.get("equivalence_margin", 0.01)),
+        "alpha": float(analysis.get("alpha", 0.05)),
+    }
+    if out["primary"] in out["secondary"]:
+        raise ValueError("analysis: the primary comparison cannot also be a secondary one")
+    if analysis.get("positive_control") is not None:
+        out["positive_control"] = pair(analysis["positive_control"], "positive_control")
+        if out["positive_control"] not in out["secondary"]:
+            raise ValueError(
+                "analysis.positive_control must be one of the secondary comparisons (it is Holm-corrected with them)"
+            )
+    if not 0 < out["equivalence_margin"] < 1:
+        raise ValueError(
+            f"analysis.equivalence_margin: a fraction of accuracy in (0, 1), got {out['equivalence_margin']}"
+        )
+    if not 0 < out["alpha"] < 0.5:
+        raise ValueError(f"analysis.alpha must be in (0, 0.5), got {out['alpha']}")
+    return out
+
+
+def _fingerprint(plan: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def register_plan(output_dir: str | Path, analysis: Mapping[str, Any], seeds: Sequence[int]) -> dict:
+    """Write the analysis plan into the study folder the first time the matrix starts (before any run), and
+    leave it alone afterwards: the report compares the config's plan with this record."""
+    path = Path(output_dir) / PLAN_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    record = {
+        "registered_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "plan": dict(analysis),
+        "planned_seeds": list(seeds),
+        "fingerprint": _fingerprint(analysis),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _series(records: Mapping[str, Mapping[int, Mapping]], method: str, key: str) -> dict[int, float]:
+    return {
+        seed: float(r[key])
+        for seed, r in records.get(method, {}).items()
+        if r.get(key) is not None and math.isfinite(float(r[key]))
+    }
+
+
+def _comparison(records, pair: Sequence[str], split: str, margin: float, alpha: float) -> dict:
+    method, comparator = pair
+    key = f"{split}_accuracy"
+    difference = stats.paired_difference(
+        _series(records, method, key), _series(records, comparator, key), 1 - alpha
+    )
+    return {
+        "method": method,
+        "versus": comparator,
+        **difference,
+        "equivalence": stats.equivalence(difference, margin, alpha),
+    }
+
+
+def stage1_checks(stage1: Mapping[str, Mapping[int, Mapping]]) -> dict[str, dict]:
+    """Per stage-1 variant: its accuracy on its own labels (test split, else validation), the majority-class
+    rate, the k-means association with the emotions where relevant, and whether any seed is degenerate
+    (`stats.degenerate`)."""
+    out: dict[str, dict] = {}
+    for variant, runs in stage1.items():
+        seeds: dict[str, dict] = {}
+        for seed, results in runs.items():
+            prefix = "test" if results.get("test_accuracy") is not None else "eval"
+            accuracy, majority = results.get(f"{prefix}_accuracy"), results.get(f"{prefix}_majority_accuracy")
+            modal = results.get(f"{prefix}_modal_prediction_share")
+            seeds[str(seed)] = {
+                "split": prefix,
+                "accuracy": accuracy,
+                "majority_accuracy": majority,
+                "modal_prediction_share": modal,
+                "degenerate": None
+                if accuracy is None or majority is None
+                else stats.degenerate(accuracy, majority, modal),
+            }
+        accuracies = [s["accuracy"] for s in seeds.values() if s["accuracy"] is not None]
+        majorities = [s["majority_accuracy"] for s in seeds.values() if s["majority_accuracy"] is not None]
+        association = {
+            key: stats.describe(
+                [
+                    float(r[f"kmeans_emotion_{key}"])
+                    for r in runs.values()
+                    if r.get(f"kmeans_emotion_{key}") is not None
+                ]
+            )
+            for key in ("cramers_v", "mutual_information", "information_share")
+        }
+        out[variant] = {
+            "seeds": seeds,
+            "accuracy": stats.describe(accuracies),
+            "majority_accuracy": stats.describe(majorities),
+            "degenerate": any(s["degenerate"] for s in seeds.values()),
+            "kmeans_association": association if association["cramers_v"]["n"] else None,
+        }
+    return out
+
+
+def reliance(records: Mapping[str, Mapping[int, Mapping]], split: str) -> dict[str, dict]:
+    """Per EmoReg arm: the accuracy drop with h_A and e(x) permuted across images and replaced by their mean."""
+    out = {}
+    for method in records:
+        permuted = _series(records, method, f"{split}_reliance_permuted")
+        if permuted:
+            out[method] = {
+                "permuted": stats.describe(list(permuted.values())),
+                "mean": stats.describe(list(_series(records, method, f"{split}_reliance_mean").values())),
+            }
+    return out
+
+
+def analyse(
+    records: Mapping[str, Mapping[int, Mapping]],
+    plan: Mapping[str, Any],
+    *,
+    split: str,
+    planned_seeds: int,
+    stage1: Mapping[str, Mapping[int, Mapping]],
+    stage1_of: Mapping[str, str | None],
+    registered: Mapping[str, Any] | None = None,
+) -> dict:
+    """The plan carried out: primary (with equivalence, power and a decision), secondary (Holm-adjusted),
+    positive control, stage-1 checks, reliance, and which comparisons rest on a degenerate stage 1.
+    `records`: `{method: {seed: all_results}}`; `stage1`: `{variant: {seed: all_results}}`; `stage1_of`: the
+    stage-1 variant each method reads (None for none)."""
+    margin, alpha = plan["equivalence_margin"], plan["alpha"]
+    checks = stage1_checks(stage1)
+
+    def degenerate_parts(pair: Sequence[str]) -> list[str]:
+        return [
+            f"{m} (its stage 1 `{stage1_of.get(m)}` is at the majority-class rate)"
+            for m in pair
+            if stage1_of.get(m) and checks.get(stage1_of[m], {}).get("degenerate")
+        ]
+
+    primary = _comparison(records, plan["primary"], split, margin, alpha)
+    primary["degenerate"] = degenerate_parts(plan["primary"])
+    primary["decision"] = stats.decide(primary, primary["equivalence"]["equivalent"], alpha=alpha)
+    if primary.get("std"):
+        primary["power"] = stats.planned_power(primary["std"], primary["n"], planned_seeds, margin, 1 - alpha)
+
+    secondary = [_comparison(records, pair, split, margin, alpha) for pair in plan["secondary"]]
+    adjusted = stats.holm({i: c["p_value"] for i, c in enumerate(secondary)})
+    for i, comparison in enumerate(secondary):
+        comparison["p_holm"] = adjusted[i]
+        comparison["degenerate"] = degenerate_parts([comparison["method"], comparison["versus"]])
+        comparison["decision"] = stats.decide(
+            comparison, comparison["equivalence"]["equivalent"], comparison["p_holm"], alpha
+        )
+
+    positive = None
+    if plan.get("positive_control"):
+        found = next(c for c in secondary if [c["method"], c["versus"]] == list(plan["positive_control"]))
+        detected = found["decision"] == "different" and (found["mean"] or 0) > 0
+        positive = {"method": found["method"], "versus": found["versus"], "detected": detected}
+
+    changed = None
+    if registered is not None:
+        changed = registered.get("fingerprint") != _fingerprint(plan)
+    return {
+        "plan": dict(plan),
+        "registered_at": (registered or {}).get("registered_at"),
+        "changed_after_registration": changed,
+        "planned_seeds": planned_seeds,
+        "primary": primary,
+        "secondary": secondary,
+        "positive_control": positive,
+        "stage1": checks,
+        "reliance": reliance(records, split),
+    }
+
+
+def _pp(value: float | None, sign: bool = True) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if value >= 0.001 else "< 0.001"
+
+
+def comparison_sentence(c: Mapping[str, Any], *, holm: bool = False) -> str:
+    """One comparison in words: difference, interval, p (Holm-adjusted for secondary ones), equivalence."""
+    eq = c["equivalence"]
+    level = round(100 * (1 - (1 - eq["level"]) / 2))  # the difference's interval: 1 - alpha
+    if c["n"] < 2 or c.get("ci_low") is None:
+        return f"**{c['method']}** vs {c['versus']}: {_pp(c['mean'])} pp over {c['n']} seed(s); too few paired seeds to test."
+    p = (
+        f"Holm-adjusted p = {_p(c.get('p_holm'))} (raw {_p(c['p_value'])})"
+        if holm
+        else f"p = {_p(c['p_value'])}"
+    )
+    words = {
+        "different": "**different**",
+        "equivalent": f"**equivalent** within ±{_pp(eq['margin'], False)} pp",
+        "negligible": f"**different but negligible** (within ±{_pp(eq['margin'], False)} pp)",
+        "inconclusive": "**inconclusive** (neither a difference nor equivalence shown)",
+        "unknown": "**unknown**",
+    }[c["decision"]]
+    text = (
+        f"**{c['method']}** vs {c['versus']}: {_pp(c['mean'])} pp, {level}% CI "
+        f"[{_pp(c['ci_low'])}, {_pp(c['ci_high'])}] pp, {p} over {c['n']} paired seeds; "
+        f"{int(round(100 * eq['level']))}% CI [{_pp(eq['ci_low'])}, {_pp(eq['ci_high'])}] pp against "
+        f"±{_pp(eq['margin'], False)} pp (TOST p = {_p(eq['p_value'])}): {words}."
+    )
+    if c.get("degenerate"):
+        text += " Not used to conclude: " + "; ".join(c["degenerate"]) + "."
+    return text
+
+
+def primary_conclusion(result: Mapping[str, Any]) -> str:
+    """The study's answer, templated from the primary decision; never from a degenerate control."""
+    c = result["primary"]
+    margin = _pp(c["equivalence"]["margin"], False)
+    method, comparator = c["method"], c["versus"]
+    if c.get("degenerate"):
+        return (
+            f"No conclusion: {'; '.join(c['degenerate'])}, so {comparator} is not a control of anything and the "
+            "primary comparison cannot say whether emotion matters."
+        )
+    if c["decision"] == "unknown":
+        return "No conclusion yet: the primary comparison needs at least two paired seeds."
+    mean = _pp(c["mean"])
+    return {
+        "different": (
+            f"{method} and {comparator} differ beyond noise ({mean} pp): with the same faces, schedule and "
+            f"compute, the emotion labels {'help' if c['mean'] > 0 else 'hurt'} this design."
+        ),
+        "equivalent": (
+            f"{method} and {comparator} are equivalent within ±{margin} pp: learning emotion from these faces "
+            f"adds no accuracy beyond ±{margin} pp over learning non-emotion labels from the same faces with the "
+            "same compute."
+        ),
+        "negligible": (
+            f"{method} and {comparator} differ beyond noise, but by less than the ±{margin} pp margin ({mean} pp): "
+            "a real but practically negligible effect of the emotion labels."
+        ),
+        "inconclusive": (
+            f"Inconclusive: {method} vs {comparator} ({mean} pp) shows neither a difference nor equivalence "
+            f"within ±{margin} pp; more seeds would be needed to tell."
+        ),
+    }[c["decision"]]
+
+
+def positive_control_sentence(result: Mapping[str, Any]) -> str | None:
+    positive = result.get("positive_control")
+    if not positive:
+        return None
+    if positive["detected"]:
+        return (
+            f"The positive control was detected ({positive['method']} beats {positive['versus']} beyond noise "
+            "after Holm's correction): this design can see a real gain from an affective pathway."
+        )
+    return (
+        f"The positive control was **not** detected ({positive['method']} vs {positive['versus']}): the design "
+        "did not show a gain even from a pathway that knows the task, so a null result about emotion says little."
+    )
+
+
+def power_sentence(result: Mapping[str, Any]) -> str | None:
+    power = result["primary"].get("power")
+    if not power:
+        return None
+    low, high = power["power_at_margin_interval"]
+    mdd_low, mdd_high = power["detectable_at_80_power_interval"]
+    return (
+        f"With the planned {power['n_planned']} seeds and the spread of the primary paired differences measured "
+        f"over {power['n_observed']} (std {_pp(power['std'], False)} pp, 95% interval "
+        f"[{_pp(power['std_interval'][0], False)}, {_pp(power['std_interval'][1], False)}]), the two-sided paired "
+        f"t-test detects a true difference of {_pp(power['margin'], False)} pp with probability "
+        f"{100 * power['power_at_margin']:.0f}% (between {100 * low:.0f}% and {100 * high:.0f}% over that "
+        f"interval), and reaches 80% power at {_pp(power['detectable_at_80_power'], False)} pp (between "
+        f"{_pp(mdd_low, False)} and {_pp(mdd_high, False)} pp)."
+    )
+
+
+def stage1_lines(result: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for variant, check in result["stage1"].items():
+        accuracy, majority = check["accuracy"], check["majority_accuracy"]
+        spread = "" if accuracy.get("std") is None else " ± " + _pp(accuracy["std"], False)
+        line = (
+            f"`{variant}`: accuracy on its own labels {_pp(accuracy.get('mean'), False)}{spread} % "
+            f"(majority-class rate {_pp(majority.get('mean'), False)} %)"
+        )
+        if check["degenerate"]:
+            line += " — **degenerate** (at the majority-class rate or collapsed to one class): never used to conclude"
+        association = check.get("kmeans_association")
+        if association:
+            v, share = association["cramers_v"], association["information_share"]
+            line += (
+                f"; its clusters vs the emotions: Cramér's V {v['mean']:.3f}, mutual information "
+                f"{100 * share['mean']:.2f}% of the emotions' entropy"
+            )
+        lines.append(line)
+    return lines
+
+
+def reliance_lines(result: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{method}: {_pp(r['permuted'].get('mean'), False)} pp with h_A and e(x) permuted across images, "
+        f"{_pp(r['mean'].get('mean'), False)} pp with them replaced by their mean"
+        for method, r in result["reliance"].items()
+    ]
+
+
+__all__ = [
+    "PLAN_FILE",
+    "analyse",
+    "check_analysis",
+    "comparison_sentence",
+    "positive_control_sentence",
+    "power_sentence",
+    "primary_conclusion",
+    "register_plan",
+    "reliance_lines",
+    "stage1_checks",
+    "stage1_lines",
+]

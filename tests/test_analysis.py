@@ -1,0 +1,196 @@
+"""The pre-registered analysis of a study (ablation.analysis): the plan's checks, its registration before
+the runs, the primary decision with equivalence and power, Holm over the secondary family, the positive
+control, the degenerate-control flag, and the report that says it all in words."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from records import finetune_record, write_run
+
+from emoreg_hf import ablation
+from emoreg_hf.ablation import analysis
+from emoreg_hf.run_record import DatasetRecord, RunRecord
+
+METHODS = ["baseline", "emoreg_adaptive", "shuffled_emotion", "no_pretraining"]
+PLAN = {
+    "primary": ["emoreg_adaptive", "shuffled_emotion"],
+    "secondary": [["emoreg_adaptive", "baseline"], ["no_pretraining", "baseline"]],
+    "positive_control": ["no_pretraining", "baseline"],
+    "equivalence_margin": 0.01,
+}
+BASE = [0.700, 0.712, 0.695, 0.705, 0.690, 0.708]
+
+
+def _records(shifts: dict[str, list[float]]) -> dict:
+    return {
+        method: {seed: {"test_accuracy": BASE[seed] + d} for seed, d in enumerate(deltas)}
+        for method, deltas in shifts.items()
+    }
+
+
+def test_the_plan_is_checked_against_the_study():
+    assert analysis.check_analysis(None, METHODS) is None
+    plan = analysis.check_analysis(PLAN, METHODS)
+    assert plan["alpha"] == 0.05 and plan["primary"] == ["emoreg_adaptive", "shuffled_emotion"]
+    bad = [
+        ({"secondary": []}, "`primary: \\[method, comparator\\]` is required"),
+        ({**PLAN, "primary": ["emoreg_adaptive", "transfer"]}, "not among the study's methods"),
+        ({**PLAN, "primary": ["baseline", "baseline"]}, "two different methods"),
+        ({**PLAN, "positive_control": ["emoreg_adaptive", "no_pretraining"]}, "must be one of the secondary"),
+        ({**PLAN, "equivalence_margin": 1}, "equivalence_margin"),
+        ({**PLAN, "primary_comparison": 1}, "unknown key"),
+    ]
+    for value, match in bad:
+        with pytest.raises(ValueError, match=match):
+            analysis.check_analysis(value, METHODS)
+    with pytest.raises(ValueError, match="not among the study's methods"):
+        ablation.load_config({"methods": ["baseline", "emoreg_adaptive"], "analysis": PLAN})
+
+
+def test_plan_is_recorded_once_and_a_later_change_is_said(tmp_path):
+    first = analysis.register_plan(tmp_path, analysis.check_analysis(PLAN, METHODS), [0, 1])
+    again = analysis.register_plan(tmp_path, {"primary": ["a", "b"]}, [0])
+    assert again == first and json.loads((tmp_path / analysis.PLAN_FILE).read_text())["planned_seeds"] == [
+        0,
+        1,
+    ]
+    changed = analysis.check_analysis({**PLAN, "equivalence_margin": 0.02}, METHODS)
+    result = analysis.analyse(
+        _records({m: [0] * 6 for m in METHODS}),
+        changed,
+        split="test",
+        planned_seeds=6,
+        stage1={},
+        stage1_of={},
+        registered=first,
+    )
+    assert result["changed_after_registration"] is True
+
+
+def _analyse(shifts, stage1=None, stage1_of=None):
+    plan = analysis.check_analysis(PLAN, METHODS)
+    return analysis.analyse(
+        _records(shifts), plan, split="test", planned_seeds=6, stage1=stage1 or {}, stage1_of=stage1_of or {}
+    )
+
+
+def test_equivalent_primary_with_a_detected_positive_control():
+    result = _analyse(
+        {
+            "baseline": [0] * 6,
+            "emoreg_adaptive": [0.001, -0.002, 0.002, 0.000, -0.001, 0.001],
+            "shuffled_emotion": [0.000, -0.001, 0.001, 0.001, -0.002, 0.000],
+            "no_pretraining": [0.030, 0.028, 0.035, 0.031, 0.029, 0.033],
+        }
+    )
+    primary = result["primary"]
+    assert primary["decision"] == "equivalent" and primary["equivalence"]["equivalent"] is True
+    assert primary["power"]["n_planned"] == 6 and primary["power"]["power_at_margin"] > 0.9
+    raw = [c["p_value"] for c in result["secondary"]]
+    assert [c["p_holm"] for c in result["secondary"]] == pytest.approx(
+        list(analysis.stats.holm(dict(enumerate(raw))).values())
+    )
+    assert result["positive_control"] == {"method": "no_pretraining", "versus": "baseline", "detected": True}
+    assert "equivalent within ±1.00 pp" in analysis.primary_conclusion(result)
+    assert "was detected" in analysis.positive_control_sentence(result)
+    assert "With the planned 6 seeds" in analysis.power_sentence(result)
+
+
+def test_a_difference_and_an_undetected_positive_control():
+    result = _analyse(
+        {
+            "baseline": [0] * 6,
+            "emoreg_adaptive": [0.021, 0.019, 0.025, 0.022, 0.018, 0.024],
+            "shuffled_emotion": [0.001, -0.002, 0.002, 0.000, -0.001, 0.001],
+            "no_pretraining": [0.010, -0.012, 0.004, -0.008, 0.011, -0.003],
+        }
+    )
+    assert result["primary"]["decision"] == "different"
+    assert "the emotion labels help" in analysis.primary_conclusion(result)
+    assert result["positive_control"]["detected"] is False
+    assert "not** detected" in analysis.positive_control_sentence(result)
+
+
+def test_no_conclusion_rests_on_a_degenerate_stage_1():
+    stage1 = {
+        "normal": {
+            s: {"test_accuracy": 0.61, "test_majority_accuracy": 0.2449, "test_modal_prediction_share": 0.3}
+            for s in range(6)
+        },
+        "shuffled": {
+            s: {"test_accuracy": 0.2449, "test_majority_accuracy": 0.2449, "test_modal_prediction_share": 1.0}
+            for s in range(6)
+        },
+    }
+    result = _analyse(
+        {m: [0.001 * s for s in range(6)] for m in METHODS},
+        stage1=stage1,
+        stage1_of={
+            "baseline": None,
+            "emoreg_adaptive": "normal",
+            "shuffled_emotion": "shuffled",
+            "no_pretraining": "normal",
+        },
+    )
+    assert result["stage1"]["shuffled"]["degenerate"] and not result["stage1"]["normal"]["degenerate"]
+    assert result["primary"]["degenerate"] and analysis.primary_conclusion(result).startswith("No conclusion")
+    assert "Not used to conclude" in analysis.comparison_sentence(result["primary"])
+    assert any("**degenerate**" in line for line in analysis.stage1_lines(result))
+
+
+def _stage1_record(seed: int, accuracy: float, majority: float, shuffled: bool) -> RunRecord:
+    return RunRecord(
+        stage="pretrain",
+        seed=seed,
+        command="python recipes/pretrain.py",
+        label_names=["a", "b"],
+        datasets=[DatasetRecord("fer", "fer", {"train": 100, "validation": 10, "test": 10})],
+        synthetic_data=False,
+        hyperparameters={},
+        config={},
+        results={
+            "eval_accuracy": accuracy,
+            "test_accuracy": accuracy,
+            "test_majority_accuracy": majority,
+            "test_modal_prediction_share": 1.0 if shuffled else 0.4,
+            "train_runtime": 5.0,
+        },
+        files={"results": "all_results.json"},
+        emoreg_hf_version="0.1.0",
+    )
+
+
+def test_report_of_a_pre_registered_study(tmp_path):
+    config = ablation.load_config(
+        {"methods": METHODS, "seeds": 6, "output_dir": str(tmp_path), "title": "study", "analysis": PLAN}
+    )
+    analysis.register_plan(tmp_path, config.analysis, config.seeds)
+    shifts = {"baseline": 0.0, "emoreg_adaptive": 0.002, "shuffled_emotion": 0.001, "no_pretraining": 0.03}
+    for seed in range(6):
+        for method, shift in shifts.items():
+            kind = "baseline" if method == "baseline" else "emoreg"
+            record = finetune_record(
+                seed, BASE[seed] + shift + 0.0005 * (seed % 2) * (method != "baseline"), kind
+            )
+            if kind == "emoreg":
+                record.results.update(test_reliance_permuted=0.004, test_reliance_mean=0.001)
+            write_run(tmp_path / "finetune" / method / f"seed{seed}", record)
+        write_run(tmp_path / "pretrain" / "normal" / f"seed{seed}", _stage1_record(seed, 0.61, 0.245, False))
+        write_run(
+            tmp_path / "pretrain" / "shuffled" / f"seed{seed}", _stage1_record(seed, 0.245, 0.245, True)
+        )
+    summary = ablation.write_report(config)
+    text = (tmp_path / "results.md").read_text()
+    assert summary["analysis"]["changed_after_registration"] is False
+    assert "**Pre-registered analysis**" in text and "Holm-corrected as one family of 2" in text
+    assert (
+        "**Reliance on the affective pathway**" in text
+        and "0.40 ± 0.00 pp with h_A and e(x) permuted" in text
+    )
+    assert (
+        "No conclusion" in text
+    )  # the shuffled stage 1 is degenerate: neither the primary nor the control speaks
+    assert "**degenerate**" in text and "the emotion labels, not only" not in text
+    json.dumps(summary)
