@@ -242,7 +242,9 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
     assert set(summary["methods"]) == {"baseline", "emoreg_adaptive"}
     assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["seeds"] == [0, 1]
     assert summary["methods"]["emoreg_adaptive"]["rho_mean"] is not None
+    assert summary["methods"]["emoreg_adaptive"]["reliance_permuted"] is not None
     markdown = (root / "results.md").read_text()
+    assert "**Reliance on the affective pathway**" in markdown
     assert "| baseline | 2 |" in markdown and "emoreg_adaptive" in markdown
     written = json.loads((root / "results.json").read_text())
     assert (root / "results.png").is_file() and written["split"] == "test"

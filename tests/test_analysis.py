@@ -194,3 +194,32 @@ def test_report_of_a_pre_registered_study(tmp_path):
     )  # the shuffled stage 1 is degenerate: neither the primary nor the control speaks
     assert "**degenerate**" in text and "the emotion labels, not only" not in text
     json.dumps(summary)
+
+
+def test_the_study_s_controls_plan_their_own_stage_1(tmp_path):
+    """The non-emotion control trains on the same sources with k-means labels; the positive control on the
+    finetune data set itself; both read their own stage 1 of the same seed; the plan is recorded."""
+    config = ablation.load_config(
+        {
+            "pretrain": {"affective_sources": [{"path": "fer"}], "max_train_samples": 100},
+            "finetune": {"dataset": {"path": "/data/cifar"}},
+            "seeds": 2,
+            "methods": ["baseline", "emoreg_adaptive", "emoreg_kmeans", "positive_control"],
+            "output_dir": str(tmp_path),
+            "analysis": {"primary": ["emoreg_adaptive", "emoreg_kmeans"]},
+        }
+    )
+    by_key = {r.key: r for r in ablation.plan_runs(config)}
+    kmeans, target = by_key["pretrain/kmeans/seed1"].values, by_key["pretrain/target/seed1"].values
+    assert kmeans["kmeans_labels"] is True and kmeans["affective_sources"] == [{"path": "fer"}]
+    assert target["target_dataset"] == {"path": "/data/cifar"} and target["affective_sources"] is None
+    assert target["max_train_samples"] == 100  # the same compute as the face stage 1
+    assert by_key["finetune/positive_control/seed1"].needs == "pretrain/target/seed1"
+    assert by_key["finetune/emoreg_kmeans/seed0"].needs == "pretrain/kmeans/seed0"
+    default = ablation.plan_runs(ablation.load_config({"methods": ["positive_control"], "seeds": 1}))
+    assert default[0].values["target_dataset"] == "cifar10"  # finetune's default data set
+    analysis.register_plan(tmp_path, config.analysis, config.seeds)
+    assert json.loads((tmp_path / analysis.PLAN_FILE).read_text())["plan"]["primary"] == [
+        "emoreg_adaptive",
+        "emoreg_kmeans",
+    ]
