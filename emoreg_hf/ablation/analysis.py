@@ -283,8 +283,8 @@ def primary_conclusion(result: Mapping[str, Any]) -> str:
     method, comparator = c["method"], c["versus"]
     if c.get("degenerate"):
         return (
-            f"No conclusion: {'; '.join(c['degenerate'])}, so {comparator} is not a control of anything and the "
-            "primary comparison cannot say whether emotion matters."
+            f"No conclusion: {'; '.join(c['degenerate'])}. A pathway at the majority-class rate is constant, so "
+            "the primary comparison cannot say whether emotion matters."
         )
     if c["decision"] == "unknown":
         return "No conclusion yet: the primary comparison needs at least two paired seeds."

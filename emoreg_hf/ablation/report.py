@@ -160,6 +160,9 @@ def _conclusion(comparison: dict, degenerate: Sequence[str] = ()) -> dict | None
     }
 
 
+DEGENERATE_NOTE = " (A degenerate stage 1 is involved: its pathway is constant; not used to conclude.)"
+
+
 def _reliance_lines(summary: dict) -> list[str]:
     """Per EmoReg method, the accuracy its answers lose without each image's own h_A and e(x)."""
     lines = []
@@ -275,10 +278,15 @@ def render_markdown(
         "stage1": stage1,
         "vs_baseline": [
             _sentence(method, summary["baseline"], entry["vs_baseline"], level)
+            + (DEGENERATE_NOTE if method in degenerate else "")
             for method, entry in summary["methods"].items()
             if entry.get("vs_baseline") is not None
         ],
-        "comparisons": [_sentence(c["method"], c["versus"], c, level) for c in summary["comparisons"]],
+        "comparisons": [
+            _sentence(c["method"], c["versus"], c, level)
+            + (DEGENERATE_NOTE if {c["method"], c["versus"]} & set(degenerate) else "")
+            for c in summary["comparisons"]
+        ],
         "conclusions": [
             c for c in (_conclusion(c, degenerate) for c in summary["comparisons"]) if c is not None
         ],
@@ -352,7 +360,12 @@ def _stage1_lines(stage1: dict[str, dict[int, RunRecord]], checks: dict | None =
         results = [r.results for r in runs.values()]
         runtime = stats.describe([r["train_runtime"] for r in results if "train_runtime" in r])
         accuracy = stats.describe([r["eval_accuracy"] for r in results if "eval_accuracy" in r])
-        line = f"{variant}: {len(runs)} run(s), emotion validation accuracy {_mean_std(accuracy)} %"
+        what = (
+            "emotion validation accuracy"
+            if variant in ("normal", "shuffled")
+            else "validation accuracy on its own labels"
+        )
+        line = f"{variant}: {len(runs)} run(s), {what} {_mean_std(accuracy)} %"
         test = stats.describe([r["test_accuracy"] for r in results if "test_accuracy" in r])
         if test["n"]:
             line += f", test accuracy {_mean_std(test)} %"
