@@ -138,12 +138,9 @@ def build_pretrain_model(args, emotion_names, color_mode: str = "rgb", taxonomy:
         )
     # Provenance that travels inside config.json, so stage 2 (and its card) knows what the experience means.
     model.config.emotion_taxonomy = args.taxonomy if taxonomy is None else taxonomy
-    for flag, value in registry.stage1_checkpoint_flags(args).items():  # e.g. shuffled_emotion_labels
+    # e.g. shuffled_emotion_labels, kmeans_labels (non-emotion control), target_task_labels (positive control)
+    for flag, value in registry.stage1_checkpoint_flags(args).items():
         setattr(model.config, flag, value)
-    model.config.kmeans_labels = bool(getattr(args, "kmeans_labels", False))  # the non-emotion control
-    model.config.target_task_labels = (
-        getattr(args, "target_dataset", None) is not None
-    )  # the positive control
     # What the pathway saw: EmoReg feeds it the same (grayscale faces -> the luminance of a colour image).
     model.config.input_color_mode = color_mode
     model.config.input_size = list(model_geometry["size"])

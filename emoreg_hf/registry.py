@@ -133,6 +133,7 @@ class Control(Arm):
     record_flag: str = ""
     label: str = ""
     conclusion: str | None = None
+    attributes_emotion: bool = True  # needed before a gain is attributed to emotion (cards expect it)
 
 
 ARMS: dict[str, Arm] = {
@@ -202,6 +203,7 @@ CONTROLS: dict[str, Control] = {
             record_flag="positive_control",
             label="positive control (stage 1 on the target task)",
             default=False,
+            attributes_emotion=False,  # it shows the design can see a gain; it does not test emotion
         ),
     )
 }
@@ -353,7 +355,11 @@ def expected_comparisons(method_name: str | None) -> list[ExpectedComparison]:
         return []
     expected = [ExpectedComparison(m.name, method=m.name) for m in METHODS.values() if not m.regulated]
     for control in CONTROLS.values():
-        if MATRIX[control.pairs_with].method.regulated and control.label not in {e.label for e in expected}:
+        if (
+            control.attributes_emotion
+            and MATRIX[control.pairs_with].method.regulated
+            and control.label not in {e.label for e in expected}
+        ):
             expected.append(ExpectedComparison(control.label, flag=control.record_flag))
     return expected
 

@@ -86,7 +86,13 @@ def test_record_flags_match_the_recorded_controls_of_every_matrix_entry():
 
 def test_expected_comparisons_of_a_regulated_method():
     labels = [e.label for e in registry.expected_comparisons("emoreg")]
-    assert labels == ["baseline", "transfer", "shuffled-emotion control", "no-pretraining control"]
+    assert labels == [
+        "baseline",
+        "transfer",
+        "shuffled-emotion control",
+        "no-pretraining control",
+        "non-emotion (k-means) control",
+    ]
     assert registry.expected_comparisons("baseline") == []
     with pytest.raises(ValueError, match="unknown method 'magic'; known methods: emoreg, baseline, transfer"):
         registry.method("magic")
@@ -157,7 +163,12 @@ def test_the_record_reads_the_method_and_its_options_from_the_registry():
     target = SourceSpec(path="uoft-cs/cifar10", source="cifar10")
     fields = finetune_fields(args, model, target, {"train": [0] * 3, "test": [0] * 2})
     assert fields["emoreg"] == dataclasses.asdict(emoreg_options(args))
-    assert fields["controls"] == {"no_pretraining": True, "shuffled_emotion": True}
+    assert fields["controls"] == {
+        "kmeans_labels": False,
+        "no_pretraining": True,
+        "positive_control": False,
+        "shuffled_emotion": True,
+    }
     assert fields["taxonomy"] == {"name": "ekman7", "names": EKMAN7} and fields["label_names"] == CIFAR10
     assert fields["base_models"] == ["org/affect"] and fields["models"]["task_config"] == {
         "model_type": "vit"
@@ -165,7 +176,12 @@ def test_the_record_reads_the_method_and_its_options_from_the_registry():
     args.method = "baseline"
     baseline = finetune_fields(args, model, target, {"train": [0]})
     assert baseline["emoreg"] is None and baseline["models"]["affect"] is None
-    assert baseline["controls"] == {"no_pretraining": True, "shuffled_emotion": False}
+    assert baseline["controls"] == {
+        "kmeans_labels": False,
+        "no_pretraining": True,
+        "positive_control": False,
+        "shuffled_emotion": False,
+    }
 
 
 # A stage-2 method name compared to something: `== "emoreg"`, `!= "baseline"`, `in ("emoreg", ...)`.
