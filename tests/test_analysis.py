@@ -223,3 +223,28 @@ def test_the_study_s_controls_plan_their_own_stage_1(tmp_path):
         "emoreg_adaptive",
         "emoreg_kmeans",
     ]
+
+
+def test_stage1_trained_for_fewer_seeds_is_read_by_every_stage2_seed(tmp_path):
+    config = ablation.load_config(
+        {
+            "methods": ["baseline", "emoreg_adaptive", "emoreg_kmeans"],
+            "seeds": 4,
+            "output_dir": str(tmp_path),
+        },
+        ["--stage1_seeds", "2"],
+    )
+    runs = ablation.plan_runs(config)
+    pretrain = [r.key for r in runs if r.stage == "pretrain"]
+    assert pretrain == [
+        "pretrain/normal/seed0",
+        "pretrain/kmeans/seed0",
+        "pretrain/normal/seed1",
+        "pretrain/kmeans/seed1",
+    ]
+    by_key = {r.key: r for r in runs}
+    assert by_key["finetune/emoreg_adaptive/seed2"].needs == "pretrain/normal/seed0"
+    assert by_key["finetune/emoreg_kmeans/seed3"].values["affect_model_name_or_path"].endswith("kmeans/seed1")
+    assert by_key["finetune/emoreg_adaptive/seed3"].values["seed"] == 3
+    with pytest.raises(ValueError, match="stage1_seeds"):
+        ablation.load_config({"stage1_seeds": []})

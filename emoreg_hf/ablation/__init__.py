@@ -39,6 +39,12 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     matrix.add_argument(
         "--seeds", metavar="N | A,B", help="a count (3 = seeds 0, 1, 2; the default) or a list"
     )
+    matrix.add_argument(
+        "--stage1_seeds",
+        metavar="N | A,B",
+        help="train stage 1 for these seeds only (a count or a list), each read by several stage-2 seeds; "
+        "default: one stage 1 per stage-2 seed",
+    )
     matrix.add_argument("--output_dir", metavar="DIR", help="where the runs and the report go")
     matrix.add_argument("--title", metavar="TEXT", help="the report's title")
     matrix.add_argument("--notes", metavar="TEXT", help="a paragraph added to the report")

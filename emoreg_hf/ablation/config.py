@@ -22,7 +22,9 @@ RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
 @dataclass
 class AblationConfig:
     """`pretrain` / `finetune`: recipe keys for each stage (a `config:` key names a recipe YAML to start
-    from); `methods`: entries of `registry.MATRIX`; `seeds`: the training seeds (stage 1 and 2 use the same)."""
+    from); `methods`: entries of `registry.MATRIX`; `seeds`: the training seeds (stage 1 and 2 use the same);
+    `stage1_seeds`: when stage 1 is too costly to train once per seed, the seeds it is trained with (stage-2
+    seed number i reads stage-1 seed `stage1_seeds[i % len]`; None: one stage 1 per stage-2 seed)."""
 
     pretrain: dict
     finetune: dict
@@ -32,6 +34,7 @@ class AblationConfig:
     title: str | None = None
     notes: str = ""
     analysis: dict | None = None  # the pre-registered analysis (ablation.analysis); None: the plain report
+    stage1_seeds: list[int] | None = None
 
     def __post_init__(self):
         from .analysis import check_analysis
@@ -41,7 +44,16 @@ class AblationConfig:
             raise ValueError(f"unknown method(s) {unknown}; available: {list(registry.MATRIX)}")
         if not self.seeds:
             raise ValueError("seeds must be a positive count or a non-empty list")
+        if self.stage1_seeds is not None and not self.stage1_seeds:
+            raise ValueError("stage1_seeds must be a positive count or a non-empty list (or absent)")
         self.analysis = check_analysis(self.analysis, self.methods)
+
+
+def stage1_seed(config: AblationConfig, seed: int) -> int:
+    """The stage-1 seed whose checkpoints stage-2 seed `seed` reads."""
+    if config.stage1_seeds is None:
+        return seed
+    return config.stage1_seeds[config.seeds.index(seed) % len(config.stage1_seeds)]
 
 
 def _seeds(value: Any) -> list[int]:
@@ -137,7 +149,17 @@ def load_config(
     if repo_root is not None:
         bases.append(Path(repo_root))
     extra = parse_overrides(overrides) if not isinstance(overrides, dict) else copy.deepcopy(overrides)
-    allowed = {"pretrain", "finetune", "methods", "seeds", "output_dir", "title", "notes", "analysis"}
+    allowed = {
+        "pretrain",
+        "finetune",
+        "methods",
+        "seeds",
+        "stage1_seeds",
+        "output_dir",
+        "title",
+        "notes",
+        "analysis",
+    }
     unknown = sorted(set(raw) - allowed) + sorted(set(extra) - allowed)
     if unknown:
         raise ValueError(f"unknown ablation key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -160,6 +182,7 @@ def load_config(
         finetune=stages["finetune"],
         methods=_methods(merged.get("methods", registry.default_arms())),
         seeds=_seeds(merged.get("seeds", 3)),
+        stage1_seeds=None if merged.get("stage1_seeds") is None else _seeds(merged["stage1_seeds"]),
         output_dir=str(merged.get("output_dir", "outputs/ablations/run")),
         title=merged.get("title"),
         notes=str(merged.get("notes") or ""),

@@ -19,13 +19,22 @@ from ..templates import read_template
 from .config import AblationConfig
 
 
-def collect_records(output_dir: str | Path, methods: Sequence[str], seeds: Sequence[int]) -> dict:
-    """`{"finetune": {method: {seed: RunRecord}}, "pretrain": {variant: {seed: RunRecord}}}` of finished runs."""
+def collect_records(
+    output_dir: str | Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    stage1_seeds: Sequence[int] | None = None,
+) -> dict:
+    """`{"finetune": {method: {seed: RunRecord}}, "pretrain": {variant: {seed: RunRecord}}}` of finished runs
+    (stage 1 over `stage1_seeds` when it was trained for fewer seeds)."""
     root = Path(output_dir)
     found: dict[str, dict[str, dict[int, RunRecord]]] = {"finetune": {}, "pretrain": {}}
-    for stage, names in (("finetune", methods), ("pretrain", list(registry.STAGE1_VARIANTS))):
+    for stage, names, stage_seeds in (
+        ("finetune", methods, seeds),
+        ("pretrain", list(registry.STAGE1_VARIANTS), seeds if stage1_seeds is None else stage1_seeds),
+    ):
         for name in names:
-            for seed in seeds:
+            for seed in stage_seeds:
                 folder = root / stage / name / f"seed{seed}"
                 if (folder / RECORD_FILE).is_file():
                     found[stage].setdefault(name, {})[seed] = load_run_record(folder)
@@ -276,6 +285,7 @@ def render_markdown(
         "rows": rows,
         "data_sizes": data_sizes,
         "stage1": stage1,
+        "stage1_seeds": summary.get("stage1_seeds"),
         "vs_baseline": [
             _sentence(method, summary["baseline"], entry["vs_baseline"], level)
             + (DEGENERATE_NOTE if method in degenerate else "")
@@ -398,10 +408,11 @@ def write_report(
 ) -> dict:
     """Write `results.json`, `results.md` and `results.png` into the matrix's output folder."""
     root = Path(config.output_dir)
-    collected = collect_records(root, config.methods, config.seeds)
+    collected = collect_records(root, config.methods, config.seeds, config.stage1_seeds)
     finetune = {m: collected["finetune"][m] for m in config.methods if m in collected["finetune"]}
     summary = summarize({m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()})
     summary["seeds"] = config.seeds
+    summary["stage1_seeds"] = config.stage1_seeds
     summary["images"] = {
         stage: {
             name: {str(s): _images(r) for s, r in runs.items()} for name, runs in collected[stage].items()

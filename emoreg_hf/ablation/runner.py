@@ -26,7 +26,7 @@ import yaml
 from .. import registry
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
-from .config import AblationConfig
+from .config import AblationConfig, stage1_seed
 
 
 @dataclass
@@ -52,21 +52,29 @@ def _from_finetune(finetune: dict, key: str):
 
 
 def plan_runs(config: AblationConfig) -> list[PlannedRun]:
-    """All runs in execution order: seed by seed (a paired set is complete early), stage 1 first."""
+    """All runs in execution order: seed by seed (a paired set is complete early), stage 1 first (with
+    `stage1_seeds`, each stage-1 run before the first stage-2 seed that reads it)."""
     out_root = Path(config.output_dir)
     runs: list[PlannedRun] = []
+    planned: set[str] = set()
     for seed in config.seeds:
         variants = {registry.MATRIX[method].stage1 for method in config.methods} - {None}
+        first = stage1_seed(config, seed)
         for variant in [v for v in registry.STAGE1_VARIANTS if v in variants]:
-            run_dir = out_root / "pretrain" / variant / f"seed{seed}"
+            if f"pretrain/{variant}/seed{first}" in planned:
+                continue
+            planned.add(f"pretrain/{variant}/seed{first}")
+            run_dir = out_root / "pretrain" / variant / f"seed{first}"
             switches = {
                 key: _from_finetune(config.finetune, value)
                 if isinstance(value, registry.FromFinetune)
                 else value
                 for key, value in registry.STAGE1_VARIANTS[variant].switches.items()
             }
-            values = {**config.pretrain, **switches, "seed": seed, "output_dir": str(run_dir)}
-            runs.append(PlannedRun("pretrain", f"pretrain/{variant}/seed{seed}", None, seed, run_dir, values))
+            values = {**config.pretrain, **switches, "seed": first, "output_dir": str(run_dir)}
+            runs.append(
+                PlannedRun("pretrain", f"pretrain/{variant}/seed{first}", None, first, run_dir, values)
+            )
         for method in config.methods:
             arm = registry.MATRIX[method]
             variant, switches = arm.stage1, arm.switches
@@ -74,8 +82,8 @@ def plan_runs(config: AblationConfig) -> list[PlannedRun]:
             values = {**config.finetune, **switches, "seed": seed, "output_dir": str(run_dir)}
             needs = None
             if variant is not None:
-                needs = f"pretrain/{variant}/seed{seed}"
-                values["affect_model_name_or_path"] = str(out_root / "pretrain" / variant / f"seed{seed}")
+                needs = f"pretrain/{variant}/seed{first}"
+                values["affect_model_name_or_path"] = str(out_root / "pretrain" / variant / f"seed{first}")
             else:
                 values.pop("affect_model_name_or_path", None)
             runs.append(
