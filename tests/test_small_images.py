@@ -233,3 +233,22 @@ def test_loader_grayscale_and_padcrop_and_colour_detection():
 
 def test_registration_keeps_the_package_class():
     assert type(AutoConfig.for_model("small_resnet")) is SmallResNetConfig
+
+
+def test_padcrop_is_torchvision_s_reflect_pad_crop_and_flip():
+    from torchvision.transforms.v2 import functional as tvF
+
+    from emoreg_hf.data.transforms import PadCropFlip
+
+    image = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    padded = tvF.pad(image, [6, 6, 6, 6], padding_mode="reflect")
+    crops = {
+        tuple(padded[..., 6 + dy : 54 + dy, 6 + dx : 54 + dx].flatten().tolist())
+        for dy in range(-6, 7)
+        for dx in range(-6, 7)
+    }
+    flipped = {tuple(tvF.horizontal_flip(torch.tensor(c).view(3, 48, 48)).flatten().tolist()) for c in crops}
+    torch.manual_seed(0)
+    seen = [tuple(PadCropFlip(6)(image).flatten().tolist()) for _ in range(40)]
+    assert all(s in crops | flipped for s in seen)
+    assert any(s in flipped - crops for s in seen) and len(set(seen)) > 10

@@ -76,14 +76,8 @@ class LoaderTransform:
         s = self.working_size
         if not self.train or self.augmentation == "none":
             return v2.Resize((s, s), antialias=True)
-        if self.augmentation == "padcrop":
-            return v2.Compose(
-                [
-                    v2.Resize((s, s), antialias=True),
-                    v2.RandomCrop(s, padding=max(1, s // 8), padding_mode="reflect"),
-                    v2.RandomHorizontalFlip(),
-                ]
-            )
+        if self.augmentation == "padcrop":  # the image is first resized to the working size (__call__)
+            return PadCropFlip(max(1, s // 8))
         ops = [v2.RandomResizedCrop(s, antialias=True), v2.RandomHorizontalFlip()]
         ops += {
             "basic": [],
@@ -99,11 +93,14 @@ class LoaderTransform:
         if self._ops is None:
             self._ops = self._build()
         s, resize_only = self.working_size, not self.train or self.augmentation == "none"
+        resize_first = resize_only or self.augmentation == "padcrop"
         grayscale = self.color_mode == "grayscale"
         pixels = []
         for image in batch["image"]:
             x = _to_uint8_chw(image, s, grayscale)
-            pixels.append(x if resize_only and x.shape[-2:] == (s, s) else self._ops(x))
+            if resize_first and x.shape[-2:] != (s, s):
+                x = tvF.resize(x, [s, s], antialias=True)
+            pixels.append(x if resize_only else self._ops(x))
         out = {"pixel_values": pixels}
         if "label" in batch:
             out["labels"] = list(batch["label"])
@@ -117,6 +114,33 @@ class LoaderTransform:
             f"LoaderTransform(working_size={self.working_size}, augmentation={self.augmentation!r}, "
             f"train={self.train}, color_mode={self.color_mode!r})"
         )
+
+
+class PadCropFlip:
+    """Reflect-pad by `padding`, crop back at a random offset, flip half the time: `v2.RandomCrop(padding=,
+    padding_mode="reflect")` + `v2.RandomHorizontalFlip()` as one index gather (a quarter of their cost on
+    the small images it is for). Draws from torch's global generator, like torchvision."""
+
+    def __init__(self, padding: int):
+        self.padding = int(padding)
+
+    @staticmethod
+    def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+        index = index.abs()  # -i -> i (reflect without repeating the edge, as torchvision's "reflect")
+        return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        p = self.padding
+        dy, dx = (int(v) for v in torch.randint(-p, p + 1, (2,)))
+        rows = self._reflect(torch.arange(h) + dy, h)
+        cols = self._reflect(torch.arange(w) + dx, w)
+        if torch.rand(()) < 0.5:
+            cols = cols.flip(0)
+        return image[..., rows[:, None], cols[None, :]]
+
+    def __repr__(self) -> str:
+        return f"PadCropFlip(padding={self.padding})"
 
 
 class Collator:
