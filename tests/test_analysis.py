@@ -50,12 +50,14 @@ def test_the_plan_is_checked_against_the_study():
 
 
 def test_plan_is_recorded_once_and_a_later_change_is_said(tmp_path):
-    first = analysis.register_plan(tmp_path, analysis.check_analysis(PLAN, METHODS), [0, 1])
-    again = analysis.register_plan(tmp_path, {"primary": ["a", "b"]}, [0])
-    assert again == first and json.loads((tmp_path / analysis.PLAN_FILE).read_text())["planned_seeds"] == [
-        0,
-        1,
-    ]
+    first = analysis.register_plan(tmp_path, analysis.check_analysis({**PLAN, "planned_seeds": 6}, METHODS))
+    again = analysis.register_plan(tmp_path, {"primary": ["a", "b"]})
+    assert (
+        again == first
+        and json.loads((tmp_path / analysis.PLAN_FILE).read_text())["plan"]["planned_seeds"] == 6
+    )
+    with pytest.raises(ValueError, match="planned_seeds"):
+        analysis.check_analysis({**PLAN, "planned_seeds": 1}, METHODS)
     changed = analysis.check_analysis({**PLAN, "equivalence_margin": 0.02}, METHODS)
     result = analysis.analyse(
         _records({m: [0] * 6 for m in METHODS}),
@@ -166,7 +168,7 @@ def test_report_of_a_pre_registered_study(tmp_path):
     config = ablation.load_config(
         {"methods": METHODS, "seeds": 6, "output_dir": str(tmp_path), "title": "study", "analysis": PLAN}
     )
-    analysis.register_plan(tmp_path, config.analysis, config.seeds)
+    analysis.register_plan(tmp_path, config.analysis)
     shifts = {"baseline": 0.0, "emoreg_adaptive": 0.002, "shuffled_emotion": 0.001, "no_pretraining": 0.03}
     for seed in range(6):
         for method, shift in shifts.items():
@@ -218,7 +220,7 @@ def test_the_study_s_controls_plan_their_own_stage_1(tmp_path):
     assert by_key["finetune/emoreg_kmeans/seed0"].needs == "pretrain/kmeans/seed0"
     default = ablation.plan_runs(ablation.load_config({"methods": ["positive_control"], "seeds": 1}))
     assert default[0].values["target_dataset"] == "cifar10"  # finetune's default data set
-    analysis.register_plan(tmp_path, config.analysis, config.seeds)
+    analysis.register_plan(tmp_path, config.analysis)
     assert json.loads((tmp_path / analysis.PLAN_FILE).read_text())["plan"]["primary"] == [
         "emoreg_adaptive",
         "emoreg_kmeans",

@@ -10,6 +10,7 @@ into the output folder when the matrix first starts, and the report says if it c
       positive_control: [positive_control, baseline]   # must be among the secondary comparisons
       equivalence_margin: 0.01                     # ±1 pp
       alpha: 0.05
+      planned_seeds: 6                             # the power statement's n (default: the study's seeds)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from .. import stats
 
 PLAN_FILE = "analysis_plan.json"
-PLAN_KEYS = ("primary", "secondary", "positive_control", "equivalence_margin", "alpha")
+PLAN_KEYS = ("primary", "secondary", "positive_control", "equivalence_margin", "alpha", "planned_seeds")
 
 
 def check_analysis(analysis: Mapping[str, Any] | None, methods: Sequence[str]) -> dict | None:
@@ -58,7 +59,11 @@ def check_analysis(analysis: Mapping[str, Any] | None, methods: Sequence[str]) -
         "positive_control": None,
         "equivalence_margin": float(analysis.get("equivalence_margin", 0.01)),
         "alpha": float(analysis.get("alpha", 0.05)),
+        "planned_seeds": analysis.get("planned_seeds"),
     }
+    planned = out["planned_seeds"]
+    if planned is not None and (isinstance(planned, bool) or not isinstance(planned, int) or planned < 2):
+        raise ValueError(f"analysis.planned_seeds: a number of seeds >= 2, got {planned!r}")
     if out["primary"] in out["secondary"]:
         raise ValueError("analysis: the primary comparison cannot also be a secondary one")
     if analysis.get("positive_control") is not None:
@@ -80,7 +85,7 @@ def _fingerprint(plan: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def register_plan(output_dir: str | Path, analysis: Mapping[str, Any], seeds: Sequence[int]) -> dict:
+def register_plan(output_dir: str | Path, analysis: Mapping[str, Any]) -> dict:
     """Write the analysis plan into the study folder the first time the matrix starts (before any run), and
     leave it alone afterwards: the report compares the config's plan with this record."""
     path = Path(output_dir) / PLAN_FILE
@@ -89,7 +94,6 @@ def register_plan(output_dir: str | Path, analysis: Mapping[str, Any], seeds: Se
     record = {
         "registered_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "plan": dict(analysis),
-        "planned_seeds": list(seeds),
         "fingerprint": _fingerprint(analysis),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +205,7 @@ def analyse(
     primary = _comparison(records, plan["primary"], split, margin, alpha)
     primary["degenerate"] = degenerate_parts(plan["primary"])
     primary["decision"] = stats.decide(primary, primary["equivalence"]["equivalent"], alpha=alpha)
+    planned_seeds = plan.get("planned_seeds") or planned_seeds
     if primary.get("std"):
         primary["power"] = stats.planned_power(primary["std"], primary["n"], planned_seeds, margin, 1 - alpha)
 

@@ -153,7 +153,7 @@ def run_matrix(
         )
     )
     if config.analysis is not None:  # pre-registered: recorded before the first run, never rewritten
-        register_plan(out_root, config.analysis, config.seeds)
+        register_plan(out_root, config.analysis)
     runs = plan_runs(config)
     fingerprints: dict[str, str] = {}
     summary: dict[str, Any] = {"ran": [], "skipped": [], "seconds": {}}
