@@ -144,6 +144,58 @@ def test_plain_classifier_gets_predictions_and_not_applicable(checkpoints, photo
     assert responses.count("not applicable") == 2
 
 
+def test_one_title_rule_and_examples_offered_only_when_there_are_some(emoreg_classifier, photo):
+    from emoreg_hf.space.folder import default_title
+
+    assert (
+        app.default_title("org/emoreg-demo") == default_title("org/emoreg-demo") == "EmoReg: org/emoreg-demo"
+    )
+    assert app.default_title("outputs/demo/finetune/") == "EmoReg: outputs/demo/finetune"
+
+    def texts(demo) -> str:
+        return " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
+
+    without = app.build_demo(emoreg_classifier)
+    assert "example" not in texts(without).lower() and "webcam" in texts(without)
+    assert not [c for c in without.config["components"] if c["type"] == "dataset"]  # no Examples block
+    with_examples = app.build_demo(emoreg_classifier, examples=[(str(photo), "pixels")])
+    assert "or pick an example" in texts(with_examples)
+    image = next(c for c in with_examples.config["components"] if c["type"] == "image")
+    assert image["props"]["sources"] == ["upload", "webcam", "clipboard"]
+
+
+def test_a_model_trained_on_synthetic_data_says_so(checkpoints, tmp_path, emoreg_classifier):
+    import shutil
+
+    assert not emoreg_classifier.synthetic and app.synthetic_note(emoreg_classifier) == ""
+    demo = tmp_path / "demo-run"
+    shutil.copytree(checkpoints["emoreg"], demo)
+    (demo / "run_info.json").write_text(json.dumps({"synthetic_data": True, "stage": "finetune"}))
+    classifier = app.load_classifier(demo, device="cpu")
+    note = app.synthetic_note(classifier)
+    assert classifier.synthetic and "Trained on synthetic data" in note and all(c in note for c in CIFAR10)
+    page = " ".join(
+        str(c.get("props", {}).get("value", "")) for c in app.build_demo(classifier).config["components"]
+    )
+    assert "Trained on synthetic data" in page
+
+
+def test_run_folder_examples_only_from_the_demo_data(checkpoints, demo_runs, tmp_path):
+    from emoreg_hf.space.__main__ import run_folder_examples
+
+    with run_folder_examples([str(checkpoints["emoreg"])]) as extra:  # no run record: nothing to offer
+        assert extra == []
+    with run_folder_examples([str(demo_runs.finetune)]) as extra:
+        paths = extra[1::2]
+        assert extra[::2] == ["--example"] * len(paths) and len(paths) == 4
+        assert all(Path(p).is_file() and Path(p).suffix == ".png" for p in paths)
+        folder = Path(paths[0]).parent
+        assert sorted(folder.iterdir()) == sorted(map(Path, paths))  # a folder of its own
+    assert not folder.exists()  # removed when the app stops
+    with run_folder_examples([str(demo_runs.finetune), "--example", "mine.png"]) as extra:
+        assert extra == []  # the user's own examples win
+
+
 def test_bad_checkpoints_and_images_give_clear_messages(checkpoints, emoreg_classifier, tmp_path):
     with pytest.raises(app.LoadError, match=r"'.*no-such-run': no such folder"):
         app.load_classifier(str(tmp_path / "no-such-run"))
@@ -323,8 +375,12 @@ def serve(model: Path | str, tmp_path: Path, *args: str):
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 
+# Chromium's own test camera (a moving picture) and no permission prompt: the webcam source can be driven.
+FAKE_CAMERA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+
+
 @contextmanager
-def chromium(tmp_path: Path, monkeypatch):
+def chromium(tmp_path: Path, monkeypatch, *extra_flags: str):
     webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the `dev` extra)")
     from selenium.webdriver.chrome.service import Service
 
@@ -332,7 +388,7 @@ def chromium(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SE_AVOID_STATS", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -392,24 +448,67 @@ def test_browser_upload_shows_classes_rho_and_errors(checkpoints, tmp_path, phot
         WebDriverWait(driver, 60).until(lambda d: "ρ =" in text_of(d, "regulation"))
 
 
+def button(driver, label: str):
+    """The first button whose text or aria-label is `label` (None while there is none)."""
+    from selenium.webdriver.common.by import By
+
+    return next(
+        (
+            b
+            for b in driver.find_elements(By.TAG_NAME, "button")
+            if label in (b.text.strip(), b.get_attribute("aria-label"))
+        ),
+        None,
+    )
+
+
 @pytest.mark.slow
 @needs_chromium
 def test_browser_on_the_demo_checkpoint(demo_runs, tmp_path, monkeypatch):
-    """The demo's real EmoReg run. `EMOREG_UPDATE_DOCS_SCREENSHOT=1` also refreshes docs/images/space_demo.png."""
+    """The demo's real EmoReg run, launched as the README says (`python -m emoreg_hf.space outputs/demo/finetune`,
+    nothing else): the default title, the demo's own synthetic images as examples, the note that the model
+    knows only synthetic shapes, and the webcam (Chromium's fake camera) as a source.
+    `EMOREG_UPDATE_DOCS_SCREENSHOT=1` also refreshes docs/images/space_demo.png; `=RUN_DIR` does it on that
+    run folder (the README's shot: a finished `make demo`, outputs/demo/finetune) instead of the tests' tiny one."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     from emoreg_hf.data.demo import _target  # the demo's own drawing of a target-class image
 
+    update = os.environ.get("EMOREG_UPDATE_DOCS_SCREENSHOT")
+    run = Path(update) if update and update != "1" else demo_runs.finetune
+    shutil.copytree(run, tmp_path / "outputs" / "demo" / "finetune")
     star = tmp_path / "star.png"
     _target(np.random.default_rng(0), "star", 128).save(star)
+    config = json.loads((run / "config.json").read_text())
+    classes = list(config["id2label"].values())
     with (
-        serve(demo_runs.finetune, tmp_path, "--example", str(star), "--title", "EmoReg demo") as url,
-        chromium(tmp_path, monkeypatch) as driver,
+        serve("outputs/demo/finetune", tmp_path) as url,
+        chromium(tmp_path, monkeypatch, *FAKE_CAMERA) as driver,
     ):
-        upload_and_wait(driver, url, star, until="ρ =")
-        config = json.loads((demo_runs.finetune / "config.json").read_text())
-        assert any(name in text_of(driver, "classes") for name in config["id2label"].values())
+        driver.get(url)  # the webcam: open it, take a picture, and it is classified
+        WebDriverWait(driver, 60).until(lambda d: button(d, "Capture from camera")).click()
+        WebDriverWait(driver, 30).until(lambda d: button(d, "Click to Access Webcam")).click()
+        WebDriverWait(driver, 30).until(lambda d: button(d, "capture photo")).click()
+        WebDriverWait(driver, 90).until(lambda d: "ρ =" in text_of(d, "regulation"))
+
+        page = upload_and_wait(driver, url, star, until="ρ =")
+        assert driver.find_element(By.TAG_NAME, "h1").text == "EmoReg: outputs/demo/finetune"
+        assert driver.title == "EmoReg: outputs/demo/finetune"
+        note = text_of(driver, "synthetic-note")
+        assert "Trained on synthetic data" in note and all(name in note for name in classes)
+        assert "or pick an example" in page
+        offered = [
+            b.text.strip() for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() in classes
+        ]
+        assert len(offered) >= 2, offered  # the demo's own test images, one per class
+        assert any(name in text_of(driver, "classes") for name in classes)
         assert "the emotional response's logits weigh" in text_of(driver, "regulation")
+        assert button(driver, "Capture from camera").is_displayed()
         shot = tmp_path / "space_demo.png"
         assert driver.save_screenshot(str(shot))
-        if os.environ.get("EMOREG_UPDATE_DOCS_SCREENSHOT") == "1":
+        if update:
             DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             DOCS_SCREENSHOT.write_bytes(shot.read_bytes())

@@ -72,7 +72,6 @@ def export_space(
         build_space_folder(
             model_repo_id,
             out_dir,
-            title=f"EmoReg: {model_repo_id.split('/')[-1]}",
             example_images=[e if isinstance(e, tuple) else (e, "provided by the uploader") for e in chosen],
             short_description=f"What {model_repo_id.split('/')[-1]} felt, and how it weighed it",
         )

@@ -1,6 +1,6 @@
 """Gradio demo of an EmoReg checkpoint: what it predicts, what it felt, and the weight ρ of its emotional response.
 
-For an uploaded or example image the page shows the predicted classes, the regulation strength ρ (as a
+For an uploaded, webcam or example image the page shows the predicted classes, the regulation strength ρ (as a
 number and in words), the emotion distribution e(x) as a bar chart, and the top classes of the two responses
 (non-emotional z_N and emotional z_E) side by side. A plain image classifier (baseline / transfer run) gets
 its predictions with ρ and e(x) marked "not applicable".
@@ -37,11 +37,23 @@ MODEL_ENV = "EMOREG_MODEL"
 SPACE_CONFIG = "emoreg_space.json"
 DEFAULT_PORT = 7860
 NOT_APPLICABLE = "not applicable"
+RUN_RECORD = "run_info.json"  # the run record a run folder (and its Hub export) carries
 DESCRIPTION = (
     "**Emotional Regulation** ([arXiv:2606.13081](https://arxiv.org/abs/2606.13081)): a task pathway gives the "
     "non-emotional response z_N, an affective pathway pretrained on emotions gives e(x) and the emotional "
-    "response z_E, and the prediction is z = (1 − ρ)·z_N + ρ·z_E. Upload an image or pick an example."
+    "response z_E, and the prediction is z = (1 − ρ)·z_N + ρ·z_E."
 )
+
+
+def default_title(model_id: str) -> str:
+    """The page's title, the same locally and in a Space: `EmoReg: <the model as given>` (a run folder's path
+    or a Hub repo id). `emoreg_hf.space.folder.default_title` is this rule too."""
+    return f"EmoReg: {str(model_id).rstrip('/')}"
+
+
+def how_to_use(examples: bool) -> str:
+    """The page's one instruction; it offers examples only when there are some."""
+    return "Upload an image or take one with the webcam" + (", or pick an example." if examples else ".")
 
 
 class LoadError(RuntimeError):
@@ -57,6 +69,7 @@ class Classifier:
     emoreg: bool
     labels: list[str] = field(default_factory=list)
     emotions: list[str] = field(default_factory=list)
+    synthetic: bool = False  # trained on emoreg-hf's synthetic demo data (its run record says so)
 
 
 # -- model ---------------------------------------------------------------------------------------------
@@ -91,7 +104,46 @@ def load_classifier(model_id: str, *, device: str | int | None = None) -> Classi
     config = classify.model.config
     labels = [config.id2label[i] for i in sorted(config.id2label)]
     emotions = list(getattr(config, "emotion_labels", None) or []) if emoreg else []
-    return Classifier(model_id=model_id, pipeline=classify, emoreg=emoreg, labels=labels, emotions=emotions)
+    record = run_record(model_id)
+    return Classifier(
+        model_id=model_id,
+        pipeline=classify,
+        emoreg=emoreg,
+        labels=labels,
+        emotions=emotions,
+        synthetic=bool(record.get("synthetic_data")),
+    )
+
+
+def run_record(model_id: str) -> dict:
+    """The checkpoint's run record (`run_info.json`, in a run folder and in its Hub export), or {} when it has
+    none or it cannot be read (then nothing is claimed about the training data)."""
+    try:
+        if os.path.isdir(model_id):
+            path = os.path.join(model_id, RUN_RECORD)
+        else:
+            from transformers.utils import cached_file
+
+            path = cached_file(model_id, RUN_RECORD, _raise_exceptions_for_missing_entries=False)
+        if not path or not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except Exception:  # offline, no such file, not JSON: the page just makes no claim
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def synthetic_note(classifier: Classifier) -> str:
+    """What a visitor must know before uploading a photograph to a demo model (Markdown); empty otherwise."""
+    if not classifier.synthetic:
+        return ""
+    classes = ", ".join(classifier.labels)
+    return (
+        f"⚠️ **Trained on synthetic data.** This model learned from images that emoreg-hf draws itself "
+        f"(its demo data), so it knows only these {len(classifier.labels)} classes: {classes}. A photograph "
+        "still gets one of them, with a confidence that means nothing."
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -108,7 +160,7 @@ def read_image(image, name: str | None = None) -> Image.Image:
         return image
     label = name or (os.path.basename(str(image)) if image is not None else "the image")
     if image is None:
-        raise ValueError("no image given: upload an image or pick an example")
+        raise ValueError("no image given: upload an image or take one with the webcam")
     try:
         with open(image, "rb") as handle:
             opened = Image.open(handle)
@@ -227,23 +279,31 @@ def build_demo(
     examples: list[tuple[str, str | None]] | tuple = (),
     top_k: int = 5,
 ) -> gr.Blocks:
-    """The page for a loaded checkpoint. `examples`: `(path, caption)` pairs (caption may be None)."""
-    title = title or f"EmoReg: {classifier.model_id}"
+    """The page for a loaded checkpoint. `examples`: `(path, caption)` pairs (caption may be None); without
+    any, the page neither shows nor offers examples."""
+    title = title or default_title(classifier.model_id)
 
     def respond(image_path):
         if image_path is None:
-            raise gr.Error("upload an image or pick an example first", print_exception=False)
+            raise gr.Error(how_to_use(bool(examples)).rstrip(".") + " first.", print_exception=False)
         try:
             result = predict(image_path, classifier, top_k=top_k, name=os.path.basename(str(image_path)))
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from error
         return render(result)
 
+    def respond_to_input(image_path):  # an upload, a webcam shot or a paste; clearing the image is no request
+        return gr.skip() if image_path is None else respond(image_path)
+
     kind = (
         "EmoReg checkpoint" if classifier.emoreg else f"plain image classifier (ρ and e(x) {NOT_APPLICABLE})"
     )
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\n{DESCRIPTION}\n\nModel: `{classifier.model_id}` ({kind}).")
+        gr.Markdown(
+            f"# {title}\n{DESCRIPTION} {how_to_use(bool(examples))}\n\nModel: `{classifier.model_id}` ({kind})."
+        )
+        if classifier.synthetic:
+            gr.Markdown(synthetic_note(classifier), elem_id="synthetic-note")
         # Outputs are made first (not yet drawn) so that the examples, drawn under the image, can name them.
         classes = gr.Label(num_top_classes=top_k, label="Predicted classes", elem_id="classes", render=False)
         regulation = gr.Markdown("ρ: upload an image", elem_id="regulation", render=False)
@@ -265,7 +325,7 @@ def build_demo(
                     gr.Image(
                         type="filepath",
                         image_mode=None,
-                        sources=["upload", "clipboard"],
+                        sources=["upload", "webcam", "clipboard"],
                         label="Image",
                         height=320,
                         elem_id="image",
@@ -285,7 +345,8 @@ def build_demo(
             with gr.Column(scale=1):
                 for component in (classes, regulation, responses, emotions, emotion_note):
                     component.render()
-        gr.on([button.click, image.upload], respond, inputs=image, outputs=outputs)
+        button.click(respond, inputs=image, outputs=outputs)
+        image.input(respond_to_input, inputs=image, outputs=outputs)
     return demo
 
 
@@ -322,7 +383,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: as transformers picks)"
     )
     parser.add_argument("--top_k", type=int, default=5, help="number of classes shown (default: 5)")
-    parser.add_argument("--title", default=None, help="page title (default: 'EmoReg: MODEL')")
+    parser.add_argument("--title", default=None, help="page title (default: 'EmoReg: MODEL', MODEL as given)")
     parser.add_argument(
         "--example",
         action="append",

@@ -29,6 +29,11 @@ SPACE_PACKAGES = ("gradio", "torch", "torchvision", "transformers", "timm", "pil
 SHORT_DESCRIPTION_MAX = 60  # the Hub's limit for `short_description`
 
 
+def default_title(model_repo_id: str) -> str:
+    """The Space's title: the app's own rule (`app.default_title`), `EmoReg: <repo id>`."""
+    return f"EmoReg: {str(model_repo_id).rstrip('/')}"
+
+
 def space_requirements(packages: Sequence[str] = SPACE_PACKAGES) -> list[str]:
     """`name==version` for each package, at the version installed here (local labels such as `+cpu` dropped,
     since the Space installs from PyPI). Raises if one is not installed: an unpinned Space drifts."""
@@ -70,7 +75,7 @@ def build_space_folder(
         raise ValueError(f"model_repo_id must be a Hub repo id 'owner/name', got {model_repo_id!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    title = title or f"EmoReg: {model_repo_id.split('/')[-1]}"
+    title = title or default_title(model_repo_id)
     requirements = space_requirements(packages)
     if sdk_version is None:
         pinned = {line.split("==")[0]: line.split("==")[1] for line in requirements}
@@ -149,7 +154,7 @@ def _readme_body(model_repo_id: str, title: str, examples: list[dict]) -> str:
         "",
         f"Interactive demo of [{model_repo_id}](https://huggingface.co/{model_repo_id}), an image classifier "
         "trained with **Emotional Regulation** ([arXiv:2606.13081](https://arxiv.org/abs/2606.13081)).",
-        "For an uploaded image it shows the predicted classes, the regulation weight ρ (the weight of the "
+        "For an uploaded or webcam image it shows the predicted classes, the regulation weight ρ (the weight of the "
         "emotional response's logits in the output; not a measure of how much emotion was used), the emotion "
         "distribution e(x), and the top classes of the non-emotional and the emotional responses side by side.",
         "",
@@ -175,4 +180,4 @@ def _readme_body(model_repo_id: str, title: str, examples: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SPACE_PACKAGES", "build_space_folder", "space_requirements"]
+__all__ = ["SPACE_PACKAGES", "build_space_folder", "default_title", "space_requirements"]
