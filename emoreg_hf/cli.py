@@ -192,8 +192,9 @@ def _default_text(field: dataclasses.Field) -> str:
 class RecipeArgumentParser(HfArgumentParser):
     """`HfArgumentParser` over (the recipe's arguments, `TrainingArguments`): YAML defaults, CLI overrides.
 
-    After `parse`, `given_keys` holds every key the YAML or the command line set, and `cli_keys` those the
-    command line set (the recipes choose logging intervals only where the user chose none).
+    After `parse`, `given_keys` holds every key the YAML or the command line set, `cli_keys` those the
+    command line set (the recipes choose logging intervals only where the user chose none), and
+    `from_demo_config` those the demo YAML set because no config was given.
     """
 
     def __init__(
@@ -205,6 +206,9 @@ class RecipeArgumentParser(HfArgumentParser):
         self.defaults_by_name: dict[str, Any] = {}
         self.given_keys: set[str] = set()
         self.cli_keys: set[str] = set()
+        self.from_demo_config: set[str] = (
+            set()
+        )  # keys whose value came from the demo YAML, used for want of a config
         super().__init__(
             (script_class, TrainingArguments),
             usage="%(prog)s [CONFIG.yaml | --config CONFIG.yaml] [--key value ...]",
@@ -271,6 +275,7 @@ class RecipeArgumentParser(HfArgumentParser):
 
     def _parse(self, argv: list[str]) -> tuple:
         config_path, argv = split_config_argument(argv)
+        explicit_config = config_path is not None
         argv = [_underscored(token) for token in argv]
         namespace, unknown = self.parse_known_args(argv)  # -h / --help print and exit here
         values: dict[str, Any] = {}
@@ -314,6 +319,12 @@ class RecipeArgumentParser(HfArgumentParser):
             if merged.get("bf16"):
                 print("[emoreg-hf] no GPU: bf16 runs as CPU autocast (use_cpu)", file=sys.stderr)
         self.given_keys, self.cli_keys = set(merged), set(cli)
+        demo = (
+            config_path is not None
+            and self.default_config is not None
+            and config_path == str(self.default_config)
+        )
+        self.from_demo_config = set(values) - set(cli) if demo and not explicit_config else set()
         script_args, training_args = self.parse_dict(merged)
         if merged.get("report_to") in ("all", ["all"]) and not training_args.report_to:
             print(

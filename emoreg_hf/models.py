@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 from . import registry
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MEAN = [0.5, 0.5, 0.5]
 DEFAULT_STD = [0.5, 0.5, 0.5]
@@ -96,9 +99,12 @@ def checkpoint_options(args) -> list[str]:
     return [f"{pathway}_model_name_or_path" for pathway in method.pathways]
 
 
-def check_checkpoints(args) -> None:
+def check_checkpoints(args, *, from_demo_config: set[str] | frozenset = frozenset()) -> None:
     """Before any data is loaded: every checkpoint the recipe names exists, and a stage-1 checkpoint is an
-    emotion model (its config carries the emotion taxonomy stage 1 writes)."""
+    emotion model (its config carries the emotion taxonomy stage 1 writes). A stage-1 model of synthetic
+    stimuli with real target data is refused when it came from the demo YAML for want of a config
+    (`from_demo_config`), and said loudly when it was chosen."""
+    check_demo_pathway(args, from_demo_config)
     for option in checkpoint_options(args):
         value = getattr(args, option, None)
         if not value:
@@ -118,6 +124,46 @@ def emotion_labels(model) -> list[str] | None:
     """The emotions of an EmoReg model's affective pathway, in the order of its `emotion_probs`; None for a
     model without one (its evaluation has no regulation statistics)."""
     return model.config.emotion_labels if hasattr(model.config, "affect_config") else None
+
+
+def _synthetic_stage1(path: str) -> bool:
+    """The stage-1 run folder's record says it was trained on the embedded synthetic demo data."""
+    record = os.path.join(path, "run_info.json")
+    try:
+        with open(record) as f:
+            return bool(json.load(f).get("synthetic_data"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_demo_pathway(args, from_demo_config) -> None:
+    """Real target data never inherits the demo's synthetic affective pathway without a word."""
+    affect = getattr(args, "affect_model_name_or_path", None)
+    method = registry.method(getattr(args, "method", None))
+    if method is None or not method.uses_affect or not affect:
+        return
+    from .data import is_synthetic, resolve_target_spec
+
+    target = resolve_target_spec(args.dataset)
+    if is_synthetic(target):
+        return
+    if "affect_model_name_or_path" in from_demo_config:
+        raise ValueError(
+            f"no config file was given, so the affective pathway would be the demo's (affect_model_name_or_path: "
+            f"{affect}, from recipes/demo/finetune.yaml), a stage 1 of synthetic stimuli, while the target data is "
+            f"real ({target.display_name}); nothing was loaded. Pass --affect_model_name_or_path with a stage-1 "
+            "checkpoint of real emotion data (recipes/pretrain.py), or a config file (--method baseline needs "
+            f"none); --affect_model_name_or_path {affect} keeps the demo's on purpose."
+        )
+    if os.path.isdir(affect) and _synthetic_stage1(affect):
+        logger.warning(
+            "\n%s\nTHE AFFECTIVE PATHWAY %s WAS TRAINED ON SYNTHETIC DEMO STIMULI, the target data (%s) is real:\n"
+            "its emotions e(x) say nothing about real images, and the model card says so.\n%s",
+            "!" * 100,
+            affect,
+            target.display_name,
+            "!" * 100,
+        )
 
 
 def build_pretrain_model(args, emotion_names, color_mode: str = "rgb", taxonomy: dict | None = None):

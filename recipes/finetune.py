@@ -41,7 +41,7 @@ def main() -> None:
     if begin_run(training_args, args, headline="test_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
-    check_checkpoints(args)
+    check_checkpoints(args, from_demo_config=parser.from_demo_config)
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir, hub=hub)
     set_seed(training_args.seed)
 

@@ -7,12 +7,15 @@ class names and get train / validation / test splits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import glob
 import json
 import logging
 import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +182,76 @@ def _load_kwargs(spec: SourceSpec) -> dict[str, Any]:
     return kwargs
 
 
+class HubDataUnavailable(ValueError):
+    """A Hub data set that can be neither downloaded (offline) nor read from the local cache."""
+
+
+def is_hub_dataset(spec: SourceSpec) -> bool:
+    """The source is a Hub data set id (`uoft-cs/cifar10`), not a builder, a local path or the demo."""
+    path = spec.path
+    return not (
+        path in PACKAGED_BUILDERS
+        or path.startswith(("demo:", ".", "/", "~"))
+        or os.path.exists(path)
+        or path.count("/") > 1
+    )
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hub's host answers at all (one connection, 5 s at most). Without this, an unplugged machine
+    waits through the Hub client's five retries, with a warning each, before the error."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # through a proxy only the client can tell
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5
+        ).close()
+    except OSError:
+        return False
+    return True
+
+
+def _offline() -> bool:
+    return bool(datasets.config.HF_HUB_OFFLINE)
+
+
+@contextlib.contextmanager
+def hub_or_cache(spec: SourceSpec):
+    """Load a Hub data set from the Hub, or, when the Hub is out of reach (offline mode, no network), from the
+    local cache at once; if it is not cached either, one `HubDataUnavailable` line says what to do."""
+    if not is_hub_dataset(spec) or (not _offline() and hub_reachable()):
+        yield
+        return
+    from huggingface_hub import constants
+
+    forced = not _offline()
+    if forced:
+        logger.warning(
+            "the Hub (%s) cannot be reached: reading %r from the local cache", constants.ENDPOINT, spec.path
+        )
+    saved = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    except HubDataUnavailable:
+        raise
+    except Exception as error:
+        why = "the Hub cannot be reached from this machine" if forced else "HF_HUB_OFFLINE is set"
+        raise HubDataUnavailable(
+            f"source {spec.display_name!r}: {spec.path} is a Hub data set, {why}, and it is not in the local cache "
+            f"({type(error).__name__}). Download it once where the Hub is reachable (it is cached then), or point "
+            f"`path` at a local copy, e.g. --dataset '{{path: /path/to/{spec.path.split('/')[-1]}}}'"
+        ) from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
 def declared_class_names(spec: SourceSpec, column: str) -> dict[str, list[str]]:
     """The ClassLabel names each split's local parquet file declares for `column`. `datasets` reads every
     split with the first file's names, so a split whose file lists them in another order (or other ones)
@@ -186,7 +259,8 @@ def declared_class_names(spec: SourceSpec, column: str) -> dict[str, list[str]]:
     import pyarrow.parquet as pq
 
     try:
-        builder = datasets.load_dataset_builder(**_load_kwargs(spec), **spec.load_kwargs)
+        with hub_or_cache(spec):
+            builder = datasets.load_dataset_builder(**_load_kwargs(spec), **spec.load_kwargs)
         files = builder.config.data_files or {}
     except Exception:  # not resolvable without loading (a Hub script, no network): nothing to compare
         return {}
@@ -207,7 +281,10 @@ def _load(spec: SourceSpec):
     regrouped into splits by `split_column` and its pixel strings decoded (`pixels_size`), when asked."""
     kwargs = _load_kwargs(spec)
     try:
-        loaded = datasets.load_dataset(**kwargs, streaming=spec.streaming, **spec.load_kwargs)
+        with hub_or_cache(spec):
+            loaded = datasets.load_dataset(**kwargs, streaming=spec.streaming, **spec.load_kwargs)
+    except HubDataUnavailable:
+        raise
     except Exception as err:
         raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}") from err
     if spec.split_column is not None:
