@@ -15,6 +15,7 @@ import yaml
 from . import registry
 from .configuration_emoreg import EmoRegOptions
 
+CLASS_WEIGHTINGS = ("none", "balanced")  # emoreg_hf.balance computes them (torch stays out of parsing)
 AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
 AFFECT_INITS = ("pretrained", "random")
 COLOR_MODES = ("auto", "rgb", "grayscale")
@@ -39,6 +40,19 @@ class DataArguments:
     )
     mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup alpha in the collator (0 = off)."})
     cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix alpha in the collator (0 = off)."})
+    class_weighting: str = field(
+        default="none",
+        metadata={
+            "help": "Class imbalance in the loss: `none`, or `balanced` (weights n/(K*n_c) from the training "
+            "split's counts on every cross-entropy term, EmoReg's three included; recorded and on the card)."
+        },
+    )
+    class_balanced_sampler: bool = field(
+        default=False,
+        metadata={
+            "help": "Draw training images class-balanced (each class equally often, with replacement)."
+        },
+    )
     validation_split_size: float = field(
         default=0.1,
         metadata={
@@ -65,6 +79,7 @@ class DataArguments:
     def __post_init__(self):
         _choice("augmentation", self.augmentation, AUGMENTATIONS)
         _choice("on_bad_image", self.on_bad_image, ("error", "skip"))
+        _choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         if not 0 < self.validation_split_size < 1:
             raise ValueError(f"--validation_split_size must be in (0, 1), got {self.validation_split_size}")
 

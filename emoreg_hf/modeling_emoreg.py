@@ -308,11 +308,13 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> EmoRegImageClassifierOutput:
-        """`label_smoothing=` (a keyword, default 0) applies to every cross-entropy term of the loss
-        (EmoRegTrainer passes its `label_smoothing_factor`). It is read from `**kwargs` on purpose: Trainer
+        """`label_smoothing=` (a keyword, default 0) and `class_weights=` (per-class weights, default None)
+        apply to every cross-entropy term of the loss (EmoRegTrainer passes its `label_smoothing_factor` and,
+        in training, the run's class weights). They are read from `**kwargs` on purpose: Trainer
         takes every forward parameter whose name contains "label" for a label column
         (`transformers.utils.find_labels`), and would then never see labels in an evaluation batch."""
         label_smoothing = float(kwargs.pop("label_smoothing", 0.0) or 0.0)
+        class_weights = kwargs.pop("class_weights", None)  # per-class weights of every CE term, or None
         self._check_pixels(pixel_values)
         cfg = self.config
         h_task = pooled_features(self.task_model, pixel_values)
@@ -327,11 +329,12 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         loss = None
         if labels is not None:
             self._check_labels(labels)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            ce = dict(weight=class_weights, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits.float(), labels, **ce)
             if cfg.aux_loss_weight > 0:
-                aux = F.cross_entropy(
-                    logits_non_emotional.float(), labels, label_smoothing=label_smoothing
-                ) + F.cross_entropy(logits_emotional.float(), labels, label_smoothing=label_smoothing)
+                aux = F.cross_entropy(logits_non_emotional.float(), labels, **ce) + F.cross_entropy(
+                    logits_emotional.float(), labels, **ce
+                )
                 loss = loss + cfg.aux_loss_weight * 0.5 * aux
         return EmoRegImageClassifierOutput(
             loss=loss,

@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from transformers.trainer_utils import get_last_checkpoint
 
 from .ranks import main_process_decides
-from .run_record import RECORD_FILE, RunRecord, load_run_record
+from .run_record import RECORD_FILE, RunRecord, framework_versions, load_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +376,7 @@ def finish_run(
         results=results,
         files=files,
         emoreg_hf_version=__version__,
+        framework_versions=framework_versions(),
         **record_fields,
     )
     record.write(output_dir)

@@ -67,9 +67,15 @@ class RunRecord:
         default_factory=dict
     )  # shuffle_labels / shuffled_emotion / no_pretraining
     data_report: dict[str, Any] | None = None  # stage 1: per-source, per-class counts and label mappings
+    class_balance: dict[str, Any] | None = (
+        None  # class_weighting, sampler, train_counts, loss_weights (emoreg_hf.balance); None: neither used
+    )
     files: dict[str, str] = field(default_factory=dict)  # role -> file this run wrote (e.g. predictions)
     config_file: str | None = None
     emoreg_hf_version: str | None = None
+    framework_versions: dict[str, str] | None = (
+        None  # package -> version installed for the run (the card lists them)
+    )
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -90,6 +96,23 @@ class RunRecord:
         path = Path(run_dir) / RECORD_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
         return path
+
+
+FRAMEWORKS = ("torch", "transformers", "datasets", "accelerate", "timm", "huggingface_hub", "evaluate")
+
+
+def framework_versions() -> dict[str, str]:
+    """Python and the installed versions of the frameworks a run depends on (those not installed left out)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in FRAMEWORKS:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
 
 
 def redact_command(command: str) -> str:

@@ -60,9 +60,18 @@ class EmoRegTrainer(Trainer):
     histograms and figures, to TensorBoard (`callbacks.RegulationDetailsCallback`).
     """
 
-    def __init__(self, *args, finisher: Callable[[torch.Tensor], torch.Tensor] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        finisher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        class_weights: torch.Tensor | None = None,
+        train_sampler: torch.utils.data.Sampler | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.finisher = finisher
+        self.class_weights = class_weights  # per-class loss weights of training (`balance`), or None
+        self.train_sampler = train_sampler  # e.g. `balance.ClassBalancedSampler`; None: Trainer's own
         self.model_accepts_loss_kwargs = False  # losses are per-batch means
         self._training_sums: dict[str, torch.Tensor] = {}
         self.run_loss = EmoRegRunLoss()
@@ -101,6 +110,12 @@ class EmoRegTrainer(Trainer):
         with self._unmixed():
             return super().get_test_dataloader(test_dataset)
 
+    def _get_train_sampler(self, train_dataset=None):
+        """The run's own training sampler when it has one (the override point TRL's trainers use too)."""
+        if self.train_sampler is not None and (train_dataset is None or train_dataset is self.train_dataset):
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.run_loss.add(loss)  # the step's loss as Trainer sums it, for the whole-run mean after a resume
@@ -118,15 +133,22 @@ class EmoRegTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
         is_emoreg = hasattr(self.accelerator.unwrap_model(model), "optimizer_param_groups")
+        # Class weights shape the training objective only: evaluation losses stay plain cross-entropy, so
+        # runs with and without them compare.
+        weights = self.class_weights if model.training else None
+        if weights is not None:
+            weights = weights.to(self.accelerator.device)
         if is_emoreg:
-            outputs = model(**inputs, label_smoothing=self.args.label_smoothing_factor)
+            outputs = model(**inputs, label_smoothing=self.args.label_smoothing_factor, class_weights=weights)
             loss = outputs.loss
         else:
             outputs = model(pixel_values=inputs["pixel_values"])
             loss = None
             if labels is not None:
                 smoothing = self.args.label_smoothing_factor
-                loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=smoothing)
+                loss = F.cross_entropy(
+                    outputs.logits.float(), labels, weight=weights, label_smoothing=smoothing
+                )
             outputs["loss"] = loss
         if model.training and labels is not None:
             self._accumulate_training_stats(outputs, labels)
@@ -428,6 +450,7 @@ def train_and_evaluate(
             results["train_loss"] = total / trainer.state.global_step
         else:  # a checkpoint from elsewhere: say which steps the mean covers
             results["train_loss_from_step"] = _checkpoint_step(checkpoint)
+    results["epoch"] = round(float(trainer.state.epoch or 0.0), 4)  # Trainer 5's train metrics carry none
     results["train_samples"] = len(splits["train"])
     trainer.log_metrics("train", scalars(train_result.metrics))
     trainer.save_metrics("train", train_result.metrics)

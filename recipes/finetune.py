@@ -21,6 +21,7 @@ def main() -> None:
     # The training stack is imported only now: --help and a bad option answer in the parser's time.
     from transformers import set_seed
 
+    from emoreg_hf.balance import balanced_sampler, class_balance, loss_weights
     from emoreg_hf.callbacks import PushAtEverySave
     from emoreg_hf.data import load_target_dataset, resolve_target_spec
     from emoreg_hf.models import build_finetune_model, check_checkpoints, emotion_labels
@@ -61,6 +62,7 @@ def main() -> None:
         for name, split in splits.items()
     }
 
+    balance = class_balance(args, splits["train"], label_names)
     model, model_geometry = build_finetune_model(args, label_names)
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(label_names))
 
@@ -80,6 +82,8 @@ def main() -> None:
         ),
         preprocess_logits_for_metrics=keep_logits_for_metrics,
         finisher=finisher,
+        class_weights=loss_weights(balance),
+        train_sampler=balanced_sampler(balance, splits["train"], training_args.seed),
     )
     if pushes_every_save(training_args, hub):
         trainer.add_callback(PushAtEverySave(hub))
@@ -94,6 +98,7 @@ def main() -> None:
             results=results,
             files=files,
             push=hub,
+            class_balance=balance,
             headline="test_accuracy",
             **finetune_fields(args, model, target, splits),
         )

@@ -19,6 +19,7 @@ def main() -> None:
     # The training stack is imported only now: --help and a bad option answer in the parser's time.
     from transformers import set_seed
 
+    from emoreg_hf.balance import balanced_sampler, class_balance, loss_weights
     from emoreg_hf.callbacks import PushAtEverySave
     from emoreg_hf.data import (
         check_sources_available,
@@ -53,6 +54,7 @@ def main() -> None:
         data = load_stage1_data(args, training_args.seed, cap)
     splits, data_report, names = data["splits"], data["report"], data["names"]
 
+    balance = class_balance(args, splits["train"], names)
     color_mode = args.color_mode if args.color_mode != "auto" else infer_color_mode(splits["train"])
     model, model_geometry = build_pretrain_model(args, names, color_mode, taxonomy=data["taxonomy"])
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(names))
@@ -70,6 +72,8 @@ def main() -> None:
         processing_class=processor,
         compute_metrics=build_compute_metrics(names),
         finisher=finisher,
+        class_weights=loss_weights(balance),
+        train_sampler=balanced_sampler(balance, splits["train"], training_args.seed),
     )
     if pushes_every_save(training_args, hub):
         trainer.add_callback(PushAtEverySave(hub))
@@ -90,6 +94,7 @@ def main() -> None:
             results=results,
             files=files,
             push=hub,
+            class_balance=balance,
             headline="eval_accuracy",
             **pretrain_fields(
                 args, model, splits, data_report, specs=data["specs"], taxonomy=data["taxonomy"]

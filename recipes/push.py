@@ -55,6 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing README.md at the revision"
     )
+    parser.add_argument(
+        "--license",
+        default=None,
+        metavar="ID",
+        help="the model card's licence (a Hub licence id, e.g. mit); default: the training data's when "
+        "emoreg-hf knows it (its synthetic demo data: apache-2.0), else `other` with a note on the card",
+    )
     parser.add_argument("--commit_message", default=None, help="commit message (default: a summary)")
     parser.add_argument(
         "--space_id",
@@ -91,6 +98,7 @@ def main(argv=None) -> int:
             space_examples=args.space_examples,
             compare_dirs=args.compare,
             commit_message=args.commit_message,
+            license=args.license,
         )
     except (HubPushError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"push.py: {error}", file=sys.stderr)

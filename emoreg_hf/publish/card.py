@@ -176,7 +176,88 @@ def _regulation_formula(emoreg: dict[str, Any] | None) -> str:
             f"the run record names regulation mode {mode!r}, which this emoreg-hf does not know "
             f"(known: {', '.join(REGULATIONS)}); upgrade emoreg-hf to render its card"
         )
-    return REGULATIONS[mode].card_formula(emoreg.get("rho_init"))
+    return REGULATIONS[mode].card_formula(shown(emoreg.get("rho_init")))
+
+
+# Licences of training data this toolkit knows: its own synthetic demo data is the project's (Apache-2.0).
+DATA_LICENSES = {"demo:": "apache-2.0"}
+FRAMEWORK_NAMES = {
+    "python": "Python",
+    "torch": "PyTorch",
+    "transformers": "Transformers",
+    "datasets": "Datasets",
+    "accelerate": "Accelerate",
+    "timm": "timm",
+    "huggingface_hub": "huggingface_hub",
+    "evaluate": "Evaluate",
+}
+
+
+def _data_license(record) -> str | None:
+    licences = {
+        next((lic for prefix, lic in DATA_LICENSES.items() if d.id.startswith(prefix)), None)
+        for d in record.datasets
+    }
+    return licences.pop() if len(licences) == 1 else None
+
+
+def card_license(run: RunFolder, stage1: RunFolder | None, given: str | None) -> dict[str, Any]:
+    """The card's licence: `given` (`--license`), else the training data's when every source's is known
+    (the affective pathway's data counts too), else `other`, and `unknown` names the data behind that."""
+    records = [run.record, *([stage1.record] if stage1 else [])]
+    if given:
+        return {"id": given, "given": True, "unknown": []}
+    known = {_data_license(r) for r in records}
+    if len(known) == 1 and None not in known:
+        return {"id": known.pop(), "given": False, "unknown": []}
+    unknown = [d.name or d.id for r in records for d in r.datasets if _data_license(r) is None]
+    return {"id": "other", "given": False, "unknown": list(dict.fromkeys(unknown))}
+
+
+def shown(value: Any) -> Any:
+    """A float as a card shows it, to 6 significant digits (0.8999999999999999 -> 0.9); the model-index
+    metadata keeps exact values. Anything else as it is."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
+def _frameworks(record) -> list[dict[str, str]]:
+    versions = record.framework_versions or {}
+    return [{"name": FRAMEWORK_NAMES.get(k, k), "version": v} for k, v in versions.items()]
+
+
+def _class_balance(record) -> dict[str, Any] | None:
+    """What the run did about class imbalance, for the card (None: plain loss, shuffled sampling)."""
+    balance = record.class_balance
+    if not balance:
+        return None
+    weights = balance.get("loss_weights") or {}
+    return {
+        "weighting": balance.get("class_weighting"),
+        "sampler": balance.get("sampler"),
+        "rows": [
+            {"name": name, "count": count, "weight": f"{weights[name]:.3f}" if name in weights else "–"}
+            for name, count in (balance.get("train_counts") or {}).items()
+        ],
+    }
+
+
+def per_class_recall(run: RunFolder) -> dict[str, Any] | None:
+    """Recall (the accuracy within each true class) on the split the run's predictions file holds."""
+    predictions = run.predictions
+    if not predictions or not predictions.get("labels"):
+        return None
+    names = predictions.get("label_names") or run.record.label_names
+    rows = []
+    for index, name in enumerate(names):
+        hits = [
+            p == index
+            for label, p in zip(predictions["labels"], predictions["predictions"])
+            if label == index
+        ]
+        rows.append({"name": name, "n": len(hits), "recall": f"{sum(hits) / len(hits):.3f}" if hits else "–"})
+    return {"split": predictions.get("split", "validation"), "rows": rows}
 
 
 def card_context(
@@ -186,9 +267,11 @@ def card_context(
     plots: dict[str, str] | None = None,
     compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
+    license: str | None = None,
 ) -> tuple[ModelCardData, dict[str, Any]]:
     """The card's metadata and the template's variables (values only), from run folders of one
-    configuration; `compare_dirs` are other configurations' folders (or folders already read)."""
+    configuration; `compare_dirs` are other configurations' folders (or folders already read); `license`
+    overrides the one the training data implies (`card_license`)."""
     compare = as_run_folders(compare_dirs) if compare_dirs else []
     run, record = runs[0], runs[0].record
     method = registry.method(run.method)
@@ -199,8 +282,9 @@ def card_context(
     hub_base_models = [m for m in record.base_models if is_hub_id(m)]
     uses_stage1 = method is not None and method.uses_affect
     stage1 = _stage1_run(run) if uses_stage1 and record.config.get("affect_init") != "random" else None
+    licence = card_license(run, stage1, license)
     card_data = ModelCardData(
-        license="apache-2.0",
+        license=licence["id"],
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=_tags(run),
@@ -219,13 +303,16 @@ def card_context(
         "stage": run.stage,
         "method": _method_flags(method),
         "config": record.config,
-        "emoreg": record.emoreg or {},
+        "emoreg": {k: shown(v) for k, v in (record.emoreg or {}).items()},
+        "license": licence,
+        "frameworks": _frameworks(record),
+        "emoreg_hf_version": record.emoreg_hf_version,
         "regulation_formula": _regulation_formula(record.emoreg) if method and method.regulated else None,
         "stage1_variant": dataclasses.asdict(registry.stage1_variant(record.controls))
         if run.stage == "pretrain"
         else None,
         "training": {
-            k: v
+            k: shown(v)
             for k, v in record.hyperparameters.items()
             if v is not None and not (k == "max_steps" and isinstance(v, int) and v <= 0)
         },
@@ -233,7 +320,9 @@ def card_context(
         "label_mappings": _label_mappings(run),
         "backbones": _backbones(run, stage1),
         "architecture": record.models.get("architecture"),
-        "stage1": {"path": record.models.get("affect"), "command": stage1.record.command} if stage1 else None,
+        "stage1": {"path": record.models.get("affect"), "command": stage1.reproduce_command}
+        if stage1
+        else None,
         "taxonomy": record.taxonomy or {},
         "label_names": record.label_names,
         "data_report": data_report_table(record.data_report),
@@ -241,6 +330,8 @@ def card_context(
         "controls": {k: v for k, v in record.controls.items() if v},
         "synthetic_data": record.synthetic_data,
         "caps": _caps(run),
+        "class_balance": _class_balance(record),
+        "per_class": per_class_recall(run) if run.stage == "pretrain" else None,
         "results": results_table(statistics, metrics),
         "regulation": regulation_tables(statistics),
         "n_runs": len(runs),
@@ -248,7 +339,7 @@ def card_context(
         "comparisons": comparisons(runs, compare),
         "confidence_level": int(round(100 * stats.CONFIDENCE)),
         "plots": plots or {},
-        "command": record.command,
+        "command": run.reproduce_command,
         "train_loss": fmt(statistics.get("train_loss")),
         "train_loss_from_step": record.results.get("train_loss_from_step"),  # a run resumed from elsewhere
         "epochs": fmt(statistics.get("epoch"), 2),
@@ -264,6 +355,7 @@ def build_model_card(
     plots: dict[str, str] | None = None,
     compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
+    license: str | None = None,
 ) -> ModelCard:
     """Render the stage's template from the run folders (several folders = seeds of one configuration);
     paths are read once here, folders already read are used as they are."""
@@ -271,7 +363,7 @@ def build_model_card(
     check_same_configuration(runs)
     repo_id = repo_id or f"your-org/{runs[0].path.resolve().name}"
     card_data, context = card_context(
-        runs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id
+        runs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id, license=license
     )
     return ModelCard.from_template(card_data, template_str=read_template(TEMPLATES[runs[0].stage]), **context)
 
@@ -283,6 +375,7 @@ def write_model_card(
     repo_id: str | None = None,
     compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
+    license: str | None = None,
 ) -> Path:
     """Write README.md and its plots into `output_dir` (default: the first run folder); returns README's path.
     Each folder is read once and handed to the plots and the card."""
@@ -290,6 +383,8 @@ def write_model_card(
     compare = as_run_folders(compare_dirs) if compare_dirs else []
     output_dir = Path(output_dir or runs[0].path)
     plots = make_plots(runs[0], output_dir)
-    card = build_model_card(runs, repo_id=repo_id, plots=plots, compare_dirs=compare, space_id=space_id)
+    card = build_model_card(
+        runs, repo_id=repo_id, plots=plots, compare_dirs=compare, space_id=space_id, license=license
+    )
     card.save(output_dir / CARD_NAME)
     return output_dir / CARD_NAME

@@ -61,6 +61,7 @@ def export_for_hub(
     repo_id: str | None = None,
     compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
+    license: str | None = None,
 ) -> Path:
     """Build the folder a Hub repo will hold: safetensors, configs, code, results, card and plots.
 
@@ -93,7 +94,9 @@ def export_for_hub(
             (export_dir / path.name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         else:
             shutil.copy2(path, export_dir / path.name)
-    write_model_card(runs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs, space_id=space_id)
+    write_model_card(
+        runs, export_dir, repo_id=repo_id, compare_dirs=compare_dirs, space_id=space_id, license=license
+    )
     problems = check_export(export_dir, local_paths=[run.path.resolve() for run in runs])
     if problems:
         raise ValueError("Refusing to publish this folder:\n  " + "\n  ".join(problems))

@@ -120,9 +120,11 @@ def push_to_hub(
     export_dir: PathLike | None = None,
     space_id: str | None = None,
     space_examples: Sequence[PathLike] = (),
+    license: str | None = None,
 ) -> str | None:
     """Export the run folders and upload them to `repo_id` with `create_repo` + `upload_folder`; with
-    `space_id`, also a Gradio Space that demos the model (and the model card links it).
+    `space_id`, also a Gradio Space that demos the model (and the model card links it). `license` is the card's licence
+    (default: the training data's when known, else `other`; `card.card_license`).
 
     An existing README.md at the target revision is kept unless `overwrite` (a PR never overwrites, so
     `create_pr` proposes the new card instead). `dry_run` prints the file lists and the card and touches no
@@ -146,7 +148,9 @@ def push_to_hub(
             raise FileExistsError(f"Export folder {root} is not empty.")
         model_dir = root / "model" if space_id or export_dir is None else root
         folders = {
-            repo_id: export_for_hub(runs, model_dir, repo_id=repo_id, compare_dirs=compare, space_id=space_id)
+            repo_id: export_for_hub(
+                runs, model_dir, repo_id=repo_id, compare_dirs=compare, space_id=space_id, license=license
+            )
         }
         if space_id:
             folders[space_id] = export_space(

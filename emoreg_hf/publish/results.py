@@ -199,7 +199,7 @@ def comparisons(runs: list[RunFolder], others: Sequence[RunFolder]) -> dict[str,
                 "accuracy": fmt(stats.describe(list(other.values()))),
                 "difference": {**difference, "words": stats.difference_words(difference)},
                 "verdict": difference["verdict"],
-                "command": group[0].record.command,
+                "command": group[0].reproduce_command,
             }
         )
     missing = [  # what a card of this method should be compared with, and is not

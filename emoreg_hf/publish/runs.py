@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run_record import RunRecord, load_run_record
-from .scrub import scrub
+from .scrub import runnable_command, scrub
 
 PathLike = str | os.PathLike
 RunDirs = PathLike | Sequence[PathLike]
@@ -42,6 +42,11 @@ class RunFolder:
     @property
     def results(self) -> dict[str, Any]:
         return self.record.results
+
+    @property
+    def reproduce_command(self) -> str:
+        """The command that made this run, as a card shows it: runnable, local paths as placeholders."""
+        return runnable_command((self.recorded or self.record).command)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

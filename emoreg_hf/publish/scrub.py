@@ -32,6 +32,24 @@ def _scrub_path(match: re.Match) -> str:
     return path.name or "<local path>"
 
 
+def _placeholder_path(match: re.Match) -> str:
+    """An absolute path inside the checkout becomes relative to it; any other one `/path/to/<its name>`."""
+    path = Path(os.path.expanduser(match.group(0)))
+    for root in (r for r in local_roots() if (r / "recipes").is_dir()):  # a checkout, as Reproduce assumes
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            continue
+    return f"/path/to/{path.name}" if path.name else "/path/to/..."
+
+
+def runnable_command(command: str) -> str:
+    """A recorded command line as a card's Reproduce section shows it: tokens redacted, the project's own
+    files relative to its root, and every other local path a `/path/to/<name>` placeholder to fill in
+    (a bare name would not run)."""
+    return ABS_PATH_RE.sub(_placeholder_path, TOKEN_RE.sub("<redacted>", command))
+
+
 def scrub(obj: Any) -> Any:
     """Drop secrets and rewrite absolute local paths in a JSON-like object, so it can be published."""
     if isinstance(obj, dict):
