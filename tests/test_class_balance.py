@@ -160,7 +160,8 @@ def test_pretrain_with_both_records_them_and_reports_per_class_recall(tmp_path):
     np.testing.assert_allclose(list(balance["loss_weights"].values()), balanced_weights(counts), rtol=1e-5)
     card = (out / "README.md").read_text()
     assert "loss weights n/(K·n_c) from the training counts; class-balanced sampler |" in card
-    predictions = json.loads((out / "predictions_validation.json").read_text())
+    predictions = json.loads((out / record["files"]["predictions"]).read_text())  # its last evaluated split
+    assert f"share of each emotion's {predictions['split']} images" in card
     for index, name in enumerate(EMOTIONS):
         hits = [p == index for y, p in zip(predictions["labels"], predictions["predictions"]) if y == index]
         assert f"| {name} | {len(hits)} | {sum(hits) / len(hits):.3f} |" in card
