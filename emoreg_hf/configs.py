@@ -50,7 +50,8 @@ class DataArguments:
     class_balanced_sampler: bool = field(
         default=False,
         metadata={
-            "help": "Draw training images class-balanced (each class equally often, with replacement)."
+            "help": "Draw training images class-balanced (each class equally often, with replacement); "
+            "use it or class_weighting, not both (that corrects twice)."
         },
     )
     validation_split_size: float = field(
