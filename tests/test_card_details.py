@@ -45,7 +45,7 @@ def test_framework_versions_are_the_runs_own(tmp_path):
         "## Framework versions\n\n- emoreg-hf 0.1.0\n- Python 3.11.9\n- PyTorch 2.9.0\n- Transformers 5.24.0\n"
         in text
     )
-    assert "- emoreg-hf 0.1.0\n(the run recorded no other versions" in card(
+    assert "- emoreg-hf 0.1.0\n\n(the run recorded no other versions" in card(
         tmp_path, "old"
     )  # a record from before the field existed
 
