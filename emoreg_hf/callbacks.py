@@ -1,16 +1,21 @@
 """Trainer callbacks of the recipes: regulation details for the trackers, TensorBoard traces that can be
-published, and the model pushed at every save (`hub_strategy: every_save`)."""
+published, the model pushed at every save (`hub_strategy: every_save`), and a checkpoint when the run is
+asked to stop (a scheduler's pre-emption warning)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
+
+from .preemption import STOP_FILE_ENV, STOP_SIGNAL, TrainingPreempted, stop_file_present
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +28,7 @@ def install_callbacks(trainer) -> None:
         trainer.remove_callback(TensorBoardCallback)
         trainer.add_callback(PublishableTensorBoardCallback())
     trainer.add_callback(RegulationDetailsCallback(trainer))
+    trainer.add_callback(CheckpointOnStopRequest(trainer))
 
 
 def summary_writer(log_dir: str):
@@ -152,3 +158,72 @@ class PushAtEverySave(TrainerCallback):
 
         (future, step), self.pending = self.pending, None
         finish_checkpoint_push(future, self.target, step=step)
+
+
+# -- stopping on request (pre-emption) --------------------------------------------------------------------
+
+DISTRIBUTED_CHECK_STEPS = 10  # with several ranks they agree on stopping every this many steps
+
+
+class CheckpointOnStopRequest(TrainerCallback):
+    """Pre-emption: on SIGUSR1, or once the file named by `$EMOREG_STOP_FILE` exists, every rank saves a
+    checkpoint at the end of the current optimizer step and training stops; the recipe then exits with status
+    75 (`TrainingPreempted`) and the same command resumes from that checkpoint.
+
+    A Slurm job learns of its end from a signal to its batch shell; `recipes/launch.slurm` turns it into the
+    stop file, which every rank on every node sees. The ranks agree through `Accelerator.check_trigger` (every
+    `DISTRIBUTED_CHECK_STEPS` steps, so a single process never waits on a collective), so all of them save the
+    same step. Only the `control` flags of Trainer are used: the checkpoint is Trainer's own.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.requested = False  # set by the signal handler
+        self.stopped_at: int | None = None  # the step whose checkpoint was saved on request
+        self._previous_handler = None
+
+    def _on_signal(self, signum, frame) -> None:
+        self.requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if stop_file_present():  # asked to stop before a step ran: the newest checkpoint is still the newest
+            raise TrainingPreempted(
+                f"a stop was requested ({os.environ[STOP_FILE_ENV]} exists) before training"
+            )
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(STOP_SIGNAL, self._on_signal)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        asked = self.requested or stop_file_present()
+        if args.world_size > 1:
+            if asked:
+                self.trainer.accelerator.set_trigger()
+            if state.global_step % DISTRIBUTED_CHECK_STEPS != 0:
+                return control
+            asked = self.trainer.accelerator.check_trigger()
+        if asked:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+            if state.is_world_process_zero:
+                logger.warning("Stop requested: saving checkpoint-%d and stopping", state.global_step)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stopped_at is not None:  # the checkpoint is saved; no end-of-epoch evaluation or second save
+            control.should_evaluate = False
+            control.should_save = False
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous_handler is not None:
+            signal.signal(STOP_SIGNAL, self._previous_handler)
+            self._previous_handler = None
+
+    def raise_if_stopped(self, output_dir: str) -> None:
+        """After `trainer.train()`: a run stopped on request ends here, before the final save and evaluation."""
+        if self.stopped_at is not None:
+            raise TrainingPreempted(
+                f"stopped on request at step {self.stopped_at}: checkpoint-{self.stopped_at} is saved in "
+                f"{os.path.abspath(output_dir)}; run the same command to resume"
+            )

@@ -372,12 +372,25 @@ def _has_accelerator() -> bool:
 
 def run_script(main) -> None:
     """Run a recipe's `main`: a bad input (a `ValueError` or `FileNotFoundError` raised with a message for
-    the user) ends with that message and exit status 2, not a traceback (EMOREG_TRACEBACK=1 shows it)."""
+    the user) ends with that message and exit status 2, not a traceback (EMOREG_TRACEBACK=1 shows it). A run
+    stopped on request (pre-emption: `callbacks.CheckpointOnStopRequest`) ends with status 75 once its
+    checkpoint is saved, and so does a start while that request stands (a launcher's restart of the ranks)."""
+    from .preemption import PREEMPTED_EXIT, STOP_FILE_ENV, TrainingPreempted, stop_file_present
+
+    name = os.path.basename(sys.argv[0]) or "emoreg-hf"
+    if stop_file_present():
+        print(
+            f"{name}: a stop was requested ({os.environ[STOP_FILE_ENV]} exists): not starting",
+            file=sys.stderr,
+        )
+        raise SystemExit(PREEMPTED_EXIT)
     try:
         main()
+    except TrainingPreempted as stopped:
+        print(f"{name}: {stopped}", file=sys.stderr)
+        raise SystemExit(PREEMPTED_EXIT) from None
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("EMOREG_TRACEBACK"):
             raise
-        name = os.path.basename(sys.argv[0]) or "emoreg-hf"
         print(f"{name}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

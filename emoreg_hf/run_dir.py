@@ -64,6 +64,9 @@ RUN_OUTPUTS = (
 )
 DATA_REPORT_FILE = "data_report.json"
 LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir); it says who holds it
+# What a launcher keeps in the run folder it starts a recipe in (the ablation runner: the run's YAML, its
+# marker, its log). They are not an earlier run's outputs: a folder holding only these starts fresh.
+LAUNCHER_FILES = ("ablation_run.yaml", "ablation_run.json", "ablation_stdout.log")
 _LOCKS: list = []  # (FileLock held, its path, whether this run created the folder), until exit
 atexit.register(lambda: release_output_dirs())
 
@@ -242,7 +245,8 @@ def resume_checkpoint(
         logger.warning(
             "%s cannot be resumed (%s): renamed %s.incomplete", last, problem, os.path.basename(last)
         )
-    if [name for name in os.listdir(output_dir) if name != LOCK_FILE and not name.endswith(".incomplete")]:
+    ignored = (LOCK_FILE, *LAUNCHER_FILES)
+    if [name for name in os.listdir(output_dir) if name not in ignored and not name.endswith(".incomplete")]:
         raise RunDirError(
             f"output_dir {output_dir!r} is not empty and holds no checkpoint to resume from; "
             "pass --overwrite_output_dir true to replace its contents, or choose another output_dir"
@@ -317,17 +321,21 @@ def command_line() -> str:
 
 
 def training_summary(training_args, image_size) -> dict[str, Any]:
-    """The hyperparameters a card and a comparison need, from `TrainingArguments`."""
-    world = training_args.world_size
+    """The hyperparameters a card and a comparison need, from `TrainingArguments`.
+
+    `world_size` counts the model replicas that train together: the processes, times the GPUs of each when
+    one process drives several (Trainer's `nn.DataParallel`, when a plain `python` run sees many GPUs);
+    `global_batch_size` is the images one optimizer step sees, as Trainer batches them."""
+    replicas = training_args.world_size * max(1, training_args.n_gpu)
     return {
         "learning_rate": training_args.learning_rate,
         "num_train_epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps,
         "per_device_train_batch_size": training_args.per_device_train_batch_size,
         "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-        "world_size": world,
+        "world_size": replicas,
         "global_batch_size": training_args.per_device_train_batch_size
-        * world
+        * replicas
         * training_args.gradient_accumulation_steps,
         "weight_decay": training_args.weight_decay,
         "warmup_ratio": getattr(training_args, "warmup_ratio", None),

@@ -414,6 +414,12 @@ def _run_loss_at(checkpoint: str | None) -> dict | None:
     return stash if stash and stash.get("global_step") == state.get("global_step") else None
 
 
+def _stop_request(trainer):
+    from .callbacks import CheckpointOnStopRequest
+
+    return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CheckpointOnStopRequest))
+
+
 def train_and_evaluate(
     trainer: EmoRegTrainer, splits, *, checkpoint: str | None, label_names, extra_results: dict | None = None
 ) -> tuple[dict, dict[str, str]]:
@@ -430,6 +436,7 @@ def train_and_evaluate(
     trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        _stop_request(trainer).raise_if_stopped(trainer.args.output_dir)  # pre-empted: checkpoint saved
         trainer.save_model()
         trainer.save_state()
     except (OSError, RuntimeError) as error:

@@ -126,8 +126,8 @@ def optimizer_steps(training_args, train_rows: int | None) -> int | None:
         return training_args.max_steps
     if train_rows is None:
         return None
-    per_device = training_args.per_device_train_batch_size
-    batches = math.ceil(train_rows / (per_device * max(1, training_args.world_size)))
+    per_process = training_args.train_batch_size  # per device, times the GPUs of nn.DataParallel
+    batches = math.ceil(train_rows / (per_process * max(1, training_args.world_size)))
     per_epoch = max(1, batches // max(1, training_args.gradient_accumulation_steps))
     return math.ceil(per_epoch * training_args.num_train_epochs)
 
