@@ -7,6 +7,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from demo_runs import demo_runs  # noqa: E402, F401  (session fixture: real tiny demo pretrain + finetune)
+from slurm_cluster import slurm_cluster, slurm_job_name  # noqa: E402, F401  (the live local Slurm, or a skip)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -15,5 +16,5 @@ def pytest_collection_modifyitems(config, items):
     import pytest
 
     for item in items:
-        if "demo_runs" in getattr(item, "fixturenames", ()):
+        if {"demo_runs", "slurm_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
