@@ -1,9 +1,14 @@
 """The ablation: planning, overrides, the report on fixed numbers (one reference rendering of its table),
-and the demo matrix end to end (2 seeds x 2 methods through the real recipes) with skip-on-restart."""
+and the demo matrix end to end (2 seeds x 2 methods through the real recipes) with skip-on-restart, run one
+at a time, two at a time, and as Slurm job arrays on the live local cluster, giving the same results."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,31 +192,57 @@ def test_shuffled_config_is_one_switch_from_the_pretrain_recipe():
 # -- end to end -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
-    """2 seeds x 2 methods on the demo through the real recipes; a second call runs nothing."""
-    tiny = {
-        "methods": "baseline,emoreg_adaptive",
-        "seeds": "2",
-        "output_dir": str(tmp_path / "matrix"),
-        "pretrain.num_train_epochs": "1",
-        "pretrain.max_train_samples": "128",
-        "pretrain.max_eval_samples": "64",
-        "finetune.num_train_epochs": "1",
-        "finetune.max_train_samples": "128",
-        "finetune.max_eval_samples": "64",
-        "finetune.save_strategy": "no",
-    }
-    argv = [token for key, value in tiny.items() for token in (f"--{key}", value)]
-    config = ablation.load_config(RECIPES / "ablations" / "demo.yaml", argv, repo_root=REPO)
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    lines: list[str] = []
+TINY_MATRIX = {
+    "methods": "baseline,emoreg_adaptive",
+    "seeds": "2",
+    "pretrain.num_train_epochs": "1",
+    "pretrain.max_train_samples": "128",
+    "pretrain.max_eval_samples": "64",
+    "finetune.num_train_epochs": "1",
+    "finetune.max_train_samples": "128",
+    "finetune.max_eval_samples": "64",
+    "finetune.save_strategy": "no",
+}
+ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+RUNTIME_KEYS = ("train_runtime", "train_samples_per_second")  # wall-clock: the one thing allowed to differ
 
-    first = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
+
+def _tiny_argv(output_dir: Path) -> list[str]:
+    tiny = {**TINY_MATRIX, "output_dir": str(output_dir)}
+    return [token for key, value in tiny.items() for token in (f"--{key}", value)]
+
+
+def _without_runtimes(value):
+    if isinstance(value, dict):
+        return {k: _without_runtimes(v) for k, v in value.items() if k not in RUNTIME_KEYS}
+    if isinstance(value, list):
+        return [_without_runtimes(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def sequential_matrix(tmp_path_factory):
+    """The 2-method x 2-seed demo matrix through the real recipes, one run at a time, one thread each; its
+    folder is read by the tests below and must not be changed (copy it first)."""
+    root = tmp_path_factory.mktemp("sequential") / "matrix"
+    argv = _tiny_argv(root)
+    config = ablation.load_config(RECIPES / "ablations" / "demo.yaml", argv, repo_root=REPO)
+    lines: list[str] = []
+    launcher = ablation.LocalLauncher(1, threads=1)
+    first = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append, launcher=launcher)
+    ablation.write_report(config)
+    return {"root": root, "argv": argv, "config": config, "first": first, "lines": lines}
+
+
+@pytest.mark.slow
+def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path):
+    """2 seeds x 2 methods on the demo through the real recipes; a second call runs nothing."""
+    first, config, argv = sequential_matrix["first"], sequential_matrix["config"], sequential_matrix["argv"]
     assert sorted(first["ran"]) == sorted(
         [f"pretrain/normal/seed{s}" for s in (0, 1)]
         + [f"finetune/{m}/seed{s}" for m in ("baseline", "emoreg_adaptive") for s in (0, 1)]
     )
+    assert sum("running on 1 thread(s)" in line for line in sequential_matrix["lines"]) == 6
     root = Path(config.output_dir)
     run = root / "finetune" / "emoreg_adaptive" / "seed1"
     assert (run / "ablation_run.yaml").is_file() and (run / "all_results.json").is_file()
@@ -220,25 +251,25 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
     )
     assert json.loads((run / "run_info.json").read_text())["config"]["regulation"] == "adaptive"
 
-    lines.clear()
-    second = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
+    lines: list[str] = []
+    second = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)
     assert second["ran"] == [] and len(second["skipped"]) == 6
     assert sum("finished before, skipped" in line for line in lines) == 6
     assert not any("running" in line for line in lines)
 
     moved = tmp_path / "moved"  # a moved matrix folder still counts as finished
-    root.rename(moved)
+    shutil.copytree(root, moved)
     config = ablation.load_config(
         RECIPES / "ablations" / "demo.yaml", [*argv, "--output_dir", str(moved)], repo_root=REPO
     )
-    root, run = moved, moved / "finetune" / "emoreg_adaptive" / "seed1"
-    assert ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)["ran"] == []
+    run = moved / "finetune" / "emoreg_adaptive" / "seed1"
+    assert ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)["ran"] == []
 
     (run / "run_info.json").unlink()  # an interrupted run (no record yet): only it runs again
-    third = ablation.run_matrix(config, recipes_dir=RECIPES, env=env, log=lines.append)
+    third = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)
     assert third["ran"] == ["finetune/emoreg_adaptive/seed1"]
 
-    summary = ablation.write_report(config)
+    summary = ablation.write_report(sequential_matrix["config"])
     assert set(summary["methods"]) == {"baseline", "emoreg_adaptive"}
     assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["seeds"] == [0, 1]
     assert summary["methods"]["emoreg_adaptive"]["rho_mean"] is not None
@@ -252,3 +283,77 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(tmp_path):
     assert written["images"]["finetune"]["baseline"]["0"] == {"train": 128, "validation": 64, "test": 64}
     assert written["images"]["pretrain"]["normal"]["1"]["train"] == 128
     assert "Images per run: stage 1: " in markdown
+
+
+@pytest.mark.slow
+def test_parallel_matrix_gives_the_sequential_results(sequential_matrix, tmp_path):
+    """`--parallel 2`: two runs at once (a baseline beside a stage-1 run), one thread each; same numbers."""
+    root = tmp_path / "matrix"
+    config = ablation.load_config(RECIPES / "ablations" / "demo.yaml", _tiny_argv(root), repo_root=REPO)
+    lines: list[str] = []
+    launcher = ablation.LocalLauncher(2, threads=1)
+    summary = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append, launcher=launcher)
+    assert len(summary["ran"]) == 6
+    first_done = next(i for i, line in enumerate(lines) if ": done in " in line)
+    assert sum(": running on 1 thread(s)" in line for line in lines[:first_done]) == 2  # two at once
+    ablation.write_report(config)
+    parallel = json.loads((root / "results.json").read_text())
+    sequential = json.loads((sequential_matrix["root"] / "results.json").read_text())
+    assert _without_runtimes(parallel) == _without_runtimes(sequential)
+
+
+@pytest.mark.slow
+def test_slurm_matrix_gives_the_sequential_results(sequential_matrix, slurm_job_name, tmp_path):
+    """`ablate.py CONFIG --launcher slurm` on the local cluster: submitted without waiting, collected by the
+    same command (nothing submitted twice), the same results.json as the sequential run; a failing run is
+    named with its log. (Finished runs are skipped before any launcher sees them: the sequential test.)"""
+    root = tmp_path / "matrix"
+    command = [
+        sys.executable,
+        str(RECIPES / "ablate.py"),
+        str(RECIPES / "ablations" / "demo.yaml"),
+        *_tiny_argv(root),
+        "--launcher",
+        "slurm",
+        f"--sbatch.job_name={slurm_job_name}",
+    ]
+    env = {**os.environ, **ENV}
+    submit = subprocess.run(
+        [*command, "--wait", "false"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    assert "submitted 4 run(s) that need no stage-1 run as Slurm array" in submit.stdout
+    assert "submitted 2 stage-2 run(s) on stage-1 runs as Slurm array" in submit.stdout
+    assert "run the same command again to collect them" in submit.stdout
+    assert not (root / "results.json").exists()
+
+    collect = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert collect.returncode == 0, collect.stdout + collect.stderr
+    assert "submitted" not in collect.stdout.replace("not submitted again", "")  # nothing twice
+    slurm = json.loads((root / "results.json").read_text())
+    sequential = json.loads((sequential_matrix["root"] / "results.json").read_text())
+    assert _without_runtimes(slurm) == _without_runtimes(sequential)
+    assert (root / "results.md").read_text().count("| baseline | 2 |") == 1
+
+    bad = tmp_path / "bad"
+    failing = [
+        *command[:3],
+        *_tiny_argv(bad),
+        "--methods",
+        "baseline",
+        "--seeds",
+        "1",
+        "--finetune.no_such_key",
+        "1",
+    ]
+    failed = subprocess.run(
+        [*failing, "--launcher", "slurm", f"--sbatch.job_name={slurm_job_name}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert failed.returncode == 1
+    log = bad / "finetune" / "baseline" / "seed0" / "ablation_stdout.log"
+    assert "finetune/baseline/seed0 did not finish (Slurm job" in failed.stderr
+    assert f"last lines of {log}" in failed.stderr and "no_such_key" in failed.stderr

@@ -1,6 +1,7 @@
 """The ablation matrix: EmoReg's variants and their controls × seeds, run through the recipes, reported
-with intervals and paired differences. `config` reads the matrix, `runner` runs it, `report` writes
-`results.md` / `results.json` / `results.png`."""
+with intervals and paired differences. `config` reads the matrix, `runner` plans and tracks its runs,
+`launch` executes them (here, several at once, or on Slurm), `report` writes `results.md` / `results.json` /
+`results.png`."""
 
 from __future__ import annotations
 
@@ -12,10 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import registry
-from ..cli import split_config_argument
+from ..cli import read_overrides, split_config_argument, yaml_value
 from .config import AblationConfig, load_config, parse_overrides
+from .launch import LocalLauncher, SlurmLauncher
 from .report import collect_records, plot_results, render_markdown, summarize, write_report
-from .runner import Logger, PlannedRun, plan_runs, run_matrix
+from .runner import Logger, MatrixFailed, PlannedRun, plan_runs, run_matrix
+
+# Where the runs execute; not part of the matrix (they change no result, and the report does not name them).
+LAUNCH_KEYS = {
+    "launcher": ("local", "slurm"),
+    "parallel": ("local",),
+    "threads": ("local",),
+    "devices": ("local",),
+    "wait": ("slurm",),
+    "accelerate_config": ("slurm",),
+}
 
 
 def help_parser(description: str = "") -> argparse.ArgumentParser:
@@ -56,7 +68,103 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     stages.add_argument(
         "--finetune.KEY", metavar="VALUE", help="e.g. --finetune.dataset '{path: /path/to/cifar10}'"
     )
+    where = parser.add_argument_group("where the runs execute (results do not depend on it; docs/cluster.md)")
+    where.add_argument(
+        "--launcher", choices=("local", "slurm"), help="this machine (the default) or Slurm job arrays"
+    )
+    where.add_argument(
+        "--parallel",
+        metavar="N",
+        help="local: runs at once (default 1); GPUs are shared evenly between them, without GPUs the CPU cores",
+    )
+    where.add_argument(
+        "--threads", metavar="N", help="local: CPU threads per run (default: cores / parallel)"
+    )
+    where.add_argument(
+        "--devices",
+        metavar="0,1,..|cpu",
+        help="local: the GPUs to use (default: every visible one); `cpu` trains on the CPU",
+    )
+    where.add_argument(
+        "--sbatch.KEY",
+        metavar="VALUE",
+        help="slurm: an sbatch option for every run, e.g. --sbatch.partition gpu --sbatch.gres gpu:1 "
+        "--sbatch.time 04:00:00 --sbatch.cpus_per_task 8",
+    )
+    where.add_argument(
+        "--accelerate_config",
+        metavar="NAME",
+        help="slurm: recipes/launch.slurm's accelerate config per run (default auto: ddp over the job's GPUs, "
+        "cpu without)",
+    )
+    where.add_argument(
+        "--wait",
+        metavar="BOOL",
+        help="slurm: wait for the jobs and write the report (default true); false submits and returns, and "
+        "the same command collects later",
+    )
     return parser
+
+
+def split_launch_options(argv: Sequence[str]) -> tuple[dict, dict, list[str]]:
+    """`--launcher`, `--parallel`, ..., `--sbatch.KEY` out of an ablate.py command line:
+    `(launch options, sbatch options, the rest)`; the rest defines the matrix."""
+    rest: list[str] = []
+    launch: dict = {}
+    sbatch: dict = {}
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        key = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else None
+        if key is None or not (key in LAUNCH_KEYS or key.startswith("sbatch.")):
+            rest.append(token)
+            i += 1
+            continue
+        taken = (
+            1 if "=" in token else (2 if i + 1 < len(tokens) and not tokens[i + 1].startswith("--") else 1)
+        )
+        (value,) = read_overrides(tokens[i : i + taken]).values()
+        if key.startswith("sbatch."):
+            sbatch[key.split(".", 1)[1]] = yaml_value(value)
+        else:
+            launch[key] = value
+        i += taken
+    return launch, sbatch, rest
+
+
+def build_launcher(launch: dict, sbatch: dict):
+    """The launcher the options ask for; options of the other launcher are refused by name."""
+    kind = launch.get("launcher", "local")
+    if kind not in ("local", "slurm"):
+        raise ValueError(f"--launcher must be local or slurm, got {kind!r}")
+    wrong = [k for k in launch if k != "launcher" and kind not in LAUNCH_KEYS[k]]
+    if kind == "local" and sbatch:
+        wrong.append("sbatch." + next(iter(sbatch)))
+    if wrong:
+        raise ValueError(f"--{wrong[0]} does not apply to --launcher {kind}")
+
+    def integer(name: str) -> int | None:
+        if name not in launch:
+            return None
+        try:
+            return int(launch[name])
+        except ValueError:
+            raise ValueError(f"--{name}: expected a whole number, got {launch[name]!r}") from None
+
+    if kind == "local":
+        devices = launch.get("devices")
+        if devices is not None:
+            devices = (
+                [] if devices.strip().lower() in ("cpu", "none", "") else devices.replace(" ", "").split(",")
+            )
+        return LocalLauncher(integer("parallel") or 1, threads=integer("threads"), devices=devices)
+    wait = str(launch.get("wait", "true")).lower()
+    if wait not in ("true", "false"):
+        raise ValueError(f"--wait must be true or false, got {launch['wait']!r}")
+    return SlurmLauncher(
+        sbatch, wait=wait == "true", accelerate_config=launch.get("accelerate_config", "auto")
+    )
 
 
 def main(
@@ -75,6 +183,8 @@ def main(
     try:
         path, argv = split_config_argument(argv)
         path = path or str(default_config)
+        launch, sbatch, argv = split_launch_options(argv)
+        launcher = build_launcher(launch, sbatch)
         config = load_config(path, argv, repo_root=Path(recipes_dir).parent)
     except (ValueError, FileNotFoundError) as error:
         if not as_script:
@@ -82,7 +192,15 @@ def main(
         help_parser(description).error(str(error))
     log = Logger(Path(config.output_dir) / "ablation.log")
     log(f"config {path}" + (f" with overrides {' '.join(argv)}" if argv else ""))
-    summary = run_matrix(config, recipes_dir=recipes_dir, log=log)
+    try:
+        summary = run_matrix(config, recipes_dir=recipes_dir, log=log, launcher=launcher)
+    except (MatrixFailed, ValueError) as error:
+        if not as_script:
+            raise
+        print(f"ablate.py: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if summary["waiting"]:  # submitted to a scheduler, not waited for: the same command collects later
+        return {"runs": summary, "results": None}
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     command = "Reproduce: `" + shlex.join(["python", "recipes/ablate.py", shown, *argv]) + "`"
     result = write_report(config, command=command, log=log)
@@ -92,8 +210,11 @@ def main(
 
 __all__ = [
     "AblationConfig",
+    "LocalLauncher",
     "Logger",
+    "MatrixFailed",
     "PlannedRun",
+    "SlurmLauncher",
     "collect_records",
     "load_config",
     "main",
@@ -102,6 +223,7 @@ __all__ = [
     "plot_results",
     "render_markdown",
     "run_matrix",
+    "split_launch_options",
     "summarize",
     "write_report",
 ]

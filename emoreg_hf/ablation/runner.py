@@ -1,9 +1,11 @@
-"""Running the matrix: every (stage, method or variant, seed) as a subprocess of the recipes.
+"""Running the matrix: every (stage, method or variant, seed) as a process of the recipes.
 
-Each run gets a YAML written into its own folder and is `python recipes/{pretrain,finetune}.py <yaml>`,
-so the matrix runs exactly the code users run. Stage-1 models are trained once per (variant, seed) and
-shared. A finished run (its record exists and its fingerprint matches) is skipped on restart; an unfinished
-one resumes from its last checkpoint, or starts over when its configuration changed.
+Each run gets a YAML written into its own folder and is `python recipes/{pretrain,finetune}.py <yaml>`
+(or `accelerate launch ...` when it trains on several GPUs), so the matrix runs exactly the code users run.
+Stage-1 models are trained once per (variant, seed) and shared. A finished run (its record exists and its
+fingerprint matches) is skipped on restart; an unfinished one resumes from its newest valid checkpoint, or
+starts over when its configuration changed. Where the runs execute (one after another here, several at
+once here, or as Slurm job arrays) is the launcher's business (`launch.py`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shlex
-import subprocess
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .. import registry
+from ..run_dir import LAUNCHER_FILES, checkpoint_problem, clear_run_outputs
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
 from .config import AblationConfig, stage1_seed
@@ -92,8 +93,8 @@ def plan_runs(config: AblationConfig) -> list[PlannedRun]:
     return runs
 
 
-MARKER = "ablation_run.json"
-RUN_CONFIG = "ablation_run.yaml"
+RUN_CONFIG, MARKER, RUN_LOG = LAUNCHER_FILES  # per run: its YAML, its marker, its log (run_dir knows them)
+CHECKPOINT = re.compile(r"checkpoint-\d+")  # Trainer's; `checkpoint-N.incomplete` is one set aside
 
 
 def _fingerprint(values: dict, upstream: str | None, root: Path) -> str:
@@ -111,6 +112,13 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 class Logger:
     """Progress lines to stdout and `<output_dir>/ablation.log`."""
 
@@ -126,6 +134,91 @@ class Logger:
                 f.write(line + "\n")
 
 
+@dataclass
+class Cell:
+    """A planned run that is not finished yet: what a launcher starts, and how its outcome is read."""
+
+    run: PlannedRun
+    fingerprint: str
+    tag: str  # "[3/6] finetune/baseline/seed0", for progress lines
+    resuming: bool = False  # set by `prepare`: a valid checkpoint of this configuration is there
+
+    @property
+    def key(self) -> str:
+        return self.run.key
+
+    @property
+    def config_file(self) -> Path:
+        return self.run.output_dir / RUN_CONFIG
+
+    @property
+    def log_file(self) -> Path:
+        return self.run.output_dir / RUN_LOG
+
+    def recipe_args(self, recipes_dir: str | Path) -> list[str]:
+        """The recipe and its arguments; the same whether the run starts fresh, resumes or is requeued."""
+        script = Path(recipes_dir).resolve() / f"{self.run.stage}.py"
+        return [str(script), str(self.config_file.resolve()), "--overwrite_output_dir", "false"]
+
+    def prepare(self, log: Callable[[str], None]) -> None:
+        """Write the run's YAML and marker. A run resumes from its newest valid checkpoint when its
+        configuration is unchanged; otherwise what an earlier attempt wrote is removed (the launcher's files
+        and anything else stay), so the recipe starts fresh with `--overwrite_output_dir false`, the one
+        command that is right for a first start, a resume and a scheduler's requeue alike."""
+        folder = self.run.output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = _read_json(folder / MARKER) or {}
+        same = marker.get("fingerprint") == self.fingerprint
+        checkpoints = [c for c in folder.glob("checkpoint-*") if c.is_dir() and CHECKPOINT.fullmatch(c.name)]
+        resumable = same and any(checkpoint_problem(c) is None for c in checkpoints)
+        if not resumable:
+            removed = clear_run_outputs(folder)
+            if removed and not same:
+                log(
+                    f"{self.tag}: configuration changed since it ran; its earlier outputs are removed, starting over"
+                )
+            elif removed:
+                log(f"{self.tag}: an unfinished earlier attempt left no checkpoint to resume; starting over")
+        self.config_file.write_text(
+            "# Written by emoreg_hf.ablation; rerun alone with:\n"
+            f"#   python recipes/{self.run.stage}.py {self.config_file}\n"
+            + yaml.safe_dump(self.run.values, sort_keys=False)
+        )
+        self.write_marker("ready")
+        self.resuming = resumable
+
+    def status(self) -> str | None:
+        """The marker's status: ready, running, submitted, done or failed (None before the first start)."""
+        return (_read_json(self.run.output_dir / MARKER) or {}).get("status")
+
+    def write_marker(self, status: str, **extra: Any) -> None:
+        payload = {"fingerprint": self.fingerprint, "key": self.key, "status": status, **extra}
+        (self.run.output_dir / MARKER).write_text(json.dumps(payload, indent=2))
+
+    def collect(self, log: Callable[[str], None], seconds: float | None = None) -> bool:
+        """Whether the run finished (its record exists); marks it done and logs its headline metric."""
+        if not (self.run.output_dir / RECORD_FILE).is_file():
+            return False
+        results = load_run_record(self.run.output_dir).results
+        self.write_marker("done", **({"seconds": seconds} if seconds is not None else {}))
+        metric = "test_accuracy" if "test_accuracy" in results else "eval_accuracy"
+        if seconds is not None:
+            took = f" in {seconds:.0f} s"
+        else:  # run elsewhere (a scheduler): the training time the run recorded
+            took = f", trained {results.get('train_runtime', float('nan')):.0f} s"
+        log(f"{self.tag}: done{took}, {metric}={results.get(metric, float('nan')):.4f}")
+        return True
+
+    def failure(self, reason: str) -> str:
+        """A failed run, named, with its log and the log's last lines."""
+        return f"{self.key} {reason}; last lines of {self.log_file}:\n{log_tail(self.log_file)}"
+
+
+class MatrixFailed(RuntimeError):
+    """Runs of the matrix failed; the message names each with its log. Rerunning the command retries them
+    (finished runs are kept)."""
+
+
 def run_matrix(
     config: AblationConfig,
     *,
@@ -133,8 +226,15 @@ def run_matrix(
     python: str = sys.executable,
     env: dict | None = None,
     log: Callable[[str], None] | None = None,
+    launcher=None,
 ) -> dict:
-    """Run every planned run not finished yet. Returns `{"ran": [...], "skipped": [...], "seconds": {...}}`."""
+    """Run every planned run not finished yet, with `launcher` (default: here, one at a time).
+
+    Returns `{"ran": [...], "skipped": [...], "seconds": {...}, "waiting": [...]}`; `waiting` lists runs a
+    scheduler still holds when the launcher does not wait for them. Raises `MatrixFailed` naming each failed run.
+    """
+    from .launch import LocalLauncher
+
     out_root = Path(config.output_dir)
     out_root.mkdir(parents=True, exist_ok=True)
     log = log or Logger(out_root / "ablation.log")
@@ -155,79 +255,47 @@ def run_matrix(
     if config.analysis is not None:  # pre-registered: recorded before the first run, never rewritten
         register_plan(out_root, config.analysis)
     runs = plan_runs(config)
+    launcher = launcher or LocalLauncher()
     fingerprints: dict[str, str] = {}
-    summary: dict[str, Any] = {"ran": [], "skipped": [], "seconds": {}}
+    summary: dict[str, Any] = {"ran": [], "skipped": [], "seconds": {}, "waiting": []}
     log(
         f"{len(runs)} runs: methods {', '.join(config.methods)} x seeds {config.seeds} -> {out_root}"
-        f" (stage 1 once per variant and seed)"
+        f" (stage 1 once per variant and seed; {launcher.describe()})"
     )
     started = time.time()
+    cells = []
     for index, run in enumerate(runs, 1):
         fingerprint = _fingerprint(run.values, fingerprints.get(run.needs) if run.needs else None, out_root)
         fingerprints[run.key] = fingerprint
         tag = f"[{index}/{len(runs)}] {run.key}"
         marker = _read_json(run.output_dir / MARKER) or {}
         if (run.output_dir / RECORD_FILE).is_file() and marker.get("fingerprint") == fingerprint:
+            if marker.get("status") != "done":  # finished while nobody waited (a scheduler's job)
+                Cell(run, fingerprint, tag).write_marker("done")
             log(f"{tag}: finished before, skipped")
             summary["skipped"].append(run.key)
             continue
-        seconds = _execute(run, fingerprint, marker, recipes_dir, python, env, log, tag)
-        summary["ran"].append(run.key)
-        summary["seconds"][run.key] = seconds
+        cells.append(Cell(run, fingerprint, tag))
+    outcome = launcher.execute(
+        cells, root=out_root, recipes_dir=Path(recipes_dir), python=python, env=env or {}, log=log
+    )
+    summary["ran"] = outcome.finished
+    summary["seconds"] = outcome.seconds
+    summary["waiting"] = outcome.waiting
+    if outcome.failures:
+        waiting = (
+            f"; {len(outcome.waiting)} run(s) still queued or running, collected by the same command"
+            if outcome.waiting
+            else ""
+        )
+        raise MatrixFailed(
+            f"{len(outcome.failures)} run(s) of the matrix failed (finished runs are kept; the same command "
+            f"runs the others again{waiting}):\n\n" + "\n\n".join(outcome.failures)
+        )
     log(
-        f"matrix complete: {len(summary['ran'])} run(s) executed, {len(summary['skipped'])} skipped, "
-        f"{time.time() - started:.0f} s"
+        f"matrix {'complete' if not outcome.waiting else 'submitted'}: {len(summary['ran'])} run(s) executed, "
+        f"{len(summary['skipped'])} skipped"
+        + (f", {len(outcome.waiting)} queued or running" if outcome.waiting else "")
+        + f", {time.time() - started:.0f} s"
     )
     return summary
-
-
-def _execute(run: PlannedRun, fingerprint: str, marker: dict, recipes_dir, python, env, log, tag) -> float:
-    run.output_dir.mkdir(parents=True, exist_ok=True)
-    has_checkpoint = any(p.name.startswith("checkpoint-") for p in run.output_dir.iterdir())
-    resume = has_checkpoint and marker.get("fingerprint") == fingerprint
-    if has_checkpoint and not resume:
-        log(f"{tag}: configuration changed since its checkpoint was written; starting over")
-    elif (run.output_dir / RECORD_FILE).is_file():
-        log(f"{tag}: results from another configuration; rerunning")
-    for name in (RECORD_FILE, "all_results.json"):  # never mistake old results for new
-        (run.output_dir / name).unlink(missing_ok=True)
-    config_file = run.output_dir / RUN_CONFIG
-    config_file.write_text(
-        "# Written by emoreg_hf.ablation; rerun alone with:\n"
-        f"#   python recipes/{run.stage}.py {config_file}\n" + yaml.safe_dump(run.values, sort_keys=False)
-    )
-    (run.output_dir / MARKER).write_text(
-        json.dumps({"fingerprint": fingerprint, "key": run.key, "status": "running"}, indent=2)
-    )
-    command = [
-        python,
-        str(Path(recipes_dir) / f"{run.stage}.py"),
-        str(config_file),
-        "--overwrite_output_dir",
-        "false" if resume else "true",
-    ]
-    log(f"{tag}: {'resuming' if resume else 'running'}  ({shlex.join(command[1:])})")
-    started = time.time()
-    with open(run.output_dir / "ablation_stdout.log", "a") as out:
-        out.write(f"\n$ {shlex.join(command)}\n")
-        out.flush()
-        code = subprocess.call(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-    seconds = time.time() - started
-    record = _read_json(run.output_dir / RECORD_FILE)
-    if code != 0 or record is None:
-        tail = (run.output_dir / "ablation_stdout.log").read_text().splitlines()[-25:]
-        raise RuntimeError(
-            f"{run.key} failed (exit code {code}) after {seconds:.0f} s; last lines of "
-            f"{run.output_dir / 'ablation_stdout.log'}:\n" + "\n".join(tail)
-        )
-    (run.output_dir / MARKER).write_text(
-        json.dumps(
-            {"fingerprint": fingerprint, "key": run.key, "status": "done", "seconds": seconds}, indent=2
-        )
-    )
-    results = load_run_record(run.output_dir).results
-    metric = "test_accuracy" if "test_accuracy" in results else "eval_accuracy"
-    log(f"{tag}: done in {seconds:.0f} s, {metric}={results.get(metric, float('nan')):.4f}")
-    return seconds
