@@ -18,13 +18,9 @@ from transformers import TrainerControl
 
 from emoreg_hf import ablation
 from emoreg_hf.ablation.launch import LocalLauncher, SlurmLauncher, sbatch_arguments
-from emoreg_hf.callbacks import (
-    PREEMPTED_EXIT,
-    STOP_FILE_ENV,
-    CheckpointOnStopRequest,
-    TrainingPreempted,
-)
+from emoreg_hf.callbacks import CheckpointOnStopRequest
 from emoreg_hf.cli import run_script
+from emoreg_hf.preemption import PREEMPTED_EXIT, STOP_FILE_ENV, TrainingPreempted
 from emoreg_hf.run_dir import resume_checkpoint, training_summary
 from emoreg_hf.training_options import optimizer_steps
 
@@ -201,6 +197,16 @@ def test_slurm_launcher_arrays_dependency_no_resubmission_and_failures(fake_slur
 
     # ... and the call after that submits them again
     ablation.run_matrix(config, recipes_dir=RECIPES, log=lines.append, launcher=submit)
+    assert len((fake_slurm / "sbatch.log").read_text().splitlines()) == 4
+
+    # a stage-2 run to be retried whose stage-1 run has just failed is held back, not sent to fail at once
+    marker = root / "finetune" / "emoreg_adaptive" / "seed0" / "ablation_run.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "status": "failed"}))
+    with pytest.raises(
+        ablation.MatrixFailed,
+        match="not submitted, since the stage-1 run each needs failed: finetune/emoreg_adaptive/seed0",
+    ):
+        ablation.run_matrix(config, recipes_dir=RECIPES, log=lines.append, launcher=submit)
     assert len((fake_slurm / "sbatch.log").read_text().splitlines()) == 4
 
 

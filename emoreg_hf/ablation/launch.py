@@ -237,12 +237,12 @@ def sbatch_arguments(options: dict[str, Any]) -> list[str]:
 
 
 class SlurmLauncher:
-    """Submits the runs as Slurm job arrays: the stage-1 runs as one array, the stage-2 runs as a second
-    array that starts once the stage-1 jobs it needs have ended (`afterany`; a stage-2 run whose stage-1 run
-    failed stops at once, saying so). Each array task runs `recipes/launch.slurm` on its run's YAML, so a
-    pre-empted task checkpoints, is requeued and resumes. Runs already queued or running (from an earlier call)
-    are not submitted again. With `wait`, polls `squeue` until every job has ended and collects the runs;
-    without it, returns at once and the same command collects later."""
+    """Submits the runs as two Slurm job arrays: the runs that need no stage-1 run (every stage-1 run, and the
+    baseline), then the stage-2 runs that read one, starting once the stage-1 jobs have ended (`afterany`; a
+    run whose stage-1 run failed stops at once, saying so). Each array task runs `recipes/launch.slurm` on its
+    run's YAML, so a pre-empted task checkpoints, is requeued and resumes. Runs already queued or running (from
+    an earlier call) are not submitted again. With `wait`, polls `squeue` until every job has ended and collects
+    the runs; without it, returns at once and the same command collects later."""
 
     name = "slurm"
 
@@ -296,12 +296,13 @@ class SlurmLauncher:
             if same and entry.get("job") in active:
                 log(f"{cell.tag}: already queued or running as Slurm job {entry['job']}; not submitted again")
                 in_flight.append(cell)
-            elif same and cell.status() == "submitted":
-                ended.append(
-                    cell
-                )  # ended since the last call without a record: reported now, retried next call
+            elif same and cell.status() == "submitted":  # ended without a record since the last call
+                ended.append(cell)  # reported now, submitted again by the next call
             else:
                 to_submit.append(cell)
+        failed_now = {cell.key for cell in ended}
+        held = [cell for cell in to_submit if cell.run.needs in failed_now]
+        to_submit = [cell for cell in to_submit if cell not in held]
         # The first array: stage-1 runs and the stage-2 runs that need none (the baseline). The second: stage-2
         # runs that read a stage-1 run; they wait for every stage-1 job of this matrix still queued or running
         # (afterany: a failed stage-1 run must not leave its dependants pending forever).
@@ -350,6 +351,10 @@ class SlurmLauncher:
             _write_jobs(folder / JOBS_FILE, jobs)
         for cell in ended:
             outcome.failures.append(self._failure(cell, jobs[cell.key]["job"], folder, log))
+        if held:
+            outcome.failures.append(
+                "not submitted, since the stage-1 run each needs failed: " + ", ".join(c.key for c in held)
+            )
         tracked = in_flight + to_submit
         ids = {cell.key: jobs[cell.key]["job"] for cell in tracked}
         if not self.wait:
