@@ -152,7 +152,15 @@ def test_accelerate_configs_load_with_accelerates_loader():
     for path in sorted((RECIPES / "accelerate_configs").glob("*.yaml")):
         config = load_config_from_file(str(path))
         found[path.stem] = str(config.distributed_type).split(".")[-1]
-    assert found == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "single_gpu": "NO", "zero2": "DEEPSPEED"}
+        if path.stem == "cpu":
+            assert config.use_cpu and config.num_processes == 1  # what launch.slurm's `cpu` runs per node
+    assert found == {
+        "cpu": "NO",
+        "ddp": "MULTI_GPU",
+        "fsdp": "FSDP",
+        "single_gpu": "NO",
+        "zero2": "DEEPSPEED",
+    }
 
 
 def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
