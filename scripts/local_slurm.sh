@@ -149,8 +149,8 @@ start() {
     stop_daemons
     write_config
     # -c: a fresh controller state (a test cluster keeps no jobs across starts).
-    slurmctld -c
-    slurmd
+    slurmctld -c || die "slurmctld did not start (see $STATE/log/slurmctld.log)"
+    slurmd || die "slurmd did not start (see $STATE/log/slurmd.log)"
     for _ in $(seq $((WAIT_S * 2))); do
         if cluster_up; then
             status
@@ -184,6 +184,7 @@ stop_daemons() {
 stop() {
     [[ $(id -u) -eq 0 ]] || die "stop needs root: sudo $0 stop"
     if ! ours; then
+        stop_munge
         say "no cluster of this script here (nothing to stop)"
         return
     fi
@@ -196,11 +197,15 @@ stop() {
         done
     fi
     stop_daemons
+    stop_munge
+    say "stopped"
+}
+
+stop_munge() {  # only a munged this script started (a start that failed half-way may have left one)
     if [[ -f $STATE/munged.ours ]]; then
         if [[ -f /run/munge/munged.pid ]]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
         rm -f "$STATE/munged.ours"
     fi
-    say "stopped"
 }
 
 status() {

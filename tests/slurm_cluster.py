@@ -29,6 +29,21 @@ def slurm_cluster():
     status = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=60)
     if status.returncode != 0:
         pytest.skip(f"no local Slurm cluster is up ({(status.stdout + status.stderr).strip()}): {START}")
+    # A cluster that answers but cannot run a job (munge, slurmd or this container refusing) is no cluster.
+    try:
+        probe = subprocess.run(
+            ["sbatch", "--wait", "--job-name=emoreg-test-probe", "--output=/dev/null", "--wrap=true"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        ran = probe.returncode == 0
+        why = (probe.stdout + probe.stderr).strip() or f"exit {probe.returncode}"
+    except subprocess.TimeoutExpired:
+        subprocess.run(["scancel", "--name=emoreg-test-probe"], capture_output=True, timeout=60)
+        ran, why = False, "it did not end within 120 s"
+    if not ran:
+        pytest.skip(f"the local Slurm cluster is up but a one-line job failed ({why}): {START}")
     names: list[str] = []
 
     def job_name(label: str) -> str:
