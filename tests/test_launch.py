@@ -69,6 +69,10 @@ def test_launch_options_are_split_from_the_matrix_options():
         ablation.build_launcher({"launcher": "slurm"}, {"array": "0-3"})
     with pytest.raises(ValueError, match="--parallel: expected a whole number"):
         ablation.build_launcher({"parallel": "two"}, {})
+    with pytest.raises(ValueError, match="--parallel must be >= 1, got 0"):  # not silently one at a time
+        ablation.build_launcher({"parallel": "0"}, {})
+    with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
+        ablation.build_launcher({"threads": "0"}, {})
 
 
 def test_ablate_help_lists_the_launchers():

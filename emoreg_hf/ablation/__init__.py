@@ -158,7 +158,8 @@ def build_launcher(launch: dict, sbatch: dict):
             devices = (
                 [] if devices.strip().lower() in ("cpu", "none", "") else devices.replace(" ", "").split(",")
             )
-        return LocalLauncher(integer("parallel") or 1, threads=integer("threads"), devices=devices)
+        parallel = integer("parallel")
+        return LocalLauncher(1 if parallel is None else parallel, threads=integer("threads"), devices=devices)
     wait = str(launch.get("wait", "true")).lower()
     if wait not in ("true", "false"):
         raise ValueError(f"--wait must be true or false, got {launch['wait']!r}")
