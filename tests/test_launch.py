@@ -75,6 +75,7 @@ def test_launch_options_are_split_from_the_matrix_options():
         ablation.build_launcher({"threads": "0"}, {})
 
 
+@pytest.mark.slow  # a process
 def test_ablate_help_lists_the_launchers():
     out = subprocess.run(
         [os.sys.executable, str(RECIPES / "ablate.py"), "--help"], capture_output=True, text=True, check=True
