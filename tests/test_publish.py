@@ -174,7 +174,9 @@ def test_card_round_trips_and_model_index_equals_all_results(demo_runs, exports,
         used = {d.name: d.split_sizes for d in record.datasets}  # rows used after the caps, per source
         assert sum(sizes["train"] for sizes in used.values()) == 128
         assert "How each source's labels were mapped" in text and "id2label=dict(enumerate(classes))" in text
-        assert "python recipes/pretrain.py --output_dir pretrain" in text
+        assert (
+            "python recipes/pretrain.py --output_dir /path/to/pretrain" in text
+        )  # a local path outside the checkout: a placeholder
     else:
         record = load_run_folder(run).record
         assert {r.dataset_split for r in data.eval_results} == {"validation", "test"}
@@ -186,8 +188,10 @@ def test_card_round_trips_and_model_index_equals_all_results(demo_runs, exports,
         assert "](plots/rho_histogram.png)" in text and "](plots/rho_per_class.png)" in text
         assert "a `resnet` backbone trained from scratch" in text
         # the reproduce section has both stages, stage 1 found through the affective checkpoint's folder
-        assert "python recipes/pretrain.py --output_dir pretrain" in text
-        assert "python recipes/finetune.py --output_dir finetune" in text
+        assert (
+            "python recipes/pretrain.py --output_dir /path/to/pretrain" in text
+        )  # a local path outside the checkout: a placeholder
+        assert "python recipes/finetune.py --output_dir /path/to/finetune" in text
         assert "No control runs were attached" in text
 
 
