@@ -162,7 +162,7 @@ def command(config_path: str, config: dict) -> str:
     return (
         f"python recipes/ablate.py {config_path} \\\n"
         f"  --pretrain.affective_sources '{sources}' \\\n"
-        f"  --finetune.dataset '{dataset}' --jobs 2"
+        f"  --finetune.dataset '{dataset}' --parallel 2"
     )
 
 
@@ -170,7 +170,7 @@ def section(name: str, config_path: str, config: dict, report: str, cost_line: s
     return (
         f"<!-- study:{name} -->\n"
         f"{report.strip()}\n\n"
-        f"Reproduce it (the same command resumes an interrupted study; `--jobs 2` runs two cells side by side):\n\n"
+        f"Reproduce it (the same command resumes an interrupted study; `--parallel 2` runs two cells side by side):\n\n"
         f"```bash\n{command(config_path, config)}\n```\n\n"
         f"{cost_line}\n\n"
         f"Every cell's config: `benchmarks/results/{name}/runs/{{pretrain,finetune}}/<name>/seedN.yaml` (rerun one "
