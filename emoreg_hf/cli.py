@@ -25,6 +25,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .configs import DataArguments
 from .configuration_emoreg import EmoRegOptions, option_choices
+from .training_options import check_training_values
 
 # Keys that name the same thing two ways: the one given on the command line replaces the other from a YAML.
 EXCLUSIVE_KEYS = (("model_name_or_path", "model_config"), ("task_model_name_or_path", "task_model_config"))
@@ -128,12 +129,16 @@ def convert(name: str, raw: Any, tp, default: Any = None) -> Any:
     members = _members(tp)
     if isinstance(raw, bool) and _is_textual(tp):  # YAML 1.1 read `no` as False
         return "yes" if raw else "no"
+    base = members[0] if len(members) == 1 else None
+    if base is int and isinstance(raw, float):  # a YAML number for a whole-number option
+        if not raw.is_integer():
+            raise ConfigError(f"--{name}: {raw!r} is not a whole number")
+        return int(raw)
     if not isinstance(raw, str):
         return raw
     optional = len(members) < len(typing.get_args(tp)) and default is None
     if raw.lower() in ("none", "null") and optional:
         return None
-    base = members[0] if len(members) == 1 else None
     try:
         if base is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -332,6 +337,7 @@ class RecipeArgumentParser(HfArgumentParser):
                 "trainer_state.json only (TensorBoard: pip install -e '.[tensorboard]')",
                 file=sys.stderr,
             )
+        check_training_values(training_args)
         return script_args, training_args, config_path
 
     def _check_known(self, values: dict, config_path: str | None) -> None:

@@ -21,6 +21,39 @@ AFFECT_INITS = ("pretrained", "random")
 COLOR_MODES = ("auto", "rgb", "grayscale")
 
 
+# PretrainedConfig keywords every family takes besides its own (`__init__` pops them from kwargs).
+COMMON_CONFIG_KEYS = ("num_labels", "torch_dtype", "label_names", "tie_word_embeddings", "name_or_path")
+
+
+def check_model_config(option: str, model_config: dict) -> None:
+    """A from-scratch model config names a known `model_type` and only keys its config class knows: a typo
+    (`hiden_sizes`) would otherwise be stored as an unused attribute and the family's default built."""
+    import difflib
+    import inspect
+
+    from transformers import CONFIG_MAPPING
+
+    if "model_type" not in model_config:
+        raise ValueError(f"--{option} needs a model_type key, got keys {sorted(model_config)}")
+    model_type = model_config["model_type"]
+    if model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING.keys()), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"--{option}: unknown model_type {model_type!r}{hint}")
+    config_class = CONFIG_MAPPING[model_type]
+    known = set(config_class().to_dict()) | set(getattr(config_class, "attribute_map", {}) or {})
+    known |= set(inspect.signature(config_class.__init__).parameters) | set(COMMON_CONFIG_KEYS)
+    unknown = sorted(set(model_config) - known - {"self", "kwargs"})
+    if unknown:
+        lines = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+            lines.append(f"  {key}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"--{option}: {config_class.__name__} ({model_type}) has no key(s):\n" + "\n".join(lines)
+        )
+
+
 def _choice(name: str, value: Any, allowed: typing.Iterable) -> None:
     allowed = tuple(allowed)
     if value not in allowed:
@@ -154,8 +187,8 @@ class PretrainArguments(DataArguments):
             raise ValueError(
                 "give exactly one of --model_name_or_path (a checkpoint) or --model_config (from scratch)"
             )
-        if self.model_config is not None and "model_type" not in self.model_config:
-            raise ValueError(f"--model_config needs a model_type key, got keys {sorted(self.model_config)}")
+        if self.model_config is not None:
+            check_model_config("model_config", self.model_config)
 
 
 @dataclass
@@ -215,10 +248,8 @@ class FinetuneArguments(DataArguments, EmoRegOptions):
                 raise ValueError(
                     f"--method {self.method} needs exactly one of --task_model_name_or_path or --task_model_config"
                 )
-            if self.task_model_config is not None and "model_type" not in self.task_model_config:
-                raise ValueError(
-                    f"--task_model_config needs a model_type key, got keys {sorted(self.task_model_config)}"
-                )
+            if self.task_model_config is not None:
+                check_model_config("task_model_config", self.task_model_config)
 
 
 def read_source_list(path: str) -> list[dict]:

@@ -110,14 +110,45 @@ def check_checkpoints(args, *, from_demo_config: set[str] | frozenset = frozense
         if not value:
             continue
         config = checkpoint_config(option, value)
-        if option == "affect_model_name_or_path" and not config.get("emotion_taxonomy"):
-            raise ValueError(
-                f"--affect_model_name_or_path {value!r} is not an affective checkpoint: its config carries no "
-                f"emotion taxonomy (`emotion_taxonomy`), which recipes/pretrain.py writes (it is a "
-                f"{config.get('model_type', '?')} model with classes {list((config.get('id2label') or {}).values())[:5]}...). "
-                "Point it at a stage-1 output_dir; for an emotion classifier trained elsewhere, add "
-                "`emotion_taxonomy` to its config.json."
-            )
+        if option == "affect_model_name_or_path":
+            check_emotion_head(value, config)
+
+
+def _head_labels(config: dict) -> list[str]:
+    id2label = config.get("id2label") or {}
+    return [str(id2label[k]) for k in sorted(id2label, key=int)]
+
+
+def check_emotion_head(name: str, config: dict) -> None:
+    """A stage-1 checkpoint is an emotion classifier: its config carries the emotion taxonomy stage 1 writes
+    and its head classifies that taxonomy's emotions (`head_classifies: emotion`; a checkpoint written
+    before that field existed must name the taxonomy's emotions in `id2label`). A `transfer` fine-tune
+    keeps its stage 1's taxonomy but classifies the target's classes, so it is refused here."""
+    from .taxonomy import get_label_space
+
+    labels = _head_labels(config)
+    shown = f"{labels[:5]}{'...' if len(labels) > 5 else ''}"
+    taxonomy = config.get("emotion_taxonomy")
+    if not taxonomy:
+        raise ValueError(
+            f"--affect_model_name_or_path {name!r} is not an affective checkpoint: its config carries no "
+            f"emotion taxonomy (`emotion_taxonomy`), which recipes/pretrain.py writes (it is a "
+            f"{config.get('model_type', '?')} model with classes {shown}). "
+            "Point it at a stage-1 output_dir; for an emotion classifier trained elsewhere, add "
+            "`emotion_taxonomy` to its config.json."
+        )
+    head = config.get("head_classifies")
+    try:
+        emotions = list(get_label_space(taxonomy).names)
+    except ValueError:
+        emotions = None
+    if head not in (None, "emotion") or (head is None and emotions is not None and labels != emotions):
+        raise ValueError(
+            f"--affect_model_name_or_path {name!r} is not an affective checkpoint: it carries the emotion "
+            f"taxonomy of its stage 1 ({taxonomy if isinstance(taxonomy, str) else 'a custom one'}), but its "
+            f"head classifies {shown}, not emotions (a stage-2 `transfer` fine-tune looks like this). Point "
+            "it at the stage-1 output_dir it was fine-tuned from."
+        )
 
 
 def emotion_labels(model) -> list[str] | None:
@@ -190,6 +221,7 @@ def build_pretrain_model(args, emotion_names, color_mode: str = "rgb", taxonomy:
     # What the pathway saw: EmoReg feeds it the same (grayscale faces -> the luminance of a colour image).
     model.config.input_color_mode = color_mode
     model.config.input_size = list(model_geometry["size"])
+    model.config.head_classifies = "emotion"
     return model, {**model_geometry, "color_mode": color_mode}
 
 
@@ -210,6 +242,7 @@ def build_finetune_model(args, label_names):
         )
         if args.affect_init == "random":
             model = AutoModelForImageClassification.from_config(model.config)
+        model.config.head_classifies = "target"  # its stage-1 taxonomy stays as provenance; its head does not
         return model, geometry(args.affect_model_name_or_path, args.image_size)
 
     task_geometry = geometry(args.task_model_name_or_path, args.image_size)

@@ -67,6 +67,12 @@ class EmoRegImageClassificationPipeline(ImageClassificationPipeline):
         _check_is_image_classifier(self.model)
         _restore_custom_pipelines(self.model.config)
 
+    def __call__(self, inputs, **kwargs):
+        """As `image-classification`; an empty list of images gives an empty list of results."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            return []
+        return super().__call__(inputs, **kwargs)
+
     @property
     def is_emoreg(self) -> bool:
         """True when the model has an affective pathway (regulation, emotions and the two responses)."""

@@ -47,11 +47,6 @@ def check_training_options(training_args, given: set[str]) -> None:
             refused = value not in (None, False, 0, 0.0) if bad == "set" else value == bad
         if name in given and refused:
             problems.append(f"--{name} {value!r}: {why}")
-    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
-        problems.append(
-            f"--num_train_epochs {training_args.num_train_epochs:g}: no training step would run "
-            "(give a positive --num_train_epochs, or --max_steps)"
-        )
     strategy = str(_value(training_args.hub_strategy))
     if training_args.push_to_hub and strategy not in HUB_STRATEGIES:
         problems.append(
@@ -85,6 +80,31 @@ def _missing_trackers(training_args, given: set[str]) -> list[str]:
         for name in named
         if name not in available
     ]
+
+
+def check_training_values(training_args) -> None:
+    """Numbers with which no training happens, or training goes the wrong way, refused as the command line is
+    read (before any folder, data or model is touched): no epoch and no step, a learning rate ≤ 0, a batch
+    or an accumulation of fewer than one example."""
+    problems = []
+    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        problems.append(
+            f"--num_train_epochs {training_args.num_train_epochs:g}: no training step would run "
+            "(give a positive --num_train_epochs, or --max_steps)"
+        )
+    lr = training_args.learning_rate
+    if lr == 0:
+        problems.append("--learning_rate 0: no parameter would change (give a positive learning rate)")
+    elif lr < 0:
+        problems.append(
+            f"--learning_rate {lr:g}: a negative learning rate climbs the loss (give a positive one)"
+        )
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(training_args, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"--{name} {value!r}: must be a whole number of at least 1")
+    if problems:
+        raise ValueError("no training would run as asked:\n  " + "\n  ".join(problems))
 
 
 def prepare_training(training_args, given: set[str]):

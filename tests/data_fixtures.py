@@ -84,8 +84,8 @@ def cifar100_dir(tmp_path_factory):
             "coarse_label": datasets.ClassLabel(names=coarse),
         }
     )
-    for split, n in (("train", 60), ("test", 20)):
-        f = [int(x) for x in rng.integers(0, 100, n)]
+    for split, n in (("train", 100), ("test", 20)):  # every class has a training image, as in CIFAR-100
+        f = list(range(100)) if split == "train" else [int(x) for x in rng.integers(0, 100, n)]
         cols = {"img": [{"bytes": png_bytes(rng, 32), "path": None} for _ in f], "fine_label": f}
         cols["coarse_label"] = [x // 5 for x in f]
         write_parquet(root / "cifar100" / f"{split}-00000-of-00001.parquet", cols, features)

@@ -281,6 +281,11 @@ def test_unreadable_images_are_value_errors_naming_the_input(checkpoints, tmp_pa
         classify(42)
 
 
+def test_an_empty_list_of_images_gives_an_empty_list(checkpoints):
+    classify = pipeline(TASK, model=str(checkpoints["emoreg"]), trust_remote_code=True, device="cpu")
+    assert classify([]) == [] and classify([], batch_size=4) == [] and classify(()) == []
+
+
 def test_every_image_mode_becomes_rgb_without_clipping():
     images = make_images()
     for name, image in images.items():

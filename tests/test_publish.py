@@ -690,6 +690,41 @@ def test_space_is_built_checked_linked_and_uploaded_as_a_space(demo_runs, tmp_pa
         push_to_hub(demo_runs.finetune, "org/emoreg-demo", api=api, space_id="not a repo")
 
 
+def test_bad_space_examples_stop_the_export_before_anything_is_written(demo_runs, tmp_path, capsys):
+    pytest.importorskip("gradio")  # the Space's requirements pin the installed gradio
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import push
+    finally:
+        sys.path.pop(0)
+    target, notes = tmp_path / "review", tmp_path / "notes.jpg"
+    notes.write_text("a text file named like an image")
+    argv = [str(demo_runs.finetune), "--repo_id", "org/m", "--space_id", "org/s", "--export_dir", str(target)]
+    assert push.main([*argv, "--space_examples", str(tmp_path / "missing.png")]) == 1
+    assert "example image" in capsys.readouterr().err and not target.exists()
+    assert push.main([*argv, "--space_examples", str(notes)]) == 1
+    assert "notes.jpg' cannot be read as an image (not an image file)" in capsys.readouterr().err
+    assert not target.exists()
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(photo)
+    assert push.main([*argv, "--space_examples", str(photo)]) == 0  # the same command, fixed, just works
+    assert files_of(target / "space") >= {"examples/photo.png", "app.py"}
+
+
+def test_an_export_that_fails_half_way_leaves_nothing_behind(demo_runs, tmp_path, monkeypatch):
+    from emoreg_hf.publish import push as push_module
+
+    def refused(*args, **kwargs):
+        raise ValueError("Refusing to publish the Space org/s: (a leak)")
+
+    monkeypatch.setattr(push_module, "export_space", refused)
+    target = tmp_path / "empty-before"
+    target.mkdir()
+    with pytest.raises(ValueError, match="Refusing to publish"):
+        push_to_hub(demo_runs.finetune, "org/m", space_id="org/s", export_dir=target)
+    assert target.is_dir() and list(target.iterdir()) == []
+
+
 def test_real_data_runs_get_no_space_examples_from_their_test_split(tmp_path):
     from emoreg_hf.publish.space import demo_examples
 
@@ -812,10 +847,16 @@ def test_a_failed_background_push_is_logged_and_training_goes_on(tmp_path, no_ne
 def test_export_carries_the_tensorboard_traces_and_refuses_leaky_ones(demo_runs, tmp_path):
     run = copy_run(demo_runs.finetune, tmp_path / "run")
     (run / "runs" / "20261129-120000").mkdir(parents=True)
-    trace = run / "runs" / "20261129-120000" / "events.out.tfevents.1.host"
+    host = socket.gethostname()
+    trace = run / "runs" / "20261129-120000" / f"events.out.tfevents.1764417600.{host}.4242.0"
     trace.write_bytes(b"\x00scalars only\x00")
     folder = export_for_hub(run, tmp_path / "export", repo_id="org/emoreg-demo")
-    assert "runs/20261129-120000/events.out.tfevents.1.host" in files_of(folder)
+    assert "runs/20261129-120000/events.out.tfevents.1764417600.emoreg-hf.0" in files_of(folder)
+    assert not any(f".{host}." in f".{name}." for name in files_of(folder))  # its time, not its host
+    (folder / f"trace.{host}.json").write_text("{}")
+    assert check_export(folder) == [
+        f"trace.{host}.json: the file name carries this machine's host name ({host})"
+    ]
     trace.write_bytes(b"\x00args " + str(run.resolve()).encode() + b"\x00")
     with pytest.raises(ValueError, match="a TensorBoard trace that holds local paths"):
         export_for_hub(run, tmp_path / "export2", repo_id="org/emoreg-demo")

@@ -177,21 +177,105 @@ def test_no_training_step_is_an_error_naming_the_option(tmp_path):
     assert not (tmp_path / "r" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize(
+    "change, shown",
+    [
+        (["--learning_rate", "0"], "--learning_rate 0: no parameter would change"),
+        (["--learning_rate", "-0.001"], "--learning_rate -0.001: a negative learning rate climbs the loss"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0: must be a whole number"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps 0: must be a whole number"),
+        ("per_device_train_batch_size: 8.5\n", "--per_device_train_batch_size: 8.5 is not a whole number"),
+    ],
+)
+def test_numbers_that_train_nothing_are_refused_as_the_command_is_read(tmp_path, change, shown):
+    run = tmp_path / "run"
+    if isinstance(change, str):  # a YAML value: the config file comes first, BASELINE must not override it
+        (tmp_path / "c.yaml").write_text((ROOT / "recipes" / "demo" / "finetune.yaml").read_text() + change)
+        argv = [tmp_path / "c.yaml", *TINY]
+    else:
+        argv = [*BASELINE, *change]
+    code, out, err = recipe("finetune.py", *argv, "--output_dir", run)
+    assert code == 2 and shown in err and "usage:" in err, err[-2000:]
+    assert not run.exists()  # refused before the folder, the data or the model was touched
+
+
 def test_a_target_with_one_class_is_refused(tmp_path):
     data = image_dataset(tmp_path / "one", {"train": ["cat"] * 8, "test": ["cat"] * 4})
     with pytest.raises(ValueError, match=r"a classifier needs at least 2 classes; split 'train' has 1"):
         load_target_dataset({"path": str(data)})
 
 
-def test_missing_labels_are_an_error_naming_the_split_or_dropped_and_counted(tmp_path):
+def test_missing_labels_are_an_error_naming_the_split_or_dropped_and_counted(tmp_path, caplog):
     data = image_dataset(tmp_path / "nan", {"train": [0.0, 1.0, float("nan"), 1.0, None, 0.0], "test": [0.0, 1.0]},
                          label_type=datasets.Value("float64"))  # fmt: skip
     with pytest.raises(ValueError, match=r"split 'train': 2 of 6 rows have no label .*drop_unlabeled: true"):
         load_target_dataset({"path": str(data)})
-    loaded = load_target_dataset({"path": str(data), "drop_unlabeled": True}, validation_split_size=0.25)
+    with caplog.at_level("WARNING"):
+        loaded = load_target_dataset({"path": str(data), "drop_unlabeled": True}, validation_split_size=0.25)
     assert loaded["train"].features["label"].names == ["0.0", "1.0"]  # no "nan" or "None" class
     assert loaded.load_report["train"]["unlabeled_dropped"] == 2
+    assert loaded.load_report["train"]["bad_images"] == 0 and "unreadable" not in caplog.text  # not images
     assert len(loaded["train"]) + len(loaded["validation"]) == 4
+
+
+def image_folder(root: Path, splits: dict[str, dict[str, int]]) -> Path:
+    """`root/<split>/<class>/<i>.png`: {split: {class folder: images}}."""
+    rng = np.random.default_rng(0)
+    for split, classes in splits.items():
+        for name, n in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                (root / split / name / f"{i}.png").write_bytes(png_bytes(rng, 8))
+    return root
+
+
+def test_a_class_label_declaring_many_classes_where_train_has_one_is_refused(tmp_path):
+    data = image_dataset(tmp_path / "one-seen", {"train": [0] * 8, "test": [0] * 4}, names=CIFAR10_NAMES)
+    run = tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", f"{{path: {data}}}", "--output_dir", run)
+    assert code == 2, err[-2000:]
+    assert "a classifier needs at least 2 classes; the training rows have 1 (['airplane']) although the " \
+        "label column declares 10" in err  # fmt: skip
+    assert not run.exists()  # nothing was written, not even the folder
+
+
+def test_declared_classes_without_a_training_row_are_left_out_of_the_model(tmp_path, caplog):
+    data = image_dataset(tmp_path / "three", {"train": [0, 3, 5] * 4, "test": [5, 3, 0]}, names=CIFAR10_NAMES)
+    with caplog.at_level("WARNING"):
+        loaded = load_target_dataset({"path": str(data)})
+    assert "declares 10 classes, the training rows have 3" in caplog.text
+    assert loaded["train"].features["label"].names == ["airplane", "cat", "dog"]
+    test = loaded["test"]
+    assert [test.features["label"].names[y] for y in test["label"]] == ["dog", "cat", "airplane"]
+
+
+def test_a_test_class_that_train_lacks_is_refused_by_name_or_dropped_and_counted(tmp_path):
+    # `datasets` unites the class folders of all splits: test's "Dog" becomes a class with no training image
+    data = image_folder(tmp_path / "photos", {"train": {"cat": 4, "dog": 4}, "test": {"cat": 2, "Dog": 3}})
+    run = tmp_path / "run"
+    spec = f"{{path: imagefolder, data_dir: {data}}}"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", spec, "--output_dir", run)
+    assert code == 2, err[-2000:]
+    assert "these splits have classes that no training row has" in err and "test: {'Dog': 3}" in err
+    assert "drop_unseen_classes: true" in err and not run.exists()
+    loaded = load_target_dataset({"path": "imagefolder", "data_dir": str(data), "drop_unseen_classes": True})
+    assert loaded["test"].features["label"].names == ["cat", "dog"] and len(loaded["test"]) == 2
+    assert loaded.load_report["test"]["unseen_class_dropped"] == 3
+
+
+def test_a_label_outside_the_class_label_names_the_split_row_and_value(tmp_path):
+    import pyarrow.parquet as pq
+
+    data = image_dataset(tmp_path / "range", {"train": [0, 1, 0, 1], "test": [0, 1, 2]},
+                         label_type=datasets.Value("int64"))  # fmt: skip
+    for path in (data / "data").glob("*.parquet"):  # declare 2 classes, as a file written elsewhere might
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[b"huggingface"])
+        meta["info"]["features"]["label"] = {"names": ["cat", "dog"], "_type": "ClassLabel"}
+        pq.write_table(table.replace_schema_metadata({b"huggingface": json.dumps(meta).encode()}), path)
+    with pytest.raises(ValueError, match=r"split 'test', row 2: label 2 is outside the 2 classes its "
+                                         r"ClassLabel declares \(ids 0..1: cat, dog\)"):  # fmt: skip
+        load_target_dataset({"path": str(data)})
 
 
 def test_splits_with_the_same_classes_in_another_order_are_aligned_by_name(tmp_path, caplog):
@@ -242,6 +326,62 @@ def test_a_stage_one_folder_that_is_not_an_emotion_model_is_refused(finished, tm
     assert not (tmp_path / "r" / "model.safetensors").exists()
 
 
+def test_a_transfer_fine_tune_given_as_the_affective_checkpoint_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from tiny_models import resnet_config
+    from transformers import AutoModelForImageClassification
+
+    from emoreg_hf.models import build_finetune_model, check_emotion_head
+
+    stage1 = tmp_path / "stage1"  # as recipes/pretrain.py saves it
+    config = resnet_config(["negative", "neutral", "positive"], emotion_taxonomy="valence3")
+    AutoModelForImageClassification.from_config(config).save_pretrained(stage1)
+    legacy = json.loads((stage1 / "config.json").read_text())  # no head_classifies: written before it existed
+    check_emotion_head(str(stage1), legacy)  # its head names the taxonomy's emotions: accepted
+    args = SimpleNamespace(
+        method="transfer", affect_model_name_or_path=str(stage1), affect_init="pretrained", image_size=32
+    )
+    model, _ = build_finetune_model(args, CIFAR10_NAMES)  # what `--method transfer` trains and saves
+    model.save_pretrained(tmp_path / "transfer")
+    assert model.config.head_classifies == "target" and model.config.emotion_taxonomy == "valence3"
+    old_transfer = tmp_path / "old-transfer"  # the same, saved before head_classifies existed
+    old_transfer.mkdir()
+    saved = json.loads((tmp_path / "transfer" / "config.json").read_text())
+    saved.pop("head_classifies")
+    (old_transfer / "config.json").write_text(json.dumps(saved))
+    for folder in (tmp_path / "transfer", old_transfer):
+        run = tmp_path / f"run-{folder.name}"
+        code, out, err = recipe(
+            "finetune.py", *TINY, "--affect_model_name_or_path", folder, "--output_dir", run
+        )
+        assert code == 2, err[-2000:]
+        assert (
+            "is not an affective checkpoint: it carries the emotion taxonomy of its stage 1 (valence3), "
+            "but its head classifies ['airplane', 'automobile', 'bird', 'cat', 'deer']..., not emotions"
+            in err
+        )
+        assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "recipe_name, option, config",
+    [
+        ("finetune.py", "task_model_config", "{model_type: resnet, hiden_sizes: [8, 16], depth: [1, 1]}"),
+        ("pretrain.py", "model_config", "{model_type: resnet, embeding_size: 8}"),
+    ],
+)
+def test_a_typo_inside_a_model_config_is_refused_with_close_matches(tmp_path, recipe_name, option, config):
+    run = tmp_path / "run"
+    code, out, err = recipe(recipe_name, *TINY, f"--{option}", config, "--output_dir", run)
+    assert code == 2 and f"--{option}: ResNetConfig (resnet) has no key(s)" in err, err[-2000:]
+    if recipe_name == "finetune.py":
+        assert "depth (did you mean depths?)" in err and "hiden_sizes (did you mean hidden_sizes?)" in err
+    else:
+        assert "embeding_size (did you mean embedding_size?)" in err
+    assert not run.exists()
+
+
 def test_a_relative_path_that_does_not_exist_is_no_such_local_folder(tmp_path):
     code, out, err = recipe(
         "finetune.py",
@@ -252,6 +392,16 @@ def test_a_relative_path_that_does_not_exist_is_no_such_local_folder(tmp_path):
         tmp_path / "r",
     )
     assert code == 2 and "'outputs/no-such-run': no such local folder, and HF_HUB_OFFLINE=1" in err
+
+
+def test_a_missing_relative_dataset_path_is_no_such_local_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # `data/cifar10` is a mistyped local path here, not the Hub id data/cifar10
+    for given in ("data/cifar10", "./data/cifar10"):
+        code, out, err = recipe("finetune.py", *BASELINE, "--dataset", given, "--output_dir", tmp_path / "r")
+        assert code == 2, err[-2000:]
+        assert f"target '{given}': no such local folder or file '{given}' (in {tmp_path})" in err
+        assert "Hub" not in err and not (tmp_path / "r").exists()
 
 
 def test_no_test_split_is_said_and_the_hub_token_is_never_written(tmp_path):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from importlib import metadata
@@ -230,6 +231,23 @@ def test_command_line_help_and_unloadable_checkpoint(tmp_path, capsys, monkeypat
     assert "error: cannot load the checkpoint" in stderr and "missing-run" in stderr
     assert app.main([]) == 2 and "no model given" in capsys.readouterr().err
 
+    monkeypatch.chdir(tmp_path)  # a relative path with a typo is a missing folder, not a Hub failure
+    (tmp_path / "outputs").mkdir()
+    assert app.main(["outputs/fintune"]) == 1
+    assert "'outputs/fintune': no such folder (in " in capsys.readouterr().err
+
+
+def test_an_example_that_is_not_an_image_stops_the_app_before_it_serves(checkpoints, tmp_path, capsys):
+    notes = tmp_path / "notes.png"
+    notes.write_text("a text file with an image's name")
+    assert app.main([str(checkpoints["emoreg"]), "--example", str(notes)]) == 2
+    assert (
+        "error: example image: cannot read 'notes.png' as an image: not an image file"
+        in capsys.readouterr().err
+    )
+    assert app.main([str(checkpoints["emoreg"]), "--example", str(tmp_path / "gone.png")]) == 2
+    assert "cannot read 'gone.png': no such file" in capsys.readouterr().err
+
 
 # -- the Space folder -------------------------------------------------------------------------------------
 
@@ -286,6 +304,10 @@ def test_space_folder_has_app_requirements_readme_and_examples(tmp_path, photo):
         build_space_folder("not a repo id", tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="missing.png"):
         build_space_folder("org/x", tmp_path / "bad", example_images=[tmp_path / "missing.png"])
+    (tmp_path / "notes.png").write_text("text, not an image")
+    with pytest.raises(ValueError, match="'.*notes.png' cannot be read as an image \\(not an image file\\)"):
+        build_space_folder("org/x", tmp_path / "bad", example_images=[photo, tmp_path / "notes.png"])
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
 
 
 SPACE_SCRIPT = """
@@ -325,6 +347,43 @@ def test_space_app_runs_without_the_package(checkpoints, tmp_path, photo):
     assert len(report["result"]["labels"]) == 2 and 0.0 <= report["result"]["regulation"] <= 1.0
     assert report["code"] == 1 and "cannot load the checkpoint 'your-org/emoreg-demo'" in report["stderr"]
     assert [f for f in report["files"] if f not in ("report.json", "__pycache__")] == before  # wrote nothing
+
+
+# -- served files ------------------------------------------------------------------------------------------
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.slow
+def test_the_app_serves_its_example_copies_and_nothing_beside_them(checkpoints, tmp_path, photo):
+    """`--example DIR/photo.png` must not turn DIR into a file server: a token next to the photo stays
+    private, and so does the original photo; only the app's own copy of it is served."""
+    token = photo.parent / ".cache" / "huggingface" / "token"
+    token.parent.mkdir(parents=True)
+    token.write_text("hf_" + "s" * 34)
+    (photo.parent / "notes.txt").write_text("mine")
+    with serve(checkpoints["emoreg"], tmp_path, "--example", str(photo)) as url:
+        for neighbour in (token, photo.parent / "notes.txt", photo):
+            assert http_status(f"{url}gradio_api/file={neighbour}") in (403, 404), neighbour
+        with urllib.request.urlopen(f"{url}config", timeout=10) as response:
+            config = json.loads(response.read())
+        served = [
+            value["path"]
+            for component in config["components"]
+            for sample in (component.get("props", {}).get("samples") or [])
+            for value in sample
+            if isinstance(value, dict) and "path" in value
+        ]
+        assert served and all(Path(path).name == "photo.png" for path in served), served
+        assert all(Path(path).parent != photo.parent for path in served)
+        with urllib.request.urlopen(f"{url}gradio_api/file={served[0]}", timeout=10) as response:
+            assert response.read() == photo.read_bytes()
 
 
 # -- in a real browser -------------------------------------------------------------------------------------

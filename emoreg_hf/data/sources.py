@@ -84,6 +84,8 @@ class SourceSpec:
     drop_unlabeled: bool = (
         False  # rows whose label is missing (None, NaN, -1): dropped and counted, else an error
     )
+    # target: validation/test rows of classes no training row has, dropped and counted, else an error
+    drop_unseen_classes: bool = False
     weight: float | None = None
     streaming: bool = False
     source: str | None = None  # the name written to the `source` column; default derived from path
@@ -137,9 +139,17 @@ class SourceSpec:
             self.path.startswith((".", "/", "~"))
             or os.sep in self.path.rstrip(os.sep)
             and self.path.count("/") != 1
+            or looks_like_local_folder(self.path)
         ):
             return [self.path]
         return []
+
+
+def looks_like_local_folder(path: str) -> bool:
+    """`data/cifar10` where `data/` is a folder here: a relative path (perhaps mistyped), not the Hub id
+    `data/cifar10`, which `load_dataset` would try to fetch and report as a Hub failure."""
+    head = path.split("/", 1)[0]
+    return path.count("/") == 1 and not path.startswith("demo:") and bool(head) and os.path.isdir(head)
 
 
 def is_synthetic(spec: SourceSpec | Mapping | str) -> bool:
@@ -286,7 +296,12 @@ def _load(spec: SourceSpec):
     except HubDataUnavailable:
         raise
     except Exception as err:
-        raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}") from err
+        local = (
+            f" (as a local path: there is no folder {spec.path!r} in {os.getcwd()} either)"
+            if spec.path.count("/") == 1 and not os.path.exists(spec.path)
+            else ""
+        )
+        raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}{local}") from err
     if spec.split_column is not None:
         loaded = split_by_column(loaded, spec)
     if spec.pixels_size is not None:
@@ -457,14 +472,21 @@ class _Prepare:
         self.on_bad_image, self.check_images = on_bad_image, check_images
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
-        keep, labels, careful = [], [], []
+        keep, labels, careful, bad = [], [], [], []
         for value, label, row in zip(batch["image"], batch["label"], indices):
             ok, convert = True, False
             if is_missing_label(label):  # counted before the map; here only dropped (drop_unlabeled)
                 keep.append(False)
                 labels.append(-1)
                 careful.append(False)
+                bad.append(False)  # no label is not an unreadable image
                 continue
+            if self.int_names is not None and not 0 <= label < len(self.int_names):
+                raise ValueError(
+                    f"source {self.source!r}, split {self.split!r}, row {row}: label {label} is outside the "
+                    f"{len(self.int_names)} classes its ClassLabel declares (ids 0..{len(self.int_names) - 1}: "
+                    f"{_preview(self.int_names)}). Fix the data, or declare every class in the ClassLabel."
+                )
             if self.check_images:
                 problem, convert = check_image(value) if value is not None else ("missing image", False)
                 if problem is not None:
@@ -486,13 +508,18 @@ class _Prepare:
             labels.append(-1 if label is None else label)
             keep.append(ok)
             careful.append(ok and convert)
+            bad.append(not ok)
         return {
             "label": labels,
             "source": [self.source] * len(keep),
             "_keep": keep,
-            "_bad": [not k for k in keep],
+            "_bad": bad,
             "_careful": careful,
         }
+
+
+def _preview(names: list[str], n: int = 5) -> str:
+    return ", ".join(map(str, names[:n])) + (", ..." if len(names) > n else "")
 
 
 def prepare_split(

@@ -4,6 +4,8 @@ source spec, with train / validation / test splits; their own class names are ke
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +22,7 @@ from .sources import (
     pick_column,
     prepare_split,
 )
-from .splits import carve_validation
+from .splits import carve_validation, column_values
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,70 @@ def _aligned_names(src, split, names, train_split, train_names, ds, column) -> l
     return names
 
 
+def classes_seen_in_training(splits: dict, src: str, drop_unseen: bool, stats: dict) -> dict:
+    """The classes a model can learn are the ones train has rows of, whatever a ClassLabel declares.
+
+    Fewer than 2 in train is refused. A validation or test row of a class train lacks (an image folder whose
+    split folders spell a class differently: `datasets` unites the names of all splits) is refused, naming
+    those classes per split, or dropped and counted (`drop_unseen_classes: true`). Declared classes no row
+    of train has are left out of the label space (said in a warning), so the model and its card name only
+    classes it was trained on."""
+    names = splits["train"].features["label"].names
+    train_counts = Counter(column_values(splits["train"], "label").tolist())
+    seen = [i for i in range(len(names)) if train_counts.get(i)]
+    if len(seen) < 2:
+        raise ValueError(
+            f"target {src!r}: a classifier needs at least 2 classes; the training rows have "
+            f"{len(seen)} ({[names[i] for i in seen]}) although the label column declares {len(names)}"
+        )
+    unseen_rows = {}
+    for role, split in splits.items():
+        if role == "train":
+            continue
+        counts = Counter(column_values(split, "label").tolist())
+        unseen = {names[i]: n for i, n in sorted(counts.items()) if i not in train_counts}
+        if unseen:
+            unseen_rows[role] = unseen
+    if unseen_rows and not drop_unseen:
+        lines = [f"  {role}: {unseen} (class: rows)" for role, unseen in unseen_rows.items()]
+        raise ValueError(
+            f"target {src!r}: these splits have classes that no training row has, so a model could only get "
+            "them wrong:\n"
+            + "\n".join(lines)
+            + "\nFix the class names (e.g. one spelling per class folder), "
+            "or set `drop_unseen_classes: true` on the data set to drop those rows (they are counted)."
+        )
+    for role in unseen_rows:
+        splits[role] = splits[role].filter(lambda y: y in train_counts, input_columns="label")
+        stats.setdefault(role, {})["unseen_class_dropped"] = sum(unseen_rows[role].values())
+        logger.warning(
+            "target %r: dropped %d %s row(s) of classes train lacks: %s", src,
+            sum(unseen_rows[role].values()), role, unseen_rows[role],
+        )  # fmt: skip
+    if len(seen) < len(names):
+        logger.warning(
+            "target %r: the label column declares %d classes, the training rows have %d; the model predicts "
+            "those %d (no training row: %s)", src, len(names), len(seen), len(seen),
+            [n for i, n in enumerate(names) if i not in train_counts],
+        )  # fmt: skip
+        splits = {role: keep_classes(split, seen) for role, split in splits.items()}
+    return splits
+
+
+def keep_classes(split: datasets.Dataset, kept: list[int]) -> datasets.Dataset:
+    """`split` relabelled onto the classes `kept` (old ids, in order): class `kept[j]` becomes id `j`."""
+    names = split.features["label"].names
+    new_id = {old: new for new, old in enumerate(kept)}
+    features = split.features.copy()
+    features["label"] = datasets.ClassLabel(names=[names[i] for i in kept])
+    return split.map(
+        lambda labels: {"label": [new_id[y] for y in labels]},
+        batched=True,
+        input_columns="label",
+        features=features,
+    )
+
+
 def load_target_dataset(
     spec: str | Mapping | SourceSpec,
     *,
@@ -101,6 +167,11 @@ def load_target_dataset(
     check_policy(on_bad_image)
     spec = resolve_target_spec(spec)
     src = spec.display_name
+    absent = [p for p in spec.local_paths() if not os.path.exists(os.path.expanduser(p))]
+    if absent:
+        raise FileNotFoundError(
+            f"target {src!r}: no such local folder or file {', '.join(map(repr, absent))} (in {os.getcwd()})"
+        )
     if spec.streaming:
         raise ValueError(
             f"target {src!r}: streaming targets are not supported (evaluation needs map-style splits)"
@@ -131,6 +202,7 @@ def load_target_dataset(
         out[role] = prepare_split(
             loaded[split], spec, split, split_names, lookup, class_label, on_bad_image, stats
         )
+    out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats)
     if "validation" not in out:
         out["train"], out["validation"] = carve_validation(out["train"], validation_split_size, seed, src)
     bad = sum(s["bad_images"] or 0 for s in stats.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,20 @@ def exported_files(run: RunFolder) -> list[Path]:
     ]
 
 
+def published_traces(run_dir: PathLike) -> list[tuple[Path, str]]:
+    """The run's TensorBoard traces and the names they are published under. A writer names its file
+    `events.out.tfevents.<time>.<host name>[.<pid>...]`; the published name keeps the time (TensorBoard
+    orders files by name) and drops the rest, so no host name leaves the machine."""
+    source = Path(run_dir)
+    out = []
+    for folder in sorted({trace.parent for trace in source.glob(TRACES)}):
+        for index, trace in enumerate(sorted(folder.glob("events.out.tfevents.*"))):
+            stamp = trace.name.removeprefix("events.out.tfevents.").split(".")[0]
+            name = f"events.out.tfevents.{stamp if stamp.isdigit() else 0}.emoreg-hf.{index}"
+            out.append((trace, (trace.parent / name).relative_to(source).as_posix()))
+    return out
+
+
 def export_for_hub(
     run_dirs: RunDirs | Sequence[RunFolder],
     export_dir: PathLike,
@@ -82,9 +97,9 @@ def export_for_hub(
         )
     files = exported_files(runs[0])
     export_dir.mkdir(parents=True, exist_ok=True)
-    for trace in sorted(source.glob(TRACES)):  # TensorBoard traces: scalars and regulation histograms
-        (export_dir / trace.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(trace, export_dir / trace.relative_to(source))
+    for trace, published in published_traces(source):  # TensorBoard traces: scalars, ρ histograms
+        (export_dir / published).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(trace, export_dir / published)
     for path in files:
         if path.name == RECORD_FILE:  # the record as read once, already scrubbed
             data = runs[0].record.to_dict()
@@ -109,9 +124,12 @@ def check_export(folder: PathLike, local_paths: Sequence[PathLike] = ()) -> list
     prefixes = {
         str(p) for p in (*local_paths, folder.resolve(), Path.home(), *local_roots()) if len(str(p)) > 1
     }
+    host = socket.gethostname()
     problems = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
+        if host and f".{host}." in f".{path.name}.":  # as TensorBoard writers name their files
+            problems.append(f"{rel}: the file name carries this machine's host name ({host})")
         if any(part.startswith(FORBIDDEN_PREFIXES) for part in path.relative_to(folder).parts):
             problems.append(f"{rel}: checkpoint/optimizer/training-state files are not published")
         elif path.is_file() and path.suffix in FORBIDDEN_SUFFIXES:

@@ -142,20 +142,25 @@ def push_to_hub(
             raise ValueError(f"{value!r} is not a Hub {name} repository id: give {flag} as org/name.")
     runs = as_run_folders(run_dirs)  # each folder read once, then handed to the export, card, plots, Space
     compare = as_run_folders(compare_dirs) if compare_dirs else []
+    if space_id:
+        from ..space.folder import check_example_images
+
+        check_example_images(space_examples)  # a missing or unreadable example: nothing is written
     with tempfile.TemporaryDirectory(prefix="emoreg-export-") as tmp:
         root = Path(export_dir) if export_dir is not None else Path(tmp)
         if export_dir is not None and root.exists() and any(root.iterdir()):
             raise FileExistsError(f"Export folder {root} is not empty.")
         model_dir = root / "model" if space_id or export_dir is None else root
-        folders = {
-            repo_id: export_for_hub(
-                runs, model_dir, repo_id=repo_id, compare_dirs=compare, space_id=space_id, license=license
-            )
-        }
-        if space_id:
-            folders[space_id] = export_space(
-                runs[0], root / "space", space_id=space_id, model_repo_id=repo_id, examples=space_examples
-            )
+        with _removed_if_incomplete(root if export_dir is not None else None):
+            folders = {
+                repo_id: export_for_hub(
+                    runs, model_dir, repo_id=repo_id, compare_dirs=compare, space_id=space_id, license=license
+                )
+            }
+            if space_id:
+                folders[space_id] = export_space(
+                    runs[0], root / "space", space_id=space_id, model_repo_id=repo_id, examples=space_examples
+                )
         if export_dir is not None or dry_run:
             for target, folder in folders.items():
                 kind = "Space" if target == space_id else "model"
@@ -186,6 +191,22 @@ def push_to_hub(
         if space_id:
             _upload(folders[space_id], space_id, "space", private, None, False, overwrite, None, api)
         return url
+
+
+@contextlib.contextmanager
+def _removed_if_incomplete(folder: Path | None):
+    """An export that fails half-way removes what it wrote into `folder` (new or empty before), so the same
+    command can simply be run again."""
+    existed = folder is not None and folder.exists()
+    try:
+        yield
+    except BaseException:
+        if folder is not None and folder.is_dir():
+            for path in folder.iterdir():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if not existed:
+                folder.rmdir()
+        raise
 
 
 def _files(folder: Path) -> list[str]:

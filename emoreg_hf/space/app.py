@@ -19,9 +19,12 @@ this file (written by the Space builder).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +91,17 @@ def load_classifier(model_id: str, *, device: str | int | None = None) -> Classi
     try:
         config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
     except Exception as error:  # OSError, ValueError, EnvironmentError, ... from the Hub client
-        raise LoadError(f"cannot load the checkpoint {model_id!r}: {_first_line(error)}") from error
+        if not os.path.isdir(model_id) and os.path.isdir(model_id.split("/")[0]):
+            # `outputs/run` where `outputs/` exists: a local path with a typo, not a Hub repo
+            raise LoadError(
+                f"cannot load the checkpoint {model_id!r}: no such folder (in {os.getcwd()}), and not a "
+                "Hub repo id either"
+            ) from error
+        raise LoadError(
+            f"cannot load the checkpoint {model_id!r}: "
+            + ("" if os.path.isdir(model_id) else "no such local folder, and as a Hub repo id: ")
+            + _first_line(error)
+        ) from error
     architectures = list(getattr(config, "architectures", None) or [])
     emoreg = TASK in (getattr(config, "custom_pipelines", None) or {})
     if not emoreg and not any("ImageClassification" in name for name in architectures):
@@ -394,6 +407,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def stage_examples(examples: list[tuple[str, str | None]]) -> tuple[list[tuple[str, str | None]], str | None]:
+    """Copy the example images into a new private folder of their own and return the copies (and the
+    folder). The server may serve files from that folder only: serving an example's own folder would serve
+    every file beside it (a token, your other files). Each example is checked to be an image first;
+    `ValueError` names the one that is not."""
+    for path, _ in examples:
+        read_image(path)  # a missing or unreadable example stops the app before it serves anything
+    if not examples:
+        return [], None
+    folder = tempfile.mkdtemp(prefix="emoreg-space-examples-")
+    atexit.register(shutil.rmtree, folder, True)
+    staged, used = [], set()
+    for index, (path, caption) in enumerate(examples):
+        name = os.path.basename(str(path))
+        if name.lower() in used:
+            stem, suffix = os.path.splitext(name)
+            name = f"{stem}_{index + 1}{suffix}"
+        used.add(name.lower())
+        shutil.copyfile(path, os.path.join(folder, name))
+        staged.append((os.path.join(folder, name), caption or Path(path).stem))
+    return staged, folder
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = space_settings()
@@ -401,21 +437,26 @@ def main(argv=None) -> int:
     if not model_id:
         print(f"error: no model given: pass a run folder or Hub repo id, or set {MODEL_ENV}", file=sys.stderr)
         return 2
+    base = Path(__file__).resolve().parent
+    examples = [(path, None) for path in args.example] or [
+        (str(base / item["path"]), item.get("caption")) for item in settings.get("examples", [])
+    ]
+    try:
+        examples, examples_folder = stage_examples(examples)
+    except ValueError as error:
+        print(f"error: example image: {error}", file=sys.stderr)
+        return 2
     try:
         classifier = load_classifier(model_id, device=args.device)
     except LoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    base = Path(__file__).resolve().parent
-    examples = [(path, None) for path in args.example] or [
-        (str(base / item["path"]), item.get("caption")) for item in settings.get("examples", [])
-    ]
     demo = build_demo(
         classifier, title=args.title or settings.get("title"), examples=examples, top_k=args.top_k
     )
     host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
-    allowed = sorted({str(Path(path).resolve().parent) for path, _ in examples})
+    allowed = [examples_folder] if examples_folder else []
     demo.launch(server_name=host, server_port=port, show_error=True, ssr_mode=False, allowed_paths=allowed)
     return 0
 

@@ -73,6 +73,7 @@ def build_space_folder(
     """
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", model_repo_id or ""):
         raise ValueError(f"model_repo_id must be a Hub repo id 'owner/name', got {model_repo_id!r}")
+    example_images = check_example_images(example_images)  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = title or default_title(model_repo_id)
@@ -126,15 +127,33 @@ def _installed_gradio() -> str:
         raise RuntimeError("pass sdk_version, or install gradio (pip install 'emoreg-hf[space]')") from error
 
 
-def _copy_examples(example_images, folder: Path) -> list[dict]:
-    """Copy the images to `folder` under unique names; `[{"path": "examples/NAME", "caption": ...}]`."""
-    items = []
-    used: set[str] = set()
+def check_example_images(example_images) -> list[tuple[Path, str | None]]:
+    """`(path, caption)` for each example, after checking that every one exists and decodes as an image
+    (`FileNotFoundError` / `ValueError` naming the first that does not), so nothing is written for a list
+    with a bad entry."""
+    import PIL.Image
+
+    checked = []
     for entry in example_images:
         path, caption = entry if isinstance(entry, (tuple, list)) else (entry, None)
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(f"example image {str(path)!r} does not exist")
+        try:
+            with PIL.Image.open(source) as image:
+                image.load()
+        except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+            reason = "not an image file" if isinstance(error, PIL.UnidentifiedImageError) else error
+            raise ValueError(f"example image {str(path)!r} cannot be read as an image ({reason})") from None
+        checked.append((source, caption))
+    return checked
+
+
+def _copy_examples(example_images, folder: Path) -> list[dict]:
+    """Copy the images to `folder` under unique names; `[{"path": "examples/NAME", "caption": ...}]`."""
+    items = []
+    used: set[str] = set()
+    for source, caption in check_example_images(example_images):
         name = re.sub(r"[^\w.-]+", "_", source.name)
         stem, suffix = os.path.splitext(name)
         n = 1
@@ -180,4 +199,10 @@ def _readme_body(model_repo_id: str, title: str, examples: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SPACE_PACKAGES", "build_space_folder", "default_title", "space_requirements"]
+__all__ = [
+    "SPACE_PACKAGES",
+    "build_space_folder",
+    "check_example_images",
+    "default_title",
+    "space_requirements",
+]
