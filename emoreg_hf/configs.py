@@ -105,8 +105,9 @@ class DataArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Start over in an output_dir that holds an earlier run: its outputs (weights, results, "
-            "checkpoints, card) are removed first; your own files there stay."
+            "help": "Start over in an output_dir that holds an earlier run: the files its record lists "
+            "(weights, results, checkpoints, card) are removed first; your own files there stay. A folder "
+            "that never held a run is refused unless it is empty."
         },
     )
 

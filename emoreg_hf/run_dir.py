@@ -1,12 +1,13 @@
 """The run folder's lifecycle: resume or start fresh, clear an earlier run's outputs on overwrite, and, at
 the end, write the run record, the model card and the summary line (and push when asked).
 
-A run folder holds its own run only: overwriting removes every file an earlier run of the recipes wrote
-(weights, results, predictions, card, plots, checkpoints, traces) before anything new is written, so a
-card or an export can never mix two runs.
+A run folder holds its own run only. Just before training a run writes `run_started.json` (the settings it
+was started with and the files that were in the folder before it); its record (`run_info.json`) lists at the
+end every file the run wrote. Overwriting removes exactly those files, so a card or an export can never mix
+two runs, and no file of yours is ever taken for a run's.
 
 With several processes, the main process alone decides (`ranks.main_process_decides` around `begin_run`,
-`prepare_output_dir` and `clear_earlier_run`); the others wait for its answer.
+`prepare_output_dir` and `begin_training`); the others wait for its answer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .run_record import RECORD_FILE, RunRecord, framework_versions, load_run_rec
 
 logger = logging.getLogger(__name__)
 
-# Everything the recipes (and Trainer) write into an output_dir; a user's own files there are never touched.
+# Every name the recipes (and Trainer) write into an output_dir: a run's files are those of these names that
+# were not in its folder before it started (a file of another name is never a run's, whenever it appeared).
 RUN_OUTPUTS = (
     "*.safetensors",
     "*.safetensors.index.json",
@@ -64,8 +66,9 @@ RUN_OUTPUTS = (
 )
 DATA_REPORT_FILE = "data_report.json"
 LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir); it says who holds it
-# What a launcher keeps in the run folder it starts a recipe in (the ablation runner: the run's YAML, its
-# marker, its log). They are not an earlier run's outputs: a folder holding only these starts fresh.
+STARTED_FILE = "run_started.json"  # written just before training, removed when the run is recorded
+# Files a launcher keeps beside the run it starts (the ablation runner's per-run config, marker and log):
+# they are written before the recipe runs, so they are neither the user's nor the run's.
 LAUNCHER_FILES = ("ablation_run.yaml", "ablation_run.json", "ablation_stdout.log")
 _LOCKS: list = []  # (FileLock held, its path, whether this run created the folder), until exit
 atexit.register(lambda: release_output_dirs())
@@ -127,12 +130,86 @@ def _release(lock: FileLock, path: str, created: bool) -> None:
         lock.release(force=True)
 
 
-def comparable_settings(config: dict[str, Any], hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same run: the recipe arguments and the hyperparameters, as JSON would
-    store them (the image size is left out: it is known only once the model is built)."""
+# -- what a run is: its settings --------------------------------------------------------------------------
+
+# TrainingArguments that do not change what is trained (where the run goes, what is logged or saved, how
+# fast or where it runs); every other field is compared when a run folder is used again.
+IGNORED_TRAINING_ARGUMENTS = frozenset(
+    {
+        # where the run goes and what it is called
+        "output_dir", "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
+        "resume_from_checkpoint", "do_train", "do_eval", "do_predict",
+        # what is logged and reported
+        "logging_strategy", "logging_steps", "logging_first_step", "log_on_each_node", "logging_nan_inf_filter",
+        "include_num_input_tokens_seen", "log_level", "log_level_replica", "disable_tqdm", "report_to",
+        "skip_memory_metrics", "debug",
+        # evaluation during training (the final evaluation is of the trained weights)
+        "eval_strategy", "eval_steps", "eval_delay", "per_device_eval_batch_size", "eval_on_start",
+        "eval_do_concat_batches", "eval_use_gather_object", "eval_accumulation_steps", "include_for_metrics",
+        "batch_eval_metrics",
+        # checkpoints and publishing
+        "save_only_model", "save_strategy", "save_steps", "save_on_each_node", "save_total_limit",
+        "enable_jit_checkpoint", "restore_callback_states_from_checkpoint", "push_to_hub", "hub_token",
+        "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision",
+        # how and where it runs: the same arithmetic, another speed or memory
+        "use_cpu", "torch_compile", "torch_compile_backend", "torch_compile_mode", "gradient_checkpointing",
+        "gradient_checkpointing_kwargs", "activation_checkpointing", "activation_checkpointing_kwargs",
+        "torch_empty_cache_steps", "use_cache", "dataloader_num_workers", "dataloader_pin_memory",
+        "dataloader_persistent_workers", "dataloader_prefetch_factor", "dataloader_multiprocessing_context",
+        "ddp_backend", "ddp_timeout", "ddp_bucket_cap_mb", "ddp_find_unused_parameters", "ddp_static_graph",
+        "local_rank",
+        # set by the recipes themselves (training_options.prepare_training)
+        "remove_unused_columns", "label_names", "length_column_name",
+    }
+)  # fmt: skip
+
+
+def training_arguments(training_args) -> dict[str, Any]:
+    """Every TrainingArguments value that changes what is trained (all but `IGNORED_TRAINING_ARGUMENTS`, and
+    those the hyperparameter summary already holds), as JSON would store them."""
+    summary = set(training_summary(training_args, None))
+    values = {
+        name: value
+        for name, value in training_args.to_dict().items()
+        if name not in IGNORED_TRAINING_ARGUMENTS and name not in summary
+    }
+    return json.loads(json.dumps(values, default=str))
+
+
+def comparable_settings(
+    config: dict[str, Any], hyperparameters: dict[str, Any], arguments: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What makes two runs the same run: the recipe arguments, the hyperparameters and every other
+    TrainingArguments value that changes training, as JSON would store them (the image size is left out:
+    it is known only once the model is built)."""
     settings = {k: v for k, v in config.items() if k not in ("overwrite_output_dir",)}
     settings.update({f"hyperparameters.{k}": v for k, v in hyperparameters.items() if k != "image_size"})
+    settings.update({f"training_args.{k}": v for k, v in (arguments or {}).items()})
     return json.loads(json.dumps(settings, default=str))
+
+
+def run_settings(script_args, training_args) -> dict[str, Any]:
+    """`comparable_settings` of the run these arguments describe."""
+    return comparable_settings(
+        vars(script_args), training_summary(training_args, None), training_arguments(training_args)
+    )
+
+
+def settings_differences(recorded: dict[str, Any], now: dict[str, Any], run: str) -> list[str]:
+    """One line per setting that differs (`seed: 7 in the <run>, 8 now`). A TrainingArguments field only one
+    side knows (a run recorded by an older emoreg-hf or transformers) is not a difference."""
+    keys = set(recorded) | set(now)
+    keys -= {k for k in keys if k.startswith("training_args.") and (k not in recorded or k not in now)}
+    return [
+        f"  {key}: {_short(recorded.get(key))} in the {run}, {_short(now.get(key))} now"
+        for key in sorted(keys)
+        if recorded.get(key) != now.get(key)
+    ]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def finished_run(output_dir: str, settings: dict[str, Any]) -> RunRecord | None:
@@ -147,12 +224,8 @@ def finished_run(output_dir: str, settings: dict[str, Any]) -> RunRecord | None:
             f"output_dir {output_dir!r} holds a run record that cannot be read ({error}); pass "
             "--overwrite_output_dir true to replace that run, or choose another --output_dir."
         ) from None
-    recorded = comparable_settings(record.config, record.hyperparameters)
-    differing = [
-        f"  {key}: {_short(recorded.get(key))} in the finished run, {_short(settings.get(key))} now"
-        for key in sorted(set(recorded) | set(settings))
-        if recorded.get(key) != settings.get(key)
-    ]
+    recorded = comparable_settings(record.config, record.hyperparameters, record.training_arguments)
+    differing = settings_differences(recorded, settings, "finished run")
     if differing:
         raise RunDirError(
             f"output_dir {output_dir!r} holds a finished run with other settings; nothing was loaded or "
@@ -162,15 +235,98 @@ def finished_run(output_dir: str, settings: dict[str, Any]) -> RunRecord | None:
     return record
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+# -- a run that started and has not finished --------------------------------------------------------------
+
+
+def started_run(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """`run_started.json` of a run that started training in `output_dir` and has not been recorded yet
+    (`{"settings": ..., "preexisting": [...]}`), or None."""
+    path = Path(output_dir) / STARTED_FILE
+    if not path.is_file():
+        return None
+    try:
+        started = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(started, dict) or not isinstance(started.get("settings"), dict):
+            raise ValueError("no settings")
+    except (OSError, ValueError) as error:
+        raise RunDirError(
+            f"output_dir {str(output_dir)!r} holds a {STARTED_FILE} that cannot be read ({error}); pass "
+            "--overwrite_output_dir true to replace that run, or choose another --output_dir."
+        ) from None
+    return started
+
+
+def check_interrupted_run(output_dir: str, settings: dict[str, Any]) -> None:
+    """A run that started in `output_dir` with other settings and did not finish is refused, listing what
+    differs: resuming it with these would make one model of two runs, and record only the second."""
+    started = started_run(output_dir)
+    if started is None:
+        return
+    differing = settings_differences(started["settings"], settings, "interrupted run")
+    if differing:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds an interrupted run with other settings; resuming it with these "
+            "would mix two runs, so nothing was loaded or trained:\n" + "\n".join(differing) + "\nRun the "
+            "command it was started with to resume it, choose another --output_dir, or pass "
+            "--overwrite_output_dir true to start over."
+        )
+
+
+def _names(folder: str | os.PathLike) -> list[str]:
+    """The entries of a run folder that are someone's files: not the lock, not a launcher's own files."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder) if n != LOCK_FILE and n not in LAUNCHER_FILES)
+
+
+def _legacy_run_files(names: list[str]) -> list[str]:
+    return [n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in RUN_OUTPUTS)]
+
+
+def holds_a_run(output_dir: str | os.PathLike) -> bool:
+    """Whether the folder records a run: a record, a started run, or (written before runs recorded their
+    files) Trainer checkpoints."""
+    names = _names(output_dir)
+    return RECORD_FILE in names or STARTED_FILE in names or any(n.startswith("checkpoint-") for n in names)
+
+
+def run_files(output_dir: str | os.PathLike) -> list[str]:
+    """The files in `output_dir` that belong to the run recorded there: the record's `outputs`; for a run
+    that started and did not finish, the names the recipes write (`RUN_OUTPUTS`) that were not there before
+    it; for a folder written before runs recorded their files, the names the recipes write."""
+    names = _names(output_dir)
+    started = started_run(output_dir)
+    if RECORD_FILE in names:
+        with contextlib.suppress(ValueError, OSError):
+            outputs = load_run_record(output_dir).outputs
+            if outputs:
+                return sorted(set(names) & {*outputs, STARTED_FILE})
+    if started is not None:
+        before = set(started.get("preexisting") or [])
+        return [n for n in _legacy_run_files(names) if n not in before] + [STARTED_FILE]
+    return _legacy_run_files(names)
+
+
+def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
+    """Remove the files of the run recorded in `output_dir` (see `run_files`); returns the removed names.
+    Nothing else in the folder is touched."""
+    removed = []
+    for name in run_files(output_dir):
+        path = Path(output_dir) / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        removed.append(name)
+    return removed
+
+
+# -- resume or start over ---------------------------------------------------------------------------------
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     """Why a checkpoint folder cannot be resumed (None when it can): Trainer writes `trainer_state.json`
     last, so a save cut short (a crash, a full disk) lacks it; truncated or corrupt weights are refused by
-    `safetensors.safe_open`, which checks that the header's tensors cover the file exactly."""
+    `safetensors.safe_open`, which checks that the header's tensors cover the file exactly, and a truncated
+    optimizer, scheduler or RNG state from its zip directory, which `torch.save` writes at the end of the
+    file."""
     folder = Path(folder)
     try:
         json.loads((folder / "trainer_state.json").read_text())
@@ -187,6 +343,25 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
             return f"{path.name} is unreadable ({error.strerror or type(error).__name__})"
         except SafetensorError as error:
             return f"{path.name} is truncated or corrupt ({str(error).splitlines()[0]}, {path.stat().st_size} bytes)"
+    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+        problem = torch_file_problem(path)
+        if problem:
+            return problem
+    return None
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """Why a `torch.save` file (optimizer.pt, scheduler.pt, rng_state.pth, ...) cannot be loaded: it is a zip
+    archive whose directory comes last, so a file cut short has none (or one pointing past its end)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = path.stat().st_size
+            if any(info.header_offset + info.compress_size > size for info in archive.infolist()):
+                return f"{path.name} is truncated"
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        return f"{path.name} is truncated or unreadable ({type(error).__name__})"
     return None
 
 
@@ -209,23 +384,37 @@ def resume_checkpoint(
     `last-checkpoint` a run with `hub_strategy: checkpoint` pushed (downloaded into
     `output_dir/last-checkpoint` first, with `hub_api` or the logged-in token); otherwise the newest valid
     `checkpoint-*` in `output_dir` (an incomplete or corrupt one is renamed `*.incomplete`, with a warning, so
-    it is never mistaken for a valid one again). A non-empty `output_dir` without one is refused (it may hold
-    a finished model) unless `overwrite`.
+    it is never mistaken for a valid one again). A run that started here and stopped before its first
+    checkpoint starts again. A folder holding anything else without a checkpoint is refused (it may hold a
+    finished model, or your files); with `overwrite`, only a folder that records a run (or is empty) is
+    accepted, since overwriting removes only what a run recorded.
     """
-    if resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true":
-        if not os.path.isdir(resume_from_checkpoint) and _is_hub_id(resume_from_checkpoint):
-            from .publish.push import download_checkpoint
+    explicit = resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true"
+    from_hub = explicit and not os.path.isdir(resume_from_checkpoint) and _is_hub_id(resume_from_checkpoint)
+    if (
+        explicit
+        and overwrite
+        and (from_hub or Path(resume_from_checkpoint).resolve().is_relative_to(Path(output_dir).resolve()))
+    ):
+        raise RunDirError(
+            f"resume_from_checkpoint={resume_from_checkpoint!r} is (or would be downloaded) in output_dir "
+            f"{output_dir!r}, which --overwrite_output_dir true clears first: resume without overwriting, or "
+            "start over without --resume_from_checkpoint"
+        )
+    if from_hub:
+        from .publish.push import download_checkpoint
 
-            local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
-            logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
-            download_checkpoint(resume_from_checkpoint, local, api=hub_api)
-            problem = checkpoint_problem(local)
-            if problem:
-                raise RunDirError(
-                    f"resume_from_checkpoint={resume_from_checkpoint!r}: the checkpoint downloaded into {local} "
-                    f"cannot be resumed: {problem}"
-                )
-            return local
+        local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
+        logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
+        download_checkpoint(resume_from_checkpoint, local, api=hub_api)
+        problem = checkpoint_problem(local)
+        if problem:
+            raise RunDirError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r}: the checkpoint downloaded into {local} "
+                f"cannot be resumed: {problem}"
+            )
+        return local
+    if explicit:
         if not os.path.isdir(resume_from_checkpoint):
             raise RunDirError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
         problem = checkpoint_problem(resume_from_checkpoint)
@@ -233,9 +422,13 @@ def resume_checkpoint(
             raise RunDirError(
                 f"resume_from_checkpoint={resume_from_checkpoint!r} cannot be resumed: {problem}"
             )
+    if not os.path.isdir(output_dir):
+        return resume_from_checkpoint if explicit else None
+    if overwrite:
+        check_overwritable(output_dir)
+        return resume_from_checkpoint if explicit else None
+    if explicit:
         return resume_from_checkpoint
-    if overwrite or not os.path.isdir(output_dir):
-        return None
     while (last := get_last_checkpoint(output_dir)) is not None:
         problem = checkpoint_problem(last)
         if problem is None:
@@ -245,29 +438,33 @@ def resume_checkpoint(
         logger.warning(
             "%s cannot be resumed (%s): renamed %s.incomplete", last, problem, os.path.basename(last)
         )
-    ignored = (LOCK_FILE, *LAUNCHER_FILES)
-    if [name for name in os.listdir(output_dir) if name not in ignored and not name.endswith(".incomplete")]:
+    if started_run(output_dir) is not None:
+        logger.info("%s holds a run that stopped before its first checkpoint: starting it again", output_dir)
+        return None
+    if [name for name in _names(output_dir) if not name.endswith(".incomplete")]:
         raise RunDirError(
             f"output_dir {output_dir!r} is not empty and holds no checkpoint to resume from; "
-            "pass --overwrite_output_dir true to replace its contents, or choose another output_dir"
+            "pass --overwrite_output_dir true to replace the run it holds, or choose another output_dir"
         )
     return None
 
 
-def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
-    """Remove what an earlier run wrote into `output_dir` (see `RUN_OUTPUTS`); returns the removed names."""
-    folder = Path(output_dir)
-    removed = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if any(fnmatch.fnmatch(path.name, pattern) for pattern in RUN_OUTPUTS):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-            removed.append(path.name)
-    return removed
+def check_overwritable(output_dir: str) -> None:
+    """`--overwrite_output_dir true` removes only the files a run recorded in the folder: a folder with no
+    record of a run and anything in it (your README.md, config.json, a project) is refused."""
+    names = _names(output_dir)
+    if names and not holds_a_run(output_dir):
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds files ({shown}) but no record of a run, so "
+            "--overwrite_output_dir true has nothing of a run to replace and removes nothing there; nothing "
+            "was loaded or trained. Choose a new or empty --output_dir."
+        )
 
 
 @main_process_decides
 def prepare_output_dir(training_args, *, overwrite: bool, hub=None) -> str | None:
-    """Decide resume vs fresh start before any work (nothing is removed yet: see `clear_earlier_run`).
+    """Decide resume vs fresh start before any work (nothing is removed yet: see `begin_training`).
     `hub` (the push target, if any) holds the token a resume from the Hub downloads with (the main process
     downloads; the other processes of one machine read the same folder)."""
     return resume_checkpoint(
@@ -279,28 +476,44 @@ def prepare_output_dir(training_args, *, overwrite: bool, hub=None) -> str | Non
 
 
 @main_process_decides
-def clear_earlier_run(training_args, *, overwrite: bool) -> None:
-    """With `overwrite`, remove the earlier run's outputs (its checkpoints included, so they cannot be resumed
-    later by mistake) just before training starts: a command that fails on its inputs removes nothing."""
-    if overwrite and training_args.process_index == 0:
-        removed = clear_run_outputs(training_args.output_dir)
+def begin_training(training_args, script_args, *, overwrite: bool, checkpoint: str | None) -> None:
+    """Just before training (a command that fails on its inputs removes and writes nothing): a fresh start
+    removes the files of the run the folder recorded (with `overwrite`, or a run that stopped before its
+    first checkpoint), then `run_started.json` records this run's settings and the files that were there
+    before it, so a later command can tell whether it is this run, and overwriting removes only its files."""
+    if training_args.process_index != 0:
+        return
+    output_dir = training_args.output_dir
+    if overwrite or checkpoint is None:
+        removed = clear_run_outputs(output_dir)
         if removed:
-            logger.info("--overwrite_output_dir: removed the earlier run's %s", ", ".join(removed))
+            logger.info("Starting over: removed the earlier run's %s", ", ".join(removed))
+    if checkpoint is None or started_run(output_dir) is None:
+        names = _names(output_dir)
+        before = [n for n in names if n not in _legacy_run_files(names)] if checkpoint else names
+        started = {
+            "settings": run_settings(script_args, training_args),
+            "preexisting": sorted({*before, *(n for n in LAUNCHER_FILES if n in os.listdir(output_dir))}),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        (Path(output_dir) / STARTED_FILE).write_text(json.dumps(started, indent=2) + "\n", encoding="utf-8")
 
 
 @main_process_decides
 def begin_run(training_args, script_args, *, headline: str) -> bool:
     """The output folder, before any data is loaded: hold its lock (a second run into it refuses), prove it
     writable, and report whether it already holds this very run, finished (then there is nothing to do and
-    every file stays as it is); a finished run of other settings is refused, listing what differs."""
+    every file stays as it is); a finished or interrupted run of other settings is refused, listing what
+    differs."""
     output_dir = training_args.output_dir
     if training_args.process_index == 0:
         claim_output_dir(output_dir)
     if script_args.overwrite_output_dir:
         return False
-    settings = comparable_settings(vars(script_args), training_summary(training_args, None))
+    settings = run_settings(script_args, training_args)
     record = finished_run(output_dir, settings)
     if record is None:
+        check_interrupted_run(output_dir, settings)
         return False
     value = record.results.get(headline, record.results.get("eval_accuracy", float("nan")))
     print(
@@ -308,6 +521,9 @@ def begin_run(training_args, script_args, *, headline: str) -> bool:
         "Pass --overwrite_output_dir true to train it again."
     )
     return True
+
+
+# -- the end of a run --------------------------------------------------------------------------------------
 
 
 def command_line() -> str:
@@ -352,6 +568,15 @@ def training_summary(training_args, image_size) -> dict[str, Any]:
     }
 
 
+def started_training_arguments(output_dir: str, training_args) -> dict[str, Any]:
+    """The TrainingArguments values the run in `output_dir` was started with (`run_started.json`)."""
+    started = started_run(output_dir)
+    if started is None:
+        return training_arguments(training_args)
+    prefix = "training_args."
+    return {k.removeprefix(prefix): v for k, v in started["settings"].items() if k.startswith(prefix)}
+
+
 def finish_run(
     training_args,
     script_args,
@@ -365,8 +590,9 @@ def finish_run(
     **record_fields,
 ) -> RunRecord:
     """Main process, after training: the run record (`run_info.json`: what the card, the export and the
-    ablation report read), the model card, the push if asked, and one summary line with the `headline`
-    metric. `record_fields` are the stage's own `RunRecord` fields (stage, label names, data, models, ...)."""
+    ablation report read, and every file this run wrote), the model card, the push if asked, and one summary
+    line with the `headline` metric. `record_fields` are the stage's own `RunRecord` fields (stage, label
+    names, data, models, ...)."""
     from . import __version__
     from .publish import load_run_folder, push_from_training_args, write_model_card
 
@@ -381,6 +607,7 @@ def finish_run(
         config=vars(script_args),
         config_file=config_path,
         hyperparameters=training_summary(training_args, image_size),
+        training_arguments=started_training_arguments(output_dir, training_args),
         results=results,
         files=files,
         emoreg_hf_version=__version__,
@@ -390,6 +617,13 @@ def finish_run(
     record.write(output_dir)
     run = load_run_folder(output_dir)  # read once, for the card and the push
     write_model_card(run, repo_id=training_args.hub_model_id)
+    record.outputs = sorted({*(n for n in run_files(output_dir) if n != STARTED_FILE), RECORD_FILE})
+    record.write(output_dir)
+    for recorded in (run.record, run.recorded):
+        if recorded is not None:
+            recorded.outputs = list(record.outputs)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(output_dir, STARTED_FILE))
     if push:  # the HubTarget checked before training (or True)
         push_from_training_args(run, training_args, None if push is True else push)
     if headline in results:

@@ -420,6 +420,54 @@ def _stop_request(trainer):
     return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CheckpointOnStopRequest))
 
 
+def _is_last_step(checkpoint: str) -> bool:
+    """Whether a checkpoint was saved at its run's last optimizer step (Trainer saves one there): the run
+    was stopped while saving or evaluating the finished model, and nothing is left to train."""
+    import json
+
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    return 0 < int(state.get("max_steps") or 0) <= int(state.get("global_step") or 0)
+
+
+def finish_from_last_checkpoint(trainer: EmoRegTrainer, checkpoint: str, stash: dict | None) -> dict:
+    """The trained model and state from a checkpoint at the run's last step, without a training step.
+
+    Resuming there with `Trainer.train` would train one step past the end when the last epoch is partial
+    (the resumed epoch runs a step before it checks `max_steps`)."""
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    load_checkpoint_weights(trainer.model, checkpoint)
+    trainer.state = state
+    logger.warning(
+        "%s was saved at the run's last step (%d of %d): finishing it (save, evaluate, record) without training",
+        checkpoint,
+        state.global_step,
+        state.max_steps,
+    )
+    metrics = {"epoch": state.epoch, "total_flos": state.total_flos}
+    if stash:
+        metrics["train_loss"] = stash["loss_sum"] / max(1, state.global_step)
+    return metrics
+
+
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint: str) -> None:
+    """A Trainer checkpoint's safetensors weights (one file or shards) into `model`; every key must match."""
+    from safetensors.torch import load_file
+
+    state_dict = {}
+    for path in sorted(p for p in os.listdir(checkpoint) if p.endswith(".safetensors")):
+        state_dict.update(load_file(os.path.join(checkpoint, path)))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(
+            f"{checkpoint} does not hold this model's weights (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
+
+
 def train_and_evaluate(
     trainer: EmoRegTrainer, splits, *, checkpoint: str | None, label_names, extra_results: dict | None = None
 ) -> tuple[dict, dict[str, str]]:
@@ -432,14 +480,19 @@ def train_and_evaluate(
     """
     import json
 
+    from safetensors import SafetensorError
+
     stash = _run_loss_at(checkpoint)
     trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
     try:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        _stop_request(trainer).raise_if_stopped(trainer.args.output_dir)  # pre-empted: checkpoint saved
+        if checkpoint is not None and _is_last_step(checkpoint):
+            train_metrics = finish_from_last_checkpoint(trainer, checkpoint, stash)
+        else:
+            train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+            _stop_request(trainer).raise_if_stopped(trainer.args.output_dir)  # pre-empted: checkpoint saved
         trainer.save_model()
         trainer.save_state()
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, SafetensorError) as error:
         if not _disk_full(error):
             raise
         raise SystemExit(
@@ -448,19 +501,19 @@ def train_and_evaluate(
             "kept, and one cut short is never resumed: free some space (or lower --save_total_limit) and run "
             "the same command again to resume."
         ) from None
-    results = dict(train_result.metrics)
+    results = dict(train_metrics)
     if checkpoint is not None:  # Trainer's train_loss is the mean over the steps of this process only
         start = stash["global_step"] if stash else None
         steps = trainer.state.global_step - (start or 0)
         if stash and trainer.state.global_step > 0:
-            total = stash["loss_sum"] + results["train_loss"] * steps
+            total = stash["loss_sum"] + results.get("train_loss", 0.0) * steps
             results["train_loss"] = total / trainer.state.global_step
         else:  # a checkpoint from elsewhere: say which steps the mean covers
             results["train_loss_from_step"] = _checkpoint_step(checkpoint)
     results["epoch"] = round(float(trainer.state.epoch or 0.0), 4)  # Trainer 5's train metrics carry none
     results["train_samples"] = len(splits["train"])
-    trainer.log_metrics("train", scalars(train_result.metrics))
-    trainer.save_metrics("train", train_result.metrics)
+    trainer.log_metrics("train", scalars(train_metrics))
+    trainer.save_metrics("train", train_metrics)
 
     predictions = {"validation": trainer.predict(splits["validation"], metric_key_prefix="eval")}
     if "test" in splits:

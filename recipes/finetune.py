@@ -26,7 +26,7 @@ def main() -> None:
     from emoreg_hf.data import load_target_dataset, resolve_target_spec
     from emoreg_hf.models import build_finetune_model, check_checkpoints, emotion_labels
     from emoreg_hf.recording import finetune_fields
-    from emoreg_hf.run_dir import begin_run, clear_earlier_run, finish_run, prepare_output_dir
+    from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
     from emoreg_hf.training import (
         EmoRegTrainer,
         build_compute_metrics,
@@ -66,7 +66,7 @@ def main() -> None:
     model, model_geometry = build_finetune_model(args, label_names)
     prepared, collator, processor, finisher = input_pipeline(splits, model_geometry, args, len(label_names))
 
-    clear_earlier_run(training_args, overwrite=args.overwrite_output_dir)
+    begin_training(training_args, args, overwrite=args.overwrite_output_dir, checkpoint=checkpoint)
     choose_intervals(
         training_args, parser.given_keys, train_rows=known_rows(splits["train"]), has_validation=True
     )

@@ -80,6 +80,22 @@ def test_summarize_says_within_noise():
     assert "**within noise**" in ablation.render_markdown(summary)
 
 
+def test_results_md_carries_no_absolute_path_of_this_machine(tmp_path):
+    config = ablation.load_config(
+        {
+            "pretrain": {"affective_sources": [{"path": "imagefolder", "data_dir": "/srv/data/fer2013"}]},
+            "finetune": {"dataset": {"path": "/srv/data/cifar10"}},
+            "output_dir": str(tmp_path / "matrix"),
+        }
+    )
+    (tmp_path / "matrix").mkdir()
+    ablation.write_report(config, command="Reproduce: `python recipes/ablate.py /srv/studies/study.yaml`")
+    markdown = (tmp_path / "matrix" / "results.md").read_text()
+    assert '"data_dir": "/path/to/fer2013"' in markdown and '{"path": "/path/to/cifar10"}' in markdown
+    assert "python recipes/ablate.py /path/to/study.yaml" in markdown
+    assert "/srv/" not in markdown and str(tmp_path) not in markdown
+
+
 # -- configuration and planning -------------------------------------------------------------------------
 
 
@@ -265,7 +281,10 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
     run = moved / "finetune" / "emoreg_adaptive" / "seed1"
     assert ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)["ran"] == []
 
-    (run / "run_info.json").unlink()  # an interrupted run (no record yet): only it runs again
+    # an interrupted run (killed while evaluating: started, no record yet): only it runs again
+    (run / "run_info.json").unlink()
+    launcher = ["ablation_run.json", "ablation_run.yaml", "ablation_stdout.log"]
+    (run / "run_started.json").write_text(json.dumps({"settings": {}, "preexisting": launcher}))
     third = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)
     assert third["ran"] == ["finetune/emoreg_adaptive/seed1"]
 
@@ -283,6 +302,23 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
     assert written["images"]["finetune"]["baseline"]["0"] == {"train": 128, "validation": 64, "test": 64}
     assert written["images"]["pretrain"]["normal"]["1"]["train"] == 128
     assert "Images per run: stage 1: " in markdown
+
+    # Another configuration into this folder would replace finished runs: refused, listing what differs
+    changed = [*argv, "--output_dir", str(moved), "--methods", "baseline", "--seeds", "1"]
+    changed = ablation.load_config(
+        RECIPES / "ablations" / "demo.yaml", [*changed, "--finetune.learning_rate", "0.01"], repo_root=REPO
+    )
+    baseline = moved / "finetune" / "baseline" / "seed0"
+    before = {p.name: p.read_bytes() for p in baseline.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match=r"holds 1 finished run\(s\) of another configuration") as refused:
+        ablation.run_matrix(changed, recipes_dir=RECIPES, env=ENV, log=lines.append)
+    assert "finetune.learning_rate: 0.002 in the earlier matrix, 0.01 now" in str(refused.value)
+    assert "(finetune/baseline/seed0)" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert {p.name: p.read_bytes() for p in baseline.iterdir() if p.is_file()} == before
+    replaced = ablation.run_matrix(changed, recipes_dir=RECIPES, env=ENV, log=lines.append, overwrite=True)
+    assert replaced["ran"] == ["finetune/baseline/seed0"]
+    assert json.loads((baseline / "run_info.json").read_text())["hyperparameters"]["learning_rate"] == 0.01
+    assert (baseline / "ablation_run.yaml").is_file()  # the runner's own files stay beside the new run
 
 
 @pytest.mark.slow

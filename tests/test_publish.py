@@ -610,18 +610,21 @@ def test_missing_credentials_and_no_hub_give_clear_messages(
 
 
 def test_overwrite_clears_the_earlier_runs_outputs_and_keeps_the_users_files(demo_runs, tmp_path):
-    from emoreg_hf.run_dir import clear_earlier_run, prepare_output_dir
+    from emoreg_hf.run_dir import STARTED_FILE, clear_run_outputs, prepare_output_dir
 
     run = Path(shutil.copytree(demo_runs.finetune, tmp_path / "run"))
-    (run / "predictions_validation.json").write_text("{}")  # e.g. from an earlier run without a test split
+    outputs = json.loads((run / "run_info.json").read_text())["outputs"]
+    assert sorted(p.name for p in run.iterdir()) == outputs  # the record lists every file the run wrote
+    (run / "predictions_validation.json").write_text("{}")  # named like a run's file, but yours
     (run / "notes.txt").write_text("mine")
     args = SimpleNamespace(output_dir=str(run), resume_from_checkpoint=None, process_index=0)
     assert prepare_output_dir(args, overwrite=True) is None
     assert (
         len(list(run.iterdir())) > 2
     )  # deciding removes nothing: a command failing on its data loses nothing
-    clear_earlier_run(args, overwrite=True)
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    assert clear_run_outputs(run) == outputs
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "predictions_validation.json"]
+    assert not (run / STARTED_FILE).exists()
 
 
 def test_export_reads_only_the_files_the_run_record_lists(demo_runs, tmp_path):

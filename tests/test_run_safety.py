@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def test_the_same_command_on_a_finished_run_changes_nothing(finished):
             'method: "baseline" in the finished run',
         ),
         (["--dataset", "cifar10"], 'dataset: "demo" in the finished run, "cifar10" now'),
+        (["--max_grad_norm", "0.5"], "training_args.max_grad_norm: 1.0 in the finished run, 0.5 now"),
+        (["--adam_beta2", "0.99"], "training_args.adam_beta2: 0.999 in the finished run, 0.99 now"),
+        (["--data_seed", "3"], "training_args.data_seed: null in the finished run, 3 now"),
     ],
 )
 def test_a_finished_run_restarted_with_other_settings_is_refused(finished, change, shown):
@@ -111,6 +115,130 @@ def test_a_finished_run_restarted_with_other_settings_is_refused(finished, chang
     code, out, err = recipe("finetune.py", *BASELINE, *change, "--output_dir", finished)
     assert code == 2 and "holds a finished run with other settings; nothing was loaded" in err, err[-2000:]
     assert shown in err and snapshot(finished) == before
+
+
+def test_settings_that_do_not_change_training_find_the_finished_run(finished):
+    """What is logged, evaluated along the way, saved or how fast it loads is not the run: the deliberately
+    ignored TrainingArguments (run_dir.IGNORED_TRAINING_ARGUMENTS)."""
+    before = snapshot(finished)
+    other = ["--logging_steps", "3", "--eval_strategy", "no", "--save_total_limit", "2"]
+    code, out, err = recipe("finetune.py", *BASELINE, *other, "--dataloader_num_workers", "1", "--output_dir",
+                            finished)  # fmt: skip
+    assert code == 0 and "holds this run, finished" in out, err[-2000:]
+    assert snapshot(finished) == before
+
+
+def test_the_finished_record_lists_every_file_the_run_wrote(finished):
+    record = json.loads((finished / "run_info.json").read_text())
+    on_disk = sorted(p.name for p in finished.iterdir())
+    assert record["outputs"] == on_disk and "run_started.json" not in on_disk
+    assert {"model.safetensors", "config.json", "README.md", "run_info.json"} <= set(record["outputs"])
+    assert record["training_arguments"]["max_grad_norm"] == 1.0
+    assert "output_dir" not in record["training_arguments"]  # where it goes is not what it is
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"README.md": "# my project", "config.json": '{"mine": true}'},
+        {"pyproject.toml": "[project]", "src/app.py": "print()"},  # a project root
+    ],
+)
+def test_overwrite_into_a_folder_that_never_held_a_run_is_refused(tmp_path, files):
+    folder = tmp_path / "mine"
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    before = snapshot(folder)
+    code, out, err = recipe(
+        "finetune.py", *BASELINE, "--overwrite_output_dir", "true", "--output_dir", folder
+    )
+    assert code == 2 and "but no record of a run, so --overwrite_output_dir true has nothing" in err, err
+    assert sorted(files)[0] in err and snapshot(folder) == before and not (folder / LOCK_FILE).exists()
+
+
+def test_overwrite_removes_only_the_files_the_run_recorded(finished, tmp_path):
+    run = Path(shutil.copytree(finished, tmp_path / "run"))
+    (run / "notes.txt").write_text("mine")
+    (run / "predictions_mine.json").write_text(
+        "{}"
+    )  # named like a run's file, but the record does not list it
+    code, out, err = recipe("finetune.py", *BASELINE, "--seed", "8", "--overwrite_output_dir", "true",
+                            "--output_dir", run)  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert (run / "notes.txt").read_text() == "mine" and (run / "predictions_mine.json").read_text() == "{}"
+    record = json.loads((run / "run_info.json").read_text())
+    assert record["seed"] == 8 and "notes.txt" not in record["outputs"]
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [*record["outputs"], "notes.txt", "predictions_mine.json"]
+    )
+
+
+# -- a run stopped part-way ---------------------------------------------------------------------------
+
+
+STOPPED = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no"]
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A run killed after its final checkpoint (checkpoint-6 of 6 steps), while saving the finished model:
+    64 rows at batch 16 are 4 steps an epoch, so the last epoch is cut at step 2 of 4."""
+    from emoreg_hf import training
+
+    folder = tmp_path_factory.mktemp("stopped") / "run"
+
+    save_model = training.EmoRegTrainer.save_model
+
+    def killed(self, output_dir=None, *args, **kwargs):
+        if output_dir is None:  # the final model (a checkpoint is saved into its own folder)
+            raise SystemExit("killed while saving the final model")
+        return save_model(self, output_dir, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.EmoRegTrainer, "save_model", killed)
+        code, out, err = recipe("finetune.py", *BASELINE, *STOPPED, "--output_dir", folder)
+    assert code == 1 and "killed while saving" in err, err[-3000:]
+    assert (folder / "checkpoint-6").is_dir() and not (folder / "model.safetensors").exists()
+    assert (folder / "run_started.json").is_file()
+    return folder
+
+
+@pytest.mark.parametrize(
+    "change, shown",
+    [
+        (["--seed", "8"], "hyperparameters.seed: 7 in the interrupted run, 8 now"),
+        (
+            ["--learning_rate", "0.01"],
+            "hyperparameters.learning_rate: 0.002 in the interrupted run, 0.01 now",
+        ),
+        (["--dataset", "cifar10"], 'dataset: "demo" in the interrupted run, "cifar10" now'),
+        (["--max_grad_norm", "0.5"], "training_args.max_grad_norm: 1.0 in the interrupted run, 0.5 now"),
+    ],
+)
+def test_an_interrupted_run_resumed_with_other_settings_is_refused(stopped, change, shown):
+    before = snapshot(stopped)
+    code, out, err = recipe("finetune.py", *BASELINE, *STOPPED, *change, "--output_dir", stopped)
+    assert code == 2 and "holds an interrupted run with other settings" in err, err[-2000:]
+    assert shown in err and "nothing was loaded or trained" in err and snapshot(stopped) == before
+
+
+def test_a_run_stopped_after_its_last_checkpoint_finishes_without_training(stopped, tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    run = Path(shutil.copytree(stopped, tmp_path / "run"))
+    last = {k: v.clone() for k, v in load_file(run / "checkpoint-6" / "model.safetensors").items()}
+    with caplog.at_level("WARNING"):
+        code, out, err = recipe("finetune.py", *BASELINE, *STOPPED, "--output_dir", run)
+    assert code == 0, err[-3000:]
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and max((e["step"] for e in state["log_history"]), default=0) <= 6
+    assert "saved at the run's last step (6 of 6): finishing it" in caplog.text
+    weights = load_file(run / "model.safetensors")
+    assert weights.keys() == last.keys() and all(torch.equal(weights[k], last[k]) for k in last)
+    record = json.loads((run / "run_info.json").read_text())
+    assert record["hyperparameters"]["max_steps"] == 6 and record["results"]["train_loss"] > 0
+    assert "test_accuracy" in record["results"] and not (run / "run_started.json").exists()
 
 
 def test_a_second_run_into_a_folder_in_use_refuses_at_once(finished):
@@ -149,16 +277,43 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_newest_valid_one_resum
     ]
 
 
-def test_a_full_disk_while_saving_says_so(tmp_path, monkeypatch):
+def test_a_truncated_optimizer_state_is_set_aside_like_bad_weights(tmp_path, caplog):
+    for step in (4, 8):
+        write_checkpoint(tmp_path / f"checkpoint-{step}", step=step)
+        torch.save(
+            {"state": {0: {"exp_avg": torch.ones(64, 64)}}}, tmp_path / f"checkpoint-{step}" / "optimizer.pt"
+        )
+        torch.save({"last_epoch": step}, tmp_path / f"checkpoint-{step}" / "scheduler.pt")
+    optimizer = tmp_path / "checkpoint-8" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])  # the disk filled up
+    with caplog.at_level("WARNING"):
+        assert resume_checkpoint(str(tmp_path), resume_from_checkpoint=None, overwrite=False) == str(
+            tmp_path / "checkpoint-4"
+        )
+    assert "optimizer.pt is truncated" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-8.incomplete"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail] PytorchStreamWriter failed writing file: No space left on device"),
+        "safetensors",  # what save_pretrained raises when a checkpoint's weights do not fit
+    ],
+)
+def test_a_full_disk_while_saving_says_so(tmp_path, error):
+    from safetensors import SafetensorError
+
     from emoreg_hf import training
+
+    if error == "safetensors":
+        error = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     class Trainer:
         args = type("Args", (), {"output_dir": str(tmp_path)})()
 
         def train(self, resume_from_checkpoint=None):
-            raise RuntimeError(
-                "[enforce fail] PytorchStreamWriter failed writing file: No space left on device"
-            )
+            raise error
 
     with pytest.raises(SystemExit, match="No space left on the device of .* one cut short is never resumed"):
         training.train_and_evaluate(Trainer(), {"train": []}, checkpoint=None, label_names=[])

@@ -17,7 +17,7 @@ from ..cli import read_overrides, split_config_argument, yaml_value
 from .config import AblationConfig, load_config, parse_overrides
 from .launch import LocalLauncher, SlurmLauncher
 from .report import collect_records, plot_results, render_markdown, summarize, write_report
-from .runner import Logger, MatrixFailed, PlannedRun, plan_runs, run_matrix
+from .runner import Logger, MatrixFailed, PlannedRun, check_replaced_runs, plan_runs, run_matrix
 
 # Where the runs execute; not part of the matrix (they change no result, and the report does not name them).
 LAUNCH_KEYS = {
@@ -60,6 +60,11 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     matrix.add_argument("--output_dir", metavar="DIR", help="where the runs and the report go")
     matrix.add_argument("--title", metavar="TEXT", help="the report's title")
     matrix.add_argument("--notes", metavar="TEXT", help="a paragraph added to the report")
+    matrix.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace finished runs of another configuration in --output_dir (refused otherwise)",
+    )
     stages = parser.add_argument_group(
         "recipe keys of one stage (every key `recipes/pretrain.py -h` / `recipes/finetune.py -h` lists; "
         "values are YAML)"
@@ -181,12 +186,15 @@ def main(
     if any(a in ("-h", "--help") for a in argv):
         help_parser(description).print_help()
         raise SystemExit(0)
+    overwrite = "--overwrite" in argv
+    argv = [a for a in argv if a != "--overwrite"]
     try:
         path, argv = split_config_argument(argv)
         path = path or str(default_config)
         launch, sbatch, argv = split_launch_options(argv)
         launcher = build_launcher(launch, sbatch)
         config = load_config(path, argv, repo_root=Path(recipes_dir).parent)
+        check_replaced_runs(config, plan_runs(config), overwrite=overwrite)
     except (ValueError, FileNotFoundError) as error:
         if not as_script:
             raise
@@ -194,7 +202,7 @@ def main(
     log = Logger(Path(config.output_dir) / "ablation.log")
     log(f"config {path}" + (f" with overrides {' '.join(argv)}" if argv else ""))
     try:
-        summary = run_matrix(config, recipes_dir=recipes_dir, log=log, launcher=launcher)
+        summary = run_matrix(config, recipes_dir=recipes_dir, log=log, launcher=launcher, overwrite=overwrite)
     except (MatrixFailed, ValueError) as error:
         if not as_script:
             raise

@@ -14,6 +14,7 @@ import jinja2
 
 from .. import registry, stats
 from ..metrics import METRIC_NAMES
+from ..publish.scrub import placeholder_paths
 from ..run_record import RECORD_FILE, RunRecord, load_run_record
 from ..templates import read_template
 from .config import AblationConfig
@@ -451,6 +452,8 @@ def write_report(
         f"Data: stage 1 `{json.dumps(sources)}` (taxonomy `{config.pretrain.get('taxonomy')}`); "
         f"stage 2 `{json.dumps(config.finetune.get('dataset'))}`."
     )
+    # results.md is published (benchmarks/results, a model card): no absolute path of this machine in it
+    data, command = placeholder_paths(data), placeholder_paths(command)
     notes = "\n\n".join(part for part in (config.notes.strip(), data, command) if part)
     markdown = render_markdown(
         summary,

@@ -97,6 +97,75 @@ RUN_CONFIG, MARKER, RUN_LOG = LAUNCHER_FILES  # per run: its YAML, its marker, i
 CHECKPOINT = re.compile(r"checkpoint-\d+")  # Trainer's; `checkpoint-N.incomplete` is one set aside
 
 
+CONFIG_FILE = "ablation_config.yaml"
+
+
+def _stored_config(config: AblationConfig) -> dict:
+    """What `ablation_config.yaml` holds: the matrix as it was last run in its folder."""
+    return {
+        "title": config.title,
+        "methods": config.methods,
+        "seeds": config.seeds,
+        "output_dir": config.output_dir,
+        "pretrain": config.pretrain,
+        "finetune": config.finetune,
+        "analysis": config.analysis,
+    }
+
+
+def _flat(values: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix: values}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_flat(value, f"{prefix}.{key}"))
+    return out
+
+
+def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overwrite: bool) -> None:
+    """Refuse (`ValueError`) a matrix that would replace finished runs of another configuration in its folder,
+    listing the stage keys that differ from the configuration they were run with, unless `overwrite`. New
+    methods or seeds in a folder are fine: they add runs, and the finished ones of this configuration stay."""
+    root = Path(config.output_dir)
+    fingerprints: dict[str, str] = {}
+    replaced = []
+    for run in runs:
+        fingerprint = _fingerprint(run.values, fingerprints.get(run.needs) if run.needs else None, root)
+        fingerprints[run.key] = fingerprint
+        marker = _read_json(run.output_dir / MARKER) or {}
+        # A record under a marker of another fingerprint (or none) is a finished run of another
+        # configuration: a started run of this one has its earlier outputs cleared before it is marked.
+        if (run.output_dir / RECORD_FILE).is_file() and marker.get("fingerprint") != fingerprint:
+            replaced.append(run)
+    if not replaced or overwrite:
+        return
+    earlier: dict = {}
+    stored = root / CONFIG_FILE
+    if stored.is_file():
+        earlier = yaml.safe_load(stored.read_text()) or {}
+    now = _stored_config(config)
+    old_values = {
+        **_flat(earlier.get("pretrain") or {}, "pretrain"),
+        **_flat(earlier.get("finetune") or {}, "finetune"),
+    }
+    new_values = {**_flat(now["pretrain"], "pretrain"), **_flat(now["finetune"], "finetune")}
+    if not earlier:  # a folder from before the matrix kept its config: the first run's own YAML
+        first = replaced[0]
+        old_values = _flat(yaml.safe_load((first.output_dir / RUN_CONFIG).read_text()) or {}, first.stage)
+        new_values = _flat(first.values, first.stage)
+    differing = [
+        f"  {key}: {json.dumps(old_values.get(key))} in the earlier matrix, {json.dumps(new_values.get(key))} now"
+        for key in sorted(set(old_values) | set(new_values))
+        if old_values.get(key) != new_values.get(key)
+    ] or ["  (the stage-1 runs these runs read differ)"]
+    shown = ", ".join(run.key for run in replaced[:4]) + (", ..." if len(replaced) > 4 else "")
+    raise ValueError(
+        f"{root} holds {len(replaced)} finished run(s) of another configuration ({shown}), which this matrix "
+        "would replace; nothing was run. What differs:\n" + "\n".join(differing) + "\nChoose another "
+        "--output_dir, or pass --overwrite to replace them."
+    )
+
+
 def _fingerprint(values: dict, upstream: str | None, root: Path) -> str:
     """What a run computes: its recipe keys (paths inside the matrix folder made relative, so a moved
     folder still counts as finished) and the fingerprint of the stage-1 run it reads."""
@@ -227,34 +296,25 @@ def run_matrix(
     env: dict | None = None,
     log: Callable[[str], None] | None = None,
     launcher=None,
+    overwrite: bool = False,
 ) -> dict:
     """Run every planned run not finished yet, with `launcher` (default: here, one at a time).
 
     Returns `{"ran": [...], "skipped": [...], "seconds": {...}, "waiting": [...]}`; `waiting` lists runs a
     scheduler still holds when the launcher does not wait for them. Raises `MatrixFailed` naming each failed run.
+    Finished runs of another configuration in the same folder are never replaced silently: without `overwrite`
+    the matrix is refused before anything runs, listing what differs.
     """
     from .launch import LocalLauncher
 
     out_root = Path(config.output_dir)
+    runs = plan_runs(config)
+    check_replaced_runs(config, runs, overwrite=overwrite)
     out_root.mkdir(parents=True, exist_ok=True)
     log = log or Logger(out_root / "ablation.log")
-    (out_root / "ablation_config.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "title": config.title,
-                "methods": config.methods,
-                "seeds": config.seeds,
-                "output_dir": config.output_dir,
-                "pretrain": config.pretrain,
-                "finetune": config.finetune,
-                "analysis": config.analysis,
-            },
-            sort_keys=False,
-        )
-    )
+    (out_root / CONFIG_FILE).write_text(yaml.safe_dump(_stored_config(config), sort_keys=False))
     if config.analysis is not None:  # pre-registered: recorded before the first run, never rewritten
         register_plan(out_root, config.analysis)
-    runs = plan_runs(config)
     launcher = launcher or LocalLauncher()
     fingerprints: dict[str, str] = {}
     summary: dict[str, Any] = {"ran": [], "skipped": [], "seconds": {}, "waiting": []}

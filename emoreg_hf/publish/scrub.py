@@ -50,6 +50,12 @@ def runnable_command(command: str) -> str:
     return ABS_PATH_RE.sub(_placeholder_path, TOKEN_RE.sub("<redacted>", command))
 
 
+def placeholder_paths(text: str) -> str:
+    """Text that will be published (a results table's data line, a command to reproduce it) with every
+    absolute local path a placeholder a reader fills in (`/path/to/cifar10`), or relative to the checkout."""
+    return runnable_command(text)
+
+
 def scrub(obj: Any) -> Any:
     """Drop secrets and rewrite absolute local paths in a JSON-like object, so it can be published."""
     if isinstance(obj, dict):
