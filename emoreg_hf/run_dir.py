@@ -164,14 +164,21 @@ IGNORED_TRAINING_ARGUMENTS = frozenset(
 )  # fmt: skip
 
 
+# With `load_best_model_at_end` these choose which checkpoint becomes the model, so they count.
+BEST_MODEL_SCHEDULE = frozenset({"eval_strategy", "eval_steps", "eval_delay", "save_strategy", "save_steps"})
+
+
 def training_arguments(training_args) -> dict[str, Any]:
     """Every TrainingArguments value that changes what is trained (all but `IGNORED_TRAINING_ARGUMENTS`, and
     those the hyperparameter summary already holds), as JSON would store them."""
     summary = set(training_summary(training_args, None))
+    ignored = IGNORED_TRAINING_ARGUMENTS
+    if getattr(training_args, "load_best_model_at_end", False):
+        ignored = ignored - BEST_MODEL_SCHEDULE
     values = {
         name: value
         for name, value in training_args.to_dict().items()
-        if name not in IGNORED_TRAINING_ARGUMENTS and name not in summary
+        if name not in ignored and name not in summary
     }
     return json.loads(json.dumps(values, default=str))
 
@@ -352,9 +359,19 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
 
 def torch_file_problem(path: Path) -> str | None:
     """Why a `torch.save` file (optimizer.pt, scheduler.pt, rng_state.pth, ...) cannot be loaded: it is a zip
-    archive whose directory comes last, so a file cut short has none (or one pointing past its end)."""
+    archive whose directory comes last, so a file cut short has none (or one pointing past its end). A file
+    in another format (torch's legacy pickles) is not judged."""
     import zipfile
 
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as error:
+        return f"{path.name} is unreadable ({type(error).__name__})"
+    if not magic:
+        return f"{path.name} is empty"
+    if magic != b"PK\x03\x04":
+        return None
     try:
         with zipfile.ZipFile(path) as archive:
             size = path.stat().st_size
