@@ -356,19 +356,24 @@ def test_numbers_that_train_nothing_are_refused_as_the_command_is_read(tmp_path,
 
 def test_a_target_with_one_class_is_refused(tmp_path):
     data = image_dataset(tmp_path / "one", {"train": ["cat"] * 8, "test": ["cat"] * 4})
-    with pytest.raises(ValueError, match=r"a classifier needs at least 2 classes; split 'train' has 1"):
-        load_target_dataset({"path": str(data)})
+    before, run = snapshot(data), tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", f"{{path: {data}}}", "--output_dir", run)
+    assert code == 2 and "a classifier needs at least 2 classes; split 'train' has 1" in err, err[-2000:]
+    assert not run.exists() and snapshot(data) == before
 
 
 def test_missing_labels_are_an_error_naming_the_split_or_dropped_and_counted(tmp_path, caplog):
     data = image_dataset(tmp_path / "nan", {"train": [0.0, 1.0, float("nan"), 1.0, None, 0.0], "test": [0.0, 1.0]},
                          label_type=datasets.Value("float64"))  # fmt: skip
-    with pytest.raises(ValueError, match=r"split 'train': 2 of 6 rows have no label .*drop_unlabeled: true"):
-        load_target_dataset({"path": str(data)})
+    before, run = snapshot(data), tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", f"{{path: {data}}}", "--output_dir", run)
+    assert code == 2 and "split 'train': 2 of 6 rows have no label" in err and "drop_unlabeled: true" in err
+    assert not run.exists() and snapshot(data) == before
     with caplog.at_level("WARNING"):
         loaded = load_target_dataset({"path": str(data), "drop_unlabeled": True}, validation_split_size=0.25)
     assert loaded["train"].features["label"].names == ["0.0", "1.0"]  # no "nan" or "None" class
     assert loaded.load_report["train"]["unlabeled_dropped"] == 2
+    assert "dropped 2 row(s) without a label (drop_unlabeled): {'train': 2}" in caplog.text
     assert loaded.load_report["train"]["bad_images"] == 0 and "unreadable" not in caplog.text  # not images
     assert len(loaded["train"]) + len(loaded["validation"]) == 4
 
@@ -386,12 +391,12 @@ def image_folder(root: Path, splits: dict[str, dict[str, int]]) -> Path:
 
 def test_a_class_label_declaring_many_classes_where_train_has_one_is_refused(tmp_path):
     data = image_dataset(tmp_path / "one-seen", {"train": [0] * 8, "test": [0] * 4}, names=CIFAR10_NAMES)
-    run = tmp_path / "run"
+    before, run = snapshot(data), tmp_path / "run"
     code, out, err = recipe("finetune.py", *BASELINE, "--dataset", f"{{path: {data}}}", "--output_dir", run)
     assert code == 2, err[-2000:]
     assert "a classifier needs at least 2 classes; the training rows have 1 (['airplane']) although the " \
         "label column declares 10" in err  # fmt: skip
-    assert not run.exists()  # nothing was written, not even the folder
+    assert not run.exists() and snapshot(data) == before  # nothing was written, not even the folder
 
 
 def test_declared_classes_without_a_training_row_are_left_out_of_the_model(tmp_path, caplog):
@@ -407,12 +412,12 @@ def test_declared_classes_without_a_training_row_are_left_out_of_the_model(tmp_p
 def test_a_test_class_that_train_lacks_is_refused_by_name_or_dropped_and_counted(tmp_path):
     # `datasets` unites the class folders of all splits: test's "Dog" becomes a class with no training image
     data = image_folder(tmp_path / "photos", {"train": {"cat": 4, "dog": 4}, "test": {"cat": 2, "Dog": 3}})
-    run = tmp_path / "run"
+    before, run = snapshot(data), tmp_path / "run"
     spec = f"{{path: imagefolder, data_dir: {data}}}"
     code, out, err = recipe("finetune.py", *BASELINE, "--dataset", spec, "--output_dir", run)
     assert code == 2, err[-2000:]
     assert "these splits have classes that no training row has" in err and "test: {'Dog': 3}" in err
-    assert "drop_unseen_classes: true" in err and not run.exists()
+    assert "drop_unseen_classes: true" in err and not run.exists() and snapshot(data) == before
     loaded = load_target_dataset({"path": "imagefolder", "data_dir": str(data), "drop_unseen_classes": True})
     assert loaded["test"].features["label"].names == ["cat", "dog"] and len(loaded["test"]) == 2
     assert loaded.load_report["test"]["unseen_class_dropped"] == 3
@@ -428,9 +433,12 @@ def test_a_label_outside_the_class_label_names_the_split_row_and_value(tmp_path)
         meta = json.loads(table.schema.metadata[b"huggingface"])
         meta["info"]["features"]["label"] = {"names": ["cat", "dog"], "_type": "ClassLabel"}
         pq.write_table(table.replace_schema_metadata({b"huggingface": json.dumps(meta).encode()}), path)
-    with pytest.raises(ValueError, match=r"split 'test', row 2: label 2 is outside the 2 classes its "
-                                         r"ClassLabel declares \(ids 0..1: cat, dog\)"):  # fmt: skip
-        load_target_dataset({"path": str(data)})
+    before, run = snapshot(data), tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", f"{{path: {data}}}", "--output_dir", run)
+    assert code == 2, err[-2000:]
+    assert "split 'test', row 2: label 2 is outside the 2 classes its ClassLabel declares (ids 0..1: cat, " \
+        "dog)" in err and "Traceback" not in err  # fmt: skip
+    assert not run.exists() and snapshot(data) == before
 
 
 def test_splits_with_the_same_classes_in_another_order_are_aligned_by_name(tmp_path, caplog):

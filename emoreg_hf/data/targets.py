@@ -208,6 +208,14 @@ def load_target_dataset(
     bad = sum(s["bad_images"] or 0 for s in stats.values())
     if bad:
         logger.warning("target %r: skipped %d unreadable image(s): %s", src, bad, stats)
+    unlabeled = {split: s["unlabeled_dropped"] for split, s in stats.items() if s.get("unlabeled_dropped")}
+    if unlabeled:  # drop_unlabeled: said here, not hidden among unreadable images
+        logger.warning(
+            "target %r: dropped %d row(s) without a label (drop_unlabeled): %s",
+            src,
+            sum(unlabeled.values()),
+            unlabeled,
+        )
     result = datasets.DatasetDict(out)
     result.load_report = stats  # type: ignore[attr-defined]  # per split: rows_loaded, bad_images
     if hasattr(loaded, "split_counts"):  # rows per value of the source's split column (FER-2013's Usage)
