@@ -56,6 +56,8 @@ def finetune_fields(args, model, target: SourceSpec, splits) -> dict[str, Any]:
     """The stage-2 fields of `RunRecord`: the method, the pathways' checkpoints (only those the method
     has), the target data set, the emotion taxonomy and EmoReg's options (regulated methods), and the
     control flags (`registry.control_flags`: from the arguments and the affective checkpoint's variant)."""
+    from .training import rows_per_split
+
     method = registry.METHODS[args.method]
     task = args.task_model_name_or_path if method.uses_task else None
     affect = args.affect_model_name_or_path if method.uses_affect else None
@@ -66,7 +68,7 @@ def finetune_fields(args, model, target: SourceSpec, splits) -> dict[str, Any]:
         "stage": "finetune",
         "method": method.name,
         "label_names": _label_names(model),
-        "datasets": [DatasetRecord(target.path, target.display_name, {n: len(s) for n, s in splits.items()})],
+        "datasets": [DatasetRecord(target.path, target.display_name, rows_per_split(splits))],
         "synthetic_data": is_synthetic(target),
         "models": {
             "task": task,

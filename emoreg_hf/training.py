@@ -121,6 +121,35 @@ class EmoRegTrainer(Trainer):
         self.run_loss.add(loss)  # the step's loss as Trainer sums it, for the whole-run mean after a resume
         return loss
 
+    def get_train_dataloader(self):
+        """A streamed training split is split by rank here, with `datasets.distributed.split_dataset_by_node`
+        (data/streaming.py), so accelerate must not split it again: its loader is prepared as one process's
+        (device placement, nothing sharded). Map-style splits take Trainer's own path."""
+        from .data.streaming import KeepSources, StreamedTrainSplit
+
+        if not isinstance(self.train_dataset, StreamedTrainSplit):
+            return super().get_train_dataloader()
+        from accelerate.data_loader import prepare_data_loader
+        from torch.utils.data import DataLoader
+
+        args = self.args
+        stream = self.train_dataset.assign(args.process_index, args.world_size, args.dataloader_num_workers)
+        workers = args.dataloader_num_workers
+        self.rows_per_source = torch.zeros(len(stream.sources), dtype=torch.int64)
+        loader = DataLoader(
+            stream,
+            batch_size=args.train_batch_size,
+            collate_fn=KeepSources(self.data_collator),
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers if workers else False,
+            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+            multiprocessing_context=args.dataloader_multiprocessing_context if workers else None,
+        )
+        return prepare_data_loader(
+            loader, self.accelerator.device, num_processes=1, process_index=0, dispatch_batches=False
+        )
+
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
         if self.finisher is not None and inputs.get("pixel_values") is not None:
@@ -131,6 +160,10 @@ class EmoRegTrainer(Trainer):
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sources = inputs.pop("source", None)  # a streamed split's rows: counted per source
+        if sources is not None:
+            counted = torch.bincount(sources, minlength=len(self.rows_per_source))
+            self.rows_per_source = self.rows_per_source.to(counted.device) + counted
         labels = inputs.get("labels")
         is_emoreg = hasattr(self.accelerator.unwrap_model(model), "optimizer_param_groups")
         # Class weights shape the training objective only: evaluation losses stay plain cross-entropy, so
@@ -384,6 +417,17 @@ def rows_per_source(splits, data_report: dict) -> dict[str, dict[str, int]]:
     return used
 
 
+def rows_per_split(splits) -> dict[str, int]:
+    """Rows of each split a run used; a streamed training split: the rows it trained on, counted as it
+    streamed (`data.streaming.StreamedTrainSplit.counted`, once training has tallied them)."""
+    return {
+        name: len(split)
+        if hasattr(split, "__len__")
+        else sum(c["rows"] for c in (split.counted or {}).values())
+        for name, split in splits.items()
+    }
+
+
 def _disk_full(error: BaseException) -> bool:
     """torch.save and safetensors report a full disk in their own words; OSError says ENOSPC."""
     import errno
@@ -468,6 +512,21 @@ def load_checkpoint_weights(model: torch.nn.Module, checkpoint: str) -> None:
         )
 
 
+def _streamed_counts(trainer: EmoRegTrainer, train) -> dict | None:
+    """Per-source counts of a streamed training split over every rank (None for a map-style split). A run
+    that stopped short of `max_steps` because its stream gave no rows is an error, not a finished run."""
+    if not hasattr(train, "tally"):
+        return None
+    counts = train.tally(trainer.accelerator, trained=trainer.rows_per_source)  # every rank takes part
+    if trainer.state.global_step < trainer.args.max_steps:
+        raise ValueError(
+            f"training stopped at step {trainer.state.global_step} of --max_steps {trainer.args.max_steps}: the "
+            f"streamed training split ran dry on a rank (rows per source: {counts}); the model was saved, "
+            "but this run is not finished"
+        )
+    return counts
+
+
 def train_and_evaluate(
     trainer: EmoRegTrainer, splits, *, checkpoint: str | None, label_names, extra_results: dict | None = None
 ) -> tuple[dict, dict[str, str]]:
@@ -502,6 +561,7 @@ def train_and_evaluate(
             "the same command again to resume."
         ) from None
     results = dict(train_metrics)
+    streamed = _streamed_counts(trainer, splits["train"])
     if checkpoint is not None:  # Trainer's train_loss is the mean over the steps of this process only
         start = stash["global_step"] if stash else None
         steps = trainer.state.global_step - (start or 0)
@@ -511,7 +571,9 @@ def train_and_evaluate(
         else:  # a checkpoint from elsewhere: say which steps the mean covers
             results["train_loss_from_step"] = _checkpoint_step(checkpoint)
     results["epoch"] = round(float(trainer.state.epoch or 0.0), 4)  # Trainer 5's train metrics carry none
-    results["train_samples"] = len(splits["train"])
+    results["train_samples"] = (
+        len(splits["train"]) if streamed is None else sum(c["rows"] for c in streamed.values())
+    )
     trainer.log_metrics("train", scalars(train_metrics))
     trainer.save_metrics("train", train_metrics)
 
@@ -564,7 +626,10 @@ def train_and_evaluate(
 def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
     """Loader transforms (uint8 at the working size), the collator, the saved image processor and the
     device-side finisher that matches it (docs/architecture.md, input path)."""
+    import datasets
+
     from .data import Collator, DeviceFinisher, LoaderTransform, build_image_processor, infer_working_size
+    from .data.streaming import StreamedTrainSplit, source_names
 
     size = model_geometry["size"]
     working_size = infer_working_size(splits["train"], max(size))
@@ -574,7 +639,15 @@ def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
     prepared = {
         name: split.with_transform(train_transform if name == "train" else eval_transform)
         for name, split in splits.items()
+        if not isinstance(split, datasets.IterableDataset)
     }
+    if "train" not in prepared:  # streamed: decoded, checked and counted by the loader, per rank
+        prepared["train"] = StreamedTrainSplit(
+            splits["train"],
+            train_transform,
+            sources=source_names(data_args),
+            on_bad_image=data_args.on_bad_image,
+        )
     collator = Collator(
         num_classes=num_classes, mixup_alpha=data_args.mixup_alpha, cutmix_alpha=data_args.cutmix_alpha
     )

@@ -131,6 +131,34 @@ def prepare_training(training_args, given: set[str]):
         raise SystemExit(f"push_to_hub: {error}\nNothing was trained.") from None
 
 
+def check_streaming(
+    training_args, sources: list, *, kmeans_labels: bool = False, class_balance: bool = False
+) -> None:
+    """A streamed training split has no length and no epochs: refuse, before any data is read, a run that
+    would need them (no `--max_steps`, or an `epoch` schedule that would never come or, with several
+    ranks, come at different steps), or that must see every training row first (`--kmeans_labels`)."""
+    from .data import SourceSpec
+
+    streamed = [spec.display_name for spec in map(SourceSpec.from_any, sources) if spec.streaming]
+    if not streamed:
+        return
+    problems = [] if training_args.max_steps > 0 else ["--max_steps N (optimizer steps) is needed"]
+    for option in ("eval_strategy", "save_strategy", "logging_strategy"):
+        if str(_value(getattr(training_args, option))) == "epoch":
+            problems.append(f"--{option} epoch: use steps (--{option} steps)")
+    if kmeans_labels:
+        problems.append("--kmeans_labels clusters every training image first: load the source map-style")
+    if class_balance:
+        problems.append(
+            "--class_weighting / --class_balanced_sampler count the training labels first: load it map-style"
+        )
+    if problems:
+        raise ValueError(
+            f"{', '.join(map(repr, streamed))} streams (streaming: true): a stream has no length and no "
+            "epochs, so:\n  " + "\n  ".join(problems) + "\nNothing was loaded or trained."
+        )
+
+
 def pushes_every_save(training_args, target) -> bool:
     return target is not None and str(_value(training_args.hub_strategy)) in ("every_save", "checkpoint")
 

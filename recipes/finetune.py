@@ -36,12 +36,20 @@ def main() -> None:
         setup_logging,
         train_and_evaluate,
     )
-    from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
+    from emoreg_hf.training_options import (
+        check_streaming,
+        choose_intervals,
+        known_rows,
+        prepare_training,
+        pushes_every_save,
+    )
 
     setup_logging(training_args)
     if begin_run(training_args, args, headline="test_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
+    balancing = args.class_weighting != "none" or args.class_balanced_sampler
+    check_streaming(training_args, [resolve_target_spec(args.dataset)], class_balance=balancing)
     check_checkpoints(args, from_demo_config=parser.from_demo_config)
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir, hub=hub)
     set_seed(training_args.seed)
@@ -54,7 +62,7 @@ def main() -> None:
             seed=training_args.seed,
             on_bad_image=args.on_bad_image,
         )
-    label_names = splits["train"].features["label"].names
+    label_names = splits["validation"].features["label"].names  # map-style, also when train streams
     splits = {
         name: cap(
             split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed
@@ -100,7 +108,7 @@ def main() -> None:
             push=hub,
             class_balance=balance,
             headline="test_accuracy",
-            **finetune_fields(args, model, target, splits),
+            **finetune_fields(args, model, target, prepared),  # a streamed split: the rows it trained on
         )
 
 

@@ -27,6 +27,7 @@ def main() -> None:
         load_stage1_data,
         resolve_target_spec,
     )
+    from emoreg_hf.data.streaming import with_streamed_counts
     from emoreg_hf.models import build_pretrain_model, check_checkpoints
     from emoreg_hf.recording import pretrain_fields
     from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
@@ -39,13 +40,22 @@ def main() -> None:
         stage1_label_statistics,
         train_and_evaluate,
     )
-    from emoreg_hf.training_options import choose_intervals, known_rows, prepare_training, pushes_every_save
+    from emoreg_hf.training_options import (
+        check_streaming,
+        choose_intervals,
+        known_rows,
+        prepare_training,
+        pushes_every_save,
+    )
 
     setup_logging(training_args)
     if begin_run(training_args, args, headline="eval_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
-    check_sources_available(args.affective_sources or [resolve_target_spec(args.target_dataset)])
+    stage1_sources = args.affective_sources or [resolve_target_spec(args.target_dataset)]
+    balancing = args.class_weighting != "none" or args.class_balanced_sampler
+    check_streaming(training_args, stage1_sources, kmeans_labels=args.kmeans_labels, class_balance=balancing)
+    check_sources_available(stage1_sources)
     check_checkpoints(args)
     checkpoint = prepare_output_dir(training_args, overwrite=args.overwrite_output_dir, hub=hub)
     set_seed(training_args.seed)
@@ -97,7 +107,12 @@ def main() -> None:
             class_balance=balance,
             headline="eval_accuracy",
             **pretrain_fields(
-                args, model, splits, data_report, specs=data["specs"], taxonomy=data["taxonomy"]
+                args,
+                model,
+                splits,
+                with_streamed_counts(data_report, prepared["train"]),
+                specs=data["specs"],
+                taxonomy=data["taxonomy"],
             ),
         )
 

@@ -11,6 +11,7 @@ from data_fixtures import *  # noqa: F403
 from data_fixtures import CIFAR10_NAMES, MIKELS_NAMES, png_bytes, write_parquet
 
 from emoreg_hf.data import SourceSpec, load_affective_mixture, load_target_dataset
+from emoreg_hf.data.streaming import STREAM_FEATURES
 from emoreg_hf.taxonomy import UnmappedLabelError
 
 FEATURES = ["image", "label", "source"]
@@ -131,24 +132,30 @@ def test_mixture_proportions_follow_weights(fer_dir, mikels_dir, tmp_path, caplo
     assert again["train"]["source"][:] == dd["train"]["source"][:]  # seeded
 
 
-def test_streaming_source_same_columns(fer_dir, mikels_dir):
+def test_streaming_source_rows_for_the_loader(fer_dir, mikels_dir):
+    """A streamed training split carries encoded images, mapped class ids and the source (the loader
+    decodes them after the split by rank: tests/test_streaming.py); evaluation splits are map-style."""
     dd, report = load_affective_mixture(
         [_fer(fer_dir, streaming=True, weight=1), _mikels(mikels_dir, weight=1)],
         "valence3",
         validation_split_size=5,
     )
     assert isinstance(dd["train"], datasets.IterableDataset)
-    assert list(dd["train"].features) == FEATURES
+    assert dd["train"].features == STREAM_FEATURES
     rows = list(dd["train"].take(12))
     assert {r["source"] for r in rows} == {"fer", "mikels"}
-    assert all(r["image"].mode == "RGB" and r["label"] in (0, 1, 2) for r in rows)
+    assert all(isinstance(r["image"]["bytes"] or r["image"]["path"], (bytes, str)) for r in rows)
+    assert all(r["label"] in (0, 1, 2) for r in rows)
     assert report["sources"]["fer"]["validation"] == 5 and len(dd["validation"]) == 5 + 5
+    assert report["sources"]["fer"]["validation_from"] == "first examples of the stream"
     mapped, _ = load_affective_mixture([_fer(fer_dir), _mikels(mikels_dir)], "valence3")
-    assert dd["train"].features == mapped["train"].features == dd["validation"].features
+    assert dd["validation"].features == mapped["validation"].features
+    assert set(dd) == {"train", "validation", "test"}  # the streamed source's test split, read into memory
     # a streamed source without a ClassLabel column is mapped as labels arrive
     dd, _ = load_affective_mixture([_mikels(mikels_dir, streaming=True)], "valence3", validation_split_size=4)
     rows = list(dd["train"].take(8))
     assert list(rows[0]) == FEATURES and {r["source"] for r in rows} == {"mikels"}
+    assert {r["label"] for r in rows} <= {0, 1, 2}
 
 
 def _labels_by_image(ds):

@@ -21,7 +21,8 @@ from .sources import (
     pick_column,
     prepare_split,
 )
-from .splits import carve_validation, count_labels, permute_labels, stream_validation
+from .splits import carve_validation, count_labels, permute_labels, read_into_memory, stream_validation_rows
+from .streaming import SHUFFLE_BUFFER, as_stream_rows
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ def load_affective_mixture(
     ``interleave_datasets`` with probabilities ∝ weight (``stopping_strategy="all_exhausted"``: every
     example is seen, smaller sources repeat); without, the sources are concatenated. ``validation`` is
     carved per source (stratified, seeded) unless a source has its own validation split; it is never
-    weighted. If any source streams, ``train`` is an ``IterableDataset`` and a streaming source's
-    validation set is its first examples (see ``stream_validation``).
+    weighted. If any source streams, ``train`` is an ``IterableDataset`` of encoded rows for
+    ``streaming.StreamedTrainSplit`` (shuffled through a buffer), and a streamed source's evaluation splits
+    are read into memory (without a validation split: its first rows, see ``stream_validation_rows``).
     """
     check_policy(on_bad_image)
     space = get_label_space(taxonomy)
@@ -95,13 +97,22 @@ def load_affective_mixture(
             lookup = _LazyLookup(space, spec)
             stats["mapping"] = "lazy (streaming source without a ClassLabel column)"
         test_split = "test" if "test" in splits and "test" not in (train_split, val_split) else None
-        if test_split and spec.streaming:
-            logger.info("source %r: its test split is not used (streamed sources are not evaluated)", src)
-            test_split = None
+        raw = {split: loaded[split] for split in (train_split, val_split, test_split) if split}
+        first_rows = None  # a streamed source without a validation split: its first rows, in memory
+        if spec.streaming:  # evaluation splits are read into memory and prepared like map-style ones
+            image_col = pick_column(spec, loaded[train_split].features, "image")
+            for split in (val_split, test_split):
+                if split:
+                    raw[split] = read_into_memory(raw[split], image_col)
+            if not val_split:
+                n = stream_validation_rows(loaded[train_split], validation_split_size, spec)
+                first_rows = f"{train_split}[:{n}]"
+                raw[first_rows] = read_into_memory(loaded[train_split], image_col, n)
+                raw[train_split] = loaded[train_split].skip(n)
         parts = {}
-        for split in [train_split] + [s for s in (val_split, test_split) if s]:
+        for split in raw:
             parts[split] = prepare_split(
-                loaded[split],
+                raw[split],
                 spec,
                 split,
                 vocab,
@@ -117,8 +128,8 @@ def load_affective_mixture(
             validation = parts[val_split]
             if shuffle_labels:
                 validation = permute_labels(validation, seed + 1000 + i)
-        elif spec.streaming:
-            train, validation = stream_validation(train, validation_split_size, seed, spec)
+        elif first_rows:
+            validation = parts[first_rows]
         else:
             train, validation = carve_validation(train, validation_split_size, seed, src)
         stats["validation_from"] = val_split or (
@@ -144,8 +155,8 @@ def load_affective_mixture(
         validations.append(validation)
 
     streaming = any(not isinstance(t, datasets.Dataset) for t in trains)
-    if streaming:
-        trains = [t.to_iterable_dataset() if isinstance(t, datasets.Dataset) else t for t in trains]
+    if streaming:  # map-style sources join the stream in its schema (their rows were checked on loading)
+        trains = [as_stream_rows(t) if isinstance(t, datasets.Dataset) else t for t in trains]
     if weighted:
         total = sum(s.weight for s in specs)
         probabilities = [s.weight / total for s in specs]
@@ -157,8 +168,11 @@ def load_affective_mixture(
             "probabilities": dict(zip(names, probabilities)),
         }
     else:
-        train = datasets.interleave_datasets(trains) if streaming else datasets.concatenate_datasets(trains)
+        train = datasets.concatenate_datasets(trains)
         mixing = {"strategy": "concatenate", "probabilities": None}
+    if streaming:  # map-style training is reshuffled every epoch; a stream through a buffer, every pass
+        train = train.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
+        mixing["shuffle_buffer"] = SHUFFLE_BUFFER
     validation = datasets.concatenate_datasets(validations)
     mixing["train_rows"] = len(train) if not streaming else None
     mixing["train_per_source"] = count_labels(train, "source") if not streaming else None

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from .demo import resolve_demo_path
 from .images import PixelStrings, check_image, pixels_size, to_8bit_rgb
 from .splits import column_values
+from .streaming import STREAM_FEATURES, UNLABELED, UNMAPPED
 
 logger = logging.getLogger(__name__)
 
@@ -545,6 +546,8 @@ def prepare_split(
             f"source {spec.display_name!r}: image column {image_col!r} holds {ds.features['image']}, not images"
         )
     ds = ds.cast_column("image", datasets.Image(decode=False))
+    if isinstance(ds, datasets.IterableDataset):
+        return _prepare_stream(ds, spec, split, label_names, lookup, label_col, stats)
     unlabeled = count_unlabeled(ds, "label")
     if unlabeled and not spec.drop_unlabeled:
         raise ValueError(
@@ -565,23 +568,15 @@ def prepare_split(
         }
     )
     ds = ds.map(fn, batched=True, with_indices=True, features=features)
-    if isinstance(ds, datasets.Dataset):
-        bad = int(np.sum(column_values(ds, "_bad")))
-        dropped = int(np.sum(column_values(ds, "label") == -1)) - (unlabeled or 0)
-        stats[split] = {
-            "rows_loaded": len(ds),
-            "bad_images": bad,
-            "unmapped_dropped": dropped,
-            "unlabeled_dropped": unlabeled or 0,
-        }
-    else:
-        stats[split] = {  # rows are checked as they stream past; skips are not counted
-            "rows_loaded": None,
-            "bad_images": None,
-            "unmapped_dropped": None,
-            "note": "streaming: unreadable images and unmapped labels are dropped as they arrive, uncounted",
-        }
-    if not isinstance(ds, datasets.Dataset) or np.any(column_values(ds, "_careful")):
+    bad = int(np.sum(column_values(ds, "_bad")))
+    dropped = int(np.sum(column_values(ds, "label") == -1)) - (unlabeled or 0)
+    stats[split] = {
+        "rows_loaded": len(ds),
+        "bad_images": bad,
+        "unmapped_dropped": dropped,
+        "unlabeled_dropped": unlabeled or 0,
+    }
+    if np.any(column_values(ds, "_careful")):
         # 16-bit, float or transparent images: converted like the pipeline converts them
         ds = ds.map(to_8bit_rgb, batched=True, input_columns=["image", "_careful"], features=ds.features)
     ds = ds.filter(_keep_row, batched=True, input_columns=["_keep", "label"]).remove_columns(
@@ -589,6 +584,53 @@ def prepare_split(
     )
     ds = ds.cast_column("label", class_label)
     return ds.cast_column("image", datasets.Image(mode="RGB"))
+
+
+class _LabelStream:
+    """A streamed split's labels as they arrive: mapped onto the target classes, or coded for the loader
+    to drop and count (`UNLABELED`, `UNMAPPED`) where the source asked for that; a row without a label
+    otherwise stops the run, naming it. Images are checked by the loader, after the split by rank."""
+
+    def __init__(self, lookup, int_names, spec: SourceSpec, split: str, column: str):
+        self.lookup, self.int_names, self.split, self.column = lookup, int_names, split, column
+        self.source, self.drop_unlabeled = spec.display_name, spec.drop_unlabeled
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
+        labels = []
+        for label, row in zip(batch["label"], indices):
+            if is_missing_label(label):
+                if not self.drop_unlabeled:
+                    raise ValueError(
+                        f"source {self.source!r}, split {self.split!r} (streamed), row {row}: no label (None, "
+                        f"NaN or -1 in column {self.column!r}). Fix the data, or set `drop_unlabeled: true` on "
+                        "the source to drop such rows (they are counted as they stream)."
+                    )
+                labels.append(UNLABELED)
+                continue
+            if self.lookup is not None:
+                name = self.int_names[label] if self.int_names is not None else str(label)
+                if name not in self.lookup:
+                    raise ValueError(
+                        f"source {self.source!r}, split {self.split!r} (streamed), row {row}: label {name!r} "
+                        f"was not in the label mapping {sorted(self.lookup)}"
+                    )
+                label = self.lookup[name]
+            labels.append(UNMAPPED if label is None else int(label))
+        return {"label": labels, "source": [self.source] * len(labels)}
+
+
+def _prepare_stream(ds, spec: SourceSpec, split: str, label_names, lookup, column: str, stats: dict):
+    """The training split of a streamed source: encoded images, mapped labels, `source`
+    (`streaming.STREAM_FEATURES`); decoding, the bad-image policy and the counts happen in the loader."""
+    int_names = label_names if isinstance(ds.features["label"], datasets.ClassLabel) else None
+    stats[split] = {
+        "rows_loaded": None,
+        "bad_images": None,
+        "unmapped_dropped": None,
+        "note": "streamed: counted as it streams (see `streamed`)",
+    }
+    fn = _LabelStream(lookup, int_names, spec, split, column)
+    return ds.map(fn, batched=True, with_indices=True, features=STREAM_FEATURES)
 
 
 def _keep_row(keep: list[bool], label: list[int]) -> list[bool]:

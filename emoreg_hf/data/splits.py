@@ -1,5 +1,5 @@
-"""Splits and label columns of a loaded source: carving a stratified validation split, the validation
-of a streamed source, counting and permuting labels (the shuffled-emotion control)."""
+"""Splits and label columns of a loaded source: carving a stratified validation split, the evaluation
+splits of a streamed source, counting and permuting labels (the shuffled-emotion control)."""
 
 from __future__ import annotations
 
@@ -24,17 +24,24 @@ def carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
     return parts["train"], parts["test"]
 
 
-def stream_validation(ds: datasets.IterableDataset, size: float, seed: int, spec):
-    """Streaming source without its own validation split: the first n examples (n = size if >= 1,
-    else size x the split's known length, else 500) become a small in-memory validation set."""
+def stream_validation_rows(ds: datasets.IterableDataset, size: float, spec) -> int:
+    """How many first rows of a streamed source without a validation split become its validation split:
+    `size` x the split's length where the data set states it (Hub metadata), else 500."""
     try:
         known = ds.info.splits[spec.split or "train"].num_examples
     except (AttributeError, KeyError, TypeError):
         known = None
-    n = int(size) if size >= 1 else (max(1, round(size * known)) if known else 500)
-    rows = list(ds.take(n))
-    validation = datasets.Dataset.from_list(rows, features=ds.features)
-    return ds.skip(n), validation
+    return int(size) if size >= 1 else (max(1, round(size * known)) if known else 500)
+
+
+def read_into_memory(
+    ds: datasets.IterableDataset, image_column: str, n: int | None = None
+) -> datasets.Dataset:
+    """The first `n` rows (all rows when None) of a streamed split as a map-style split, images still
+    encoded: how a streamed source's evaluation splits are read (evaluation needs a known length)."""
+    ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    rows = list(ds.take(n) if n is not None else ds)
+    return datasets.Dataset.from_list(rows, features=ds.features)
 
 
 def column_values(ds: datasets.Dataset, column: str) -> np.ndarray:

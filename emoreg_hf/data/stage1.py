@@ -47,8 +47,10 @@ def load_stage1_data(args, seed: int, cap) -> dict:
         for name, split in splits.items()
     }
     if args.target_dataset is not None:
-        report["sources"][specs[0].display_name] = {
-            f"class_counts_{name}": count_labels(split) for name, split in splits.items()
+        report["sources"][specs[0].display_name] = {  # a streamed training split is counted as it streams
+            f"class_counts_{name}": count_labels(split)
+            for name, split in splits.items()
+            if hasattr(split, "__len__")
         }
     if args.kmeans_labels:
         splits, clusters = kmeans_relabel(splits, len(names), seed)

@@ -22,7 +22,8 @@ from .sources import (
     pick_column,
     prepare_split,
 )
-from .splits import carve_validation, column_values
+from .splits import carve_validation, column_values, read_into_memory, stream_validation_rows
+from .streaming import SHUFFLE_BUFFER
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ def load_target_dataset(
 
     ``spec``: a preset (``"cifar10"``, ``"cifar100"``, ``"demo"``), a dict ``{"preset": ..., **overrides}``
     (e.g. ``label_column: coarse_label``), or any source spec. The data set's own validation split is used
-    if it has one, else a stratified, seeded one is carved from train; ``test`` is left untouched.
+    if it has one, else a stratified, seeded one is carved from train; ``test`` is left untouched. A streamed
+    target (``streaming: true``) streams its train split only (see ``streaming.StreamedTrainSplit``); its
+    evaluation splits are read into memory (without a validation split: the first rows of train).
     """
     check_policy(on_bad_image)
     spec = resolve_target_spec(spec)
@@ -172,17 +175,29 @@ def load_target_dataset(
         raise FileNotFoundError(
             f"target {src!r}: no such local folder or file {', '.join(map(repr, absent))} (in {os.getcwd()})"
         )
-    if spec.streaming:
-        raise ValueError(
-            f"target {src!r}: streaming targets are not supported (evaluation needs map-style splits)"
-        )
     loaded, splits, train_split = load_with_train_split(spec, "target")
     label_col = pick_column(spec, loaded[train_split].features, "label")
     val_split = find_validation(spec, splits)
     wanted = {"train": train_split, "validation": val_split, "test": "test" if "test" in splits else None}
     wanted = {role: split for role, split in wanted.items() if split is not None}
+    if spec.streaming:  # only train streams; evaluation splits are read into memory (a known length)
+        loaded = dict(loaded)
+        if not isinstance(loaded[train_split].features[label_col], datasets.ClassLabel):
+            raise ValueError(
+                f"target {src!r}: a streamed target needs a ClassLabel column {label_col!r} (its classes must "
+                "be known before the stream is read); set `streaming: false` or store the labels as ClassLabel"
+            )
+        image_col = pick_column(spec, loaded[train_split].features, "image")
+        for role, split in wanted.items():
+            if role != "train":
+                loaded[split] = read_into_memory(loaded[split], image_col)
+        if "validation" not in wanted:
+            n = stream_validation_rows(loaded[train_split], validation_split_size, spec)
+            wanted["validation"] = first_rows = f"{train_split}[:{n}]"
+            loaded[first_rows] = read_into_memory(loaded[train_split], image_col, n)
+            loaded[train_split] = loaded[train_split].skip(n)
     per_split = {split: label_vocabulary(loaded[split], label_col, spec) for split in wanted.values()}
-    if isinstance(loaded[train_split].features[label_col], datasets.ClassLabel):
+    if isinstance(loaded[train_split].features[label_col], datasets.ClassLabel) and not spec.streaming:
         per_split.update({s: n for s, n in declared_class_names(spec, label_col).items() if s in per_split})
     source_names = per_split[train_split]
     if len(source_names) < 2:
@@ -202,7 +217,11 @@ def load_target_dataset(
         out[role] = prepare_split(
             loaded[split], spec, split, split_names, lookup, class_label, on_bad_image, stats
         )
-    out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats)
+    if spec.streaming:  # map-style training reshuffles every epoch; a stream goes through a buffer
+        # The classes are the ClassLabel's: a stream's training rows cannot be counted before training.
+        out["train"] = out["train"].shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
+    else:
+        out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats)
     if "validation" not in out:
         out["train"], out["validation"] = carve_validation(out["train"], validation_split_size, seed, src)
     bad = sum(s["bad_images"] or 0 for s in stats.values())
