@@ -87,7 +87,7 @@ def test_streamed_rows_follow_the_label_mapping_and_the_bad_image_policy(tmp_pat
     with pytest.raises(ValueError, match=r"source 'faces', split 'train' \(streamed\): unreadable image"):
         list(stream.one_pass())
 
-    # valence3 takes every FER label; ekman7 has no "neutral" in FER spelling issues, so map one away
+    # label_map drops "neutral" (counted as unmapped); the broken image is skipped and counted
     splits, _ = load_affective_mixture(
         [{**spec, "label_map": {"neutral": None}, "drop_unmapped": True}], "valence3"
     )

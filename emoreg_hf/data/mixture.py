@@ -168,7 +168,7 @@ def load_affective_mixture(
             "probabilities": dict(zip(names, probabilities)),
         }
     else:
-        train = datasets.concatenate_datasets(trains)
+        train = datasets.concatenate_datasets(trains) if len(trains) > 1 else trains[0]
         mixing = {"strategy": "concatenate", "probabilities": None}
     if streaming:  # map-style training is reshuffled every epoch; a stream through a buffer, every pass
         train = train.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)

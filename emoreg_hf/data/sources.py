@@ -595,9 +595,11 @@ class _LabelStream:
         self.lookup, self.int_names, self.split, self.column = lookup, int_names, split, column
         self.source, self.drop_unlabeled = spec.display_name, spec.drop_unlabeled
 
-    def __call__(self, batch: dict, indices: list[int]) -> dict:
+    def __call__(self, batch: pa.Table, indices: list[int]) -> pa.Table:
+        """An Arrow batch in, an Arrow batch out: the stream stays in Arrow up to the loader, so reading,
+        shuffling and the split by rank never build Python rows that the rank would then skip."""
         labels = []
-        for label, row in zip(batch["label"], indices):
+        for label, row in zip(batch.column("label").to_pylist(), indices):
             if is_missing_label(label):
                 if not self.drop_unlabeled:
                     raise ValueError(
@@ -616,7 +618,13 @@ class _LabelStream:
                     )
                 label = self.lookup[name]
             labels.append(UNMAPPED if label is None else int(label))
-        return {"label": labels, "source": [self.source] * len(labels)}
+        return pa.table(
+            {
+                "image": batch.column("image"),
+                "label": pa.array(labels, pa.int64()),
+                "source": pa.array([self.source] * len(labels), pa.string()),
+            }
+        )
 
 
 def _prepare_stream(ds, spec: SourceSpec, split: str, label_names, lookup, column: str, stats: dict):
@@ -630,7 +638,8 @@ def _prepare_stream(ds, spec: SourceSpec, split: str, label_names, lookup, colum
         "note": "streamed: counted as it streams (see `streamed`)",
     }
     fn = _LabelStream(lookup, int_names, spec, split, column)
-    return ds.map(fn, batched=True, with_indices=True, features=STREAM_FEATURES)
+    rows = ds.with_format("arrow").map(fn, batched=True, with_indices=True, features=STREAM_FEATURES)
+    return rows.with_format(None)  # rows as Python dicts to whoever reads them; the loader asks for Arrow
 
 
 def _keep_row(keep: list[bool], label: list[int]) -> list[bool]:

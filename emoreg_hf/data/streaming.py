@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 UNLABELED, UNMAPPED = -1, -2  # label codes of rows dropped (and counted) at the source's request
 # Per source: rows trained on, and rows dropped as they streamed (bad images, no label, no place in the taxonomy)
 COUNTS = ("rows", "bad_images", "unlabeled_dropped", "unmapped_dropped")
+BAD, DROPPED = 1, {UNLABELED: 2, UNMAPPED: 3}  # where each kind of dropped row is counted
 SHUFFLE_BUFFER = 1_000  # rows each reader holds to shuffle a stream (datasets' default): encoded bytes only
 STREAM_FEATURES = datasets.Features(
     {
@@ -43,8 +44,10 @@ STREAM_FEATURES = datasets.Features(
 
 def as_stream_rows(split: datasets.Dataset) -> datasets.IterableDataset:
     """A prepared map-style split (checked on loading) as rows of a stream (`STREAM_FEATURES`)."""
-    rows = split.to_iterable_dataset().cast_column("image", datasets.Image(decode=False))
-    return rows.cast_column("label", datasets.Value("int64"))
+    rows = split.cast_column("image", datasets.Image(decode=False)).cast_column(
+        "label", datasets.Value("int64")
+    )
+    return rows.to_iterable_dataset()
 
 
 def decode_image(value, working_size: int) -> PIL.Image.Image:
@@ -89,7 +92,8 @@ class StreamedTrainSplit(torch.utils.data.IterableDataset):
         """Read only rank `rank`'s share of `world_size`; counts start from zero, one row per loader worker
         in memory that the workers share with this process."""
         self.rank, self.world_size = int(rank), int(world_size)
-        self.mine = split_dataset_by_node(self.rows, rank=self.rank, world_size=self.world_size)
+        rows = self.rows.with_format("arrow")  # Arrow batches up to here: skipped rows cost next to nothing
+        self.mine = split_dataset_by_node(rows, rank=self.rank, world_size=self.world_size)
         self.counts = torch.zeros(max(1, num_workers), len(self.sources), len(COUNTS), dtype=torch.int64)
         self.counts.share_memory_()
         return self
@@ -101,17 +105,16 @@ class StreamedTrainSplit(torch.utils.data.IterableDataset):
         """One pass over this rank's rows (or `part` of them), in the stream's (shuffled) order."""
         part = self.mine if part is None else part
         info = torch.utils.data.get_worker_info()
-        row = self.counts[info.id if info is not None else 0]
+        row = self.counts[info.id if info is not None else 0].numpy()  # a view of the shared memory
         index = {name: i for i, name in enumerate(self.sources)}
         size = self.transform.working_size
         for batch in part.iter(batch_size=self.chunk):
             images, labels, kept = [], [], []
-            for value, label, source in zip(batch["image"], batch["label"], batch["source"]):
+            columns = (batch.column(name).to_pylist() for name in ("image", "label", "source"))
+            for value, label, source in zip(*columns):
                 s = index[source]
                 if label < 0:
-                    row[
-                        s, COUNTS.index("unlabeled_dropped" if label == UNLABELED else "unmapped_dropped")
-                    ] += 1
+                    row[s, DROPPED[label]] += 1
                     continue
                 try:
                     image = decode_image(value, size)
@@ -123,7 +126,7 @@ class StreamedTrainSplit(torch.utils.data.IterableDataset):
                             f"({type(error).__name__}: {error}){f' at {where}' if where else ''}. "
                             "Set `on_bad_image: skip` to drop it."
                         ) from None
-                    row[s, COUNTS.index("bad_images")] += 1
+                    row[s, BAD] += 1
                     continue
                 images.append(image)
                 labels.append(label)
@@ -148,6 +151,8 @@ class StreamedTrainSplit(torch.utils.data.IterableDataset):
                 empty = False
                 yield example
             if empty:
+                if info is not None and info.num_workers > 1:
+                    return  # this worker's share is empty; the rank's others read on (training checks the steps)
                 raise ValueError(
                     f"the streamed training split gave no usable row to rank {self.rank} "
                     f"(of {self.world_size}){f', loader worker {info.id}' if info is not None else ''}: "
