@@ -75,9 +75,9 @@ LIMITATIONS = [
         "the family has no activation checkpointing in transformers (HF ResNet, HF ConvNeXt); refused by name",
     ),
     (
-        re.compile(r"There are currently no available devices found"),
-        "accelerate's FSDP plugin needs a GPU-like device (sync_module_states in fsdp.yaml); and without it, "
-        "AcceleratorState never switches a CPU (MULTI_CPU) run to FSDP: FSDP cannot run on a CPU-only host",
+        re.compile(r"There are currently no available devices found|an FSDP accelerate config on the CPU"),
+        "AcceleratorState never switches a CPU (MULTI_CPU) run to FSDP, so the recipes refuse an FSDP config "
+        "on a CPU (it would run as plain DDP); FSDP cannot run on a CPU-only host (docs/scale.md)",
     ),
 ]
 

@@ -330,6 +330,7 @@ class RecipeArgumentParser(HfArgumentParser):
             and config_path == str(self.default_config)
         )
         self.from_demo_config = set(values) - set(cli) if demo and not explicit_config else set()
+        _check_deepspeed_installed(merged)
         script_args, training_args = self.parse_dict(merged)
         if merged.get("report_to") in ("all", ["all"]) and not training_args.report_to:
             print(
@@ -368,6 +369,24 @@ def _shown(path: str | Path | None) -> str:
         return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
     except ValueError:
         return str(path)
+
+
+def _check_deepspeed_installed(values: dict) -> None:
+    """`--deepspeed` or an accelerate DeepSpeed config without the package: one line, not transformers'
+    PackageNotFoundError traceback from inside TrainingArguments."""
+    import importlib.util
+
+    asked = values.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    if asked and importlib.util.find_spec("deepspeed") is None:
+        how = (
+            f"--deepspeed {values['deepspeed']}"
+            if values.get("deepspeed")
+            else "the accelerate DeepSpeed config"
+        )
+        raise ConfigError(
+            f"{how} needs the deepspeed package, which is not installed: pip install -e '.[deepspeed]' "
+            "(docs/scale.md says what DeepSpeed ran here)"
+        )
 
 
 def _has_accelerator() -> bool:

@@ -107,6 +107,7 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         self.regulator, self.rho_logit = None, None  # the regulation mode adds the ones it uses
         self.regulation_mode.build(self, d_task, n_emotions)
         self.post_init()
+        self._no_split_modules = present_no_split_modules(self)
         self._apply_affect_trainable()
 
     @property
@@ -183,11 +184,30 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
             self.affect_model.eval()
 
     def train(self, mode: bool = True):
-        """A frozen affective pathway stays in eval mode (no dropout, no BatchNorm statistic updates)."""
+        """A frozen affective pathway stays in eval mode (no dropout, no BatchNorm statistic updates) and
+        without gradients, also after `from_pretrained` (which makes new parameters, and ends with `eval()`)."""
         super().train(mode)
         if self.config.affect_trainable == "frozen":
+            self.affect_model.requires_grad_(False)
             self.affect_model.eval()
         return self
+
+    def save_pretrained(self, *args, **kwargs):
+        """Saved as its own class, with its own code files and `auto_map`, also when FSDP2's `fully_shard`
+        has given this instance a class of its own (a subclass defined in torch, whose source files
+        transformers would otherwise copy into the folder as the model's code)."""
+        if not torch.distributed.is_available():
+            return super().save_pretrained(*args, **kwargs)
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded = type(self)
+        if not isinstance(self, FSDPModule):
+            return super().save_pretrained(*args, **kwargs)
+        self.__class__ = next(c for c in sharded.__mro__[1:] if not issubclass(c, FSDPModule))
+        try:
+            return super().save_pretrained(*args, **kwargs)
+        finally:
+            self.__class__ = sharded
 
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers=1
@@ -214,6 +234,10 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
                 else {"gradient_checkpointing_func": gradient_checkpointing_func}
             )
             pathway._set_gradient_checkpointing(enable=enable, every_n_layers=every_n_layers, **kwargs)
+
+    def get_input_embeddings(self) -> None:
+        """None: two pathways, no single input embedding (FSDP shards each pathway's own layers instead)."""
+        return None
 
     @property
     def is_activation_checkpointing(self) -> bool:
@@ -366,6 +390,14 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         rho = self.regulation_mode.rho(self, h_task, emotion_probs)
         logits = (1 - rho)[:, None] * logits_non_emotional + rho[:, None] * logits_emotional
         return EmoRegResponses(logits, rho, logits_non_emotional, logits_emotional)
+
+
+def present_no_split_modules(model: nn.Module) -> set[str]:
+    """The model's `_no_split_modules` (its pathways' layer classes, gathered by `post_init`) that it
+    contains: FSDP's transformer-based wrapping shards one unit per such layer, and refuses a name it cannot
+    find (transformers' timm wrapper names `TimmWrapperModel`, which its classifier does not contain)."""
+    present = {type(module).__name__ for module in model.modules()}
+    return {name for name in (model._no_split_modules or ()) if name in present}
 
 
 def _image_classifier_from_config(config) -> PreTrainedModel:

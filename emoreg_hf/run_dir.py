@@ -341,7 +341,7 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
         return f"trainer_state.json is missing or unreadable ({type(error).__name__})"
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
-        return "it holds no *.safetensors weights"
+        return sharded_checkpoint_problem(folder)
     for path in weights:
         try:
             with safe_open(path, framework="numpy"):
@@ -380,6 +380,27 @@ def torch_file_problem(path: Path) -> str | None:
     except (OSError, zipfile.BadZipFile, ValueError) as error:
         return f"{path.name} is truncated or unreadable ({type(error).__name__})"
     return None
+
+
+def sharded_checkpoint_problem(folder: Path) -> str | None:
+    """A checkpoint without safetensors can still be whole: FSDP with SHARDED_STATE_DICT writes one
+    torch.distributed.checkpoint folder per model (`pytorch_model_fsdp_0/`, its `.metadata` written last,
+    once every rank's shard is on disk); DeepSpeed writes the folder its `latest` file names (ZeRO-3 without
+    gathering the weights on save). None when such a checkpoint is complete."""
+    fsdp = sorted(p for p in folder.glob("pytorch_model_fsdp_*") if p.is_dir())
+    for shards in fsdp:
+        if not (shards / ".metadata").is_file():
+            return f"{shards.name}/ has no .metadata (a sharded save cut short)"
+        if not any(f.stat().st_size > 0 for f in shards.glob("*.distcp")):
+            return f"{shards.name}/ holds no shard"
+    if fsdp:
+        return None
+    if (folder / "latest").is_file():
+        tag = (folder / "latest").read_text().strip()
+        if not list((folder / tag).glob("*model_states.pt")):
+            return f"the DeepSpeed checkpoint {tag!r} that `latest` names holds no model states"
+        return None
+    return "it holds no *.safetensors weights (nor a sharded FSDP or DeepSpeed checkpoint)"
 
 
 HUB_CHECKPOINT_DIR = (

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from .modeling_emoreg import present_no_split_modules
+
 logger = logging.getLogger(__name__)
 
 
@@ -69,6 +71,9 @@ class EmoRegTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # FSDP's transformer-based wrapping shards each `_no_split_modules` class and refuses one the model
+        # lacks (transformers' timm wrapper lists one its classifier does not contain): keep those it has.
+        self.model._no_split_modules = present_no_split_modules(self.model)
         self.finisher = finisher
         self.class_weights = class_weights  # per-class loss weights of training (`balance`), or None
         self.train_sampler = train_sampler  # e.g. `balance.ClassBalancedSampler`; None: Trainer's own
@@ -544,11 +549,16 @@ def train_and_evaluate(
     stash = _run_loss_at(checkpoint)
     trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
     try:
-        if checkpoint is not None and _is_last_step(checkpoint):
+        # A checkpoint at the last step is finished without training; a sharded one (FSDP's DCP files,
+        # DeepSpeed's states) is loaded only by Trainer inside train(), which then trains no more than a step.
+        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+        if checkpoint is not None and not sharded and _is_last_step(checkpoint):
             train_metrics = finish_from_last_checkpoint(trainer, checkpoint, stash)
         else:
             train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
             _stop_request(trainer).raise_if_stopped(trainer.args.output_dir)  # pre-empted: checkpoint saved
+        if trainer.is_fsdp_enabled:  # sharded checkpoints or not, the final model is one model.safetensors
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model()
         trainer.save_state()
     except (OSError, RuntimeError, SafetensorError) as error:

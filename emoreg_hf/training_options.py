@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import torch
 from transformers.trainer_utils import IntervalStrategy
@@ -119,6 +120,20 @@ def prepare_training(training_args, given: set[str]):
     # The token lives in the push target only: Trainer pickles its arguments into training_args.bin.
     token, training_args.hub_token = training_args.hub_token, None
     training_args.remove_unused_columns = False  # the transform reads `image`, which the model does not take
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and training_args.device.type == "cpu":
+        raise ValueError(
+            "an FSDP accelerate config on the CPU: accelerate shards a model with FSDP only on GPU-like devices, "
+            "and would run this as plain data parallelism without saying so. Run it on GPUs, or launch with "
+            "torchrun / the DeepSpeed configs on a CPU (docs/scale.md lists what runs where)."
+        )
+    deepspeed = getattr(training_args, "deepspeed_plugin", None)
+    if deepspeed is not None and not deepspeed.zero3_init_flag:
+        # accelerate registers its DeepSpeed config with transformers even with zero3_init_flag off, and every
+        # from_pretrained would then build its model partitioned by ZeRO-3 (re-initialising a replaced head
+        # fails on the empty shards): the models are built whole, and DeepSpeed shards them in prepare().
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # nothing to pin for
     if not push or training_args.process_index != 0:

@@ -165,3 +165,171 @@ def test_two_nodes_of_one_process_each_make_one_run(tmp_path):
     assert record["hyperparameters"]["global_batch_size"] == 2 * 8
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
     assert sum("test_accuracy=" in stdout for stdout, _ in outputs) == 1  # one main process finished the run
+
+
+def launcher_env(config: str, num_processes: int = 2) -> dict[str, str]:
+    """The environment `accelerate launch --config_file CONFIG` gives each process (accelerate's own code)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    argv = ["--config_file", str(ROOT / config), "--num_processes", str(num_processes), "x.py"]
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    if not args.use_deepspeed:
+        return prepare_multi_gpu_env(args)
+    args.deepspeed_fields_from_accelerate_config = ",".join(
+        defaults.deepspeed_config
+    )  # as launch_command does
+    return prepare_deepspeed_cmd_env(args)[1]
+
+
+@pytest.mark.parametrize(
+    "config, version",
+    [("recipes/accelerate_configs/fsdp.yaml", "1"), ("recipes/accelerate_configs/fsdp2.yaml", "2")],
+)
+def test_fsdp_configs_translate_to_transformer_based_wrapping(config, version):
+    env = launcher_env(config)
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == version
+    assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"  # a pathway is never one unit of its own
+    if version == "2":
+        assert env["FSDP_STATE_DICT_TYPE"] == "SHARDED_STATE_DICT"
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_emoreg_trains_saves_and_reloads_on_two_gloo_ranks(tmp_path):
+    """accelerate refuses FSDP without a GPU-like device, so this drives its FSDP2 preparation by hand
+    (tests/fsdp2_emoreg.py) with the plugin that recipes/accelerate_configs/fsdp2.yaml gives each rank."""
+    env = launcher_env("recipes/accelerate_configs/fsdp2.yaml")
+    # The one setting that needs a GPU-like device: accelerate builds its init function on the current
+    # device; FSDP2 does not use it unless fsdp_cpu_ram_efficient_loading is on (it is off in fsdp2.yaml).
+    env["FSDP_SYNC_MODULE_STATES"] = "false"
+    fsdp = {k: v for k, v in env.items() if k.startswith("FSDP_") or k == "ACCELERATE_USE_FSDP"}
+    report = tmp_path / "report.json"
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        free_port(),
+    ]
+    result = subprocess.run(
+        [*launcher, "tests/fsdp2_emoreg.py", str(report), str(tmp_path)],
+        cwd=ROOT, env={**os.environ, **fsdp, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = json.loads(report.read_text())
+    # One unit per layer of each pathway, and the root; never a whole pathway (EmoReg reads its features).
+    assert (
+        "task_model.vit.layers.0" in run["units"] and "affect_model.resnet.embedder.embedder" in run["units"]
+    )
+    assert not {"task_model", "affect_model"} & set(run["units"])
+    assert (
+        run["frozen_params_with_grads"] == []
+        and run["trainable_params_with_grads"] == run["trainable_params"]
+    )
+    assert 0.4 < run["local_share"] < 0.6  # each rank holds about half of every parameter
+    assert run["checkpoint_files"] == ["pytorch_model_fsdp_0", "trainer_state.json"]  # no safetensors
+    assert run["problems"]["sharded"] is None  # a complete sharded checkpoint is resumed, not set aside
+    assert "no .metadata" in run["problems"]["cut_short"]
+    assert run["resumed_max_diff"] == 0.0
+    # The model's own code beside its weights (not the files of the class fully_shard gave the model).
+    assert {"model.safetensors", "config.json", "modeling_emoreg.py", "backbones.py"} <= set(
+        run["final_files"]
+    )
+    assert not [name for name in run["final_files"] if name.startswith("_fsdp")]
+    assert run["reloaded_max_diff"] < 1e-5 and run["reloaded_affect_frozen"]
+
+
+@pytest.mark.parametrize(
+    "config, stage",
+    [("recipes/accelerate_configs/zero2.yaml", "2"), ("recipes/accelerate_configs/zero3.yaml", "3")],
+)
+def test_deepspeed_configs_translate(config, stage):
+    env = launcher_env(config)
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == stage
+    if stage == "3":  # the weights are gathered when saved, so every folder holds model.safetensors
+        assert env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] == "true"
+
+
+def test_deepspeed_without_the_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from emoreg_hf.cli import ConfigError, RecipeArgumentParser
+    from emoreg_hf.configs import FinetuneArguments
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a)
+    )
+    for argv, env in ((["--deepspeed", "ds.json"], {}), ([], {"ACCELERATE_USE_DEEPSPEED": "true"})):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(
+            ConfigError, match=r"needs the deepspeed package, which is not installed: pip install"
+        ):
+            RecipeArgumentParser(FinetuneArguments).parse([*argv, "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_trains_emoreg_on_two_cpu_ranks_and_resumes(tmp_path, demo_runs):
+    """DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu, its collectives over torch.distributed), ZeRO-3 from
+    recipes/accelerate_configs/zero3.yaml: weights, gradients and optimizer state sharded over 2 ranks."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (the dev extra includes it)")
+    out = tmp_path / "run"
+    recipe = [
+        "recipes/finetune.py", "--affect_model_name_or_path", str(demo_runs.pretrain), *TINY[2:],
+        "--max_steps", "4", "--output_dir", str(out),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+
+    def launch(*script) -> subprocess.CompletedProcess:
+        accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                      "recipes/accelerate_configs/zero3.yaml", "--num_processes", "2", "--mixed_precision", "no",
+                      "--main_process_port", free_port()]  # fmt: skip
+        return subprocess.run(
+            [*accelerate, *script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    crash = patched_recipe(tmp_path, "crash", CRASH_AT_STEP.format(step=2))
+    result = launch(str(crash), *recipe)
+    assert result.returncode != 0 and "simulated crash at step 2" in result.stderr
+    shards = sorted(p.name for p in (out / "checkpoint-2" / "global_step2").iterdir())
+    assert [name for name in shards if "model_states" in name] == [
+        "zero_pp_rank_0_mp_rank_00_model_states.pt",
+        "zero_pp_rank_1_mp_rank_00_model_states.pt",
+    ]  # fmt: skip  (each rank its shard of the weights: ZeRO-3)
+
+    result = launch(*recipe)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Resuming from {out / 'checkpoint-2'}" in result.stderr
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    record = json.loads((out / "run_info.json").read_text())
+    assert record["hyperparameters"]["world_size"] == 2 and record["method"] == "emoreg"
+
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(out)  # the gathered 16-bit save, whole
+    assert model.config.model_type == "emoreg" and not any(
+        p.requires_grad for p in model.affect_model.parameters()
+    )
+
+
+def test_an_fsdp_config_on_the_cpu_is_refused_not_run_as_ddp(tmp_path, monkeypatch):
+    from emoreg_hf.cli import RecipeArgumentParser
+    from emoreg_hf.configs import FinetuneArguments
+    from emoreg_hf.training_options import prepare_training
+
+    demo = ROOT / "recipes" / "demo" / "finetune.yaml"
+    argv = ["--method", "baseline", "--output_dir", str(tmp_path)]
+    _, training_args, _ = RecipeArgumentParser(FinetuneArguments, demo).parse(argv)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch --config_file fsdp*.yaml sets
+    with pytest.raises(ValueError, match="FSDP accelerate config on the CPU.*plain data parallelism"):
+        prepare_training(training_args, set())

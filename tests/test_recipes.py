@@ -158,8 +158,10 @@ def test_accelerate_configs_load_with_accelerates_loader():
         "cpu": "NO",
         "ddp": "MULTI_GPU",
         "fsdp": "FSDP",
+        "fsdp2": "FSDP",
         "single_gpu": "NO",
         "zero2": "DEEPSPEED",
+        "zero3": "DEEPSPEED",
     }
 
 

@@ -619,8 +619,8 @@ class _LabelStream:
                 label = self.lookup[name]
             labels.append(UNMAPPED if label is None else int(label))
         return pa.table(
-            {
-                "image": batch.column("image"),
+            {  # one storage type for every source (a folder's images are paths, a parquet file's bytes)
+                "image": STREAM_FEATURES["image"].cast_storage(batch.column("image").combine_chunks()),
                 "label": pa.array(labels, pa.int64()),
                 "source": pa.array([self.source] * len(labels), pa.string()),
             }

@@ -44,10 +44,14 @@ STREAM_FEATURES = datasets.Features(
 
 def as_stream_rows(split: datasets.Dataset) -> datasets.IterableDataset:
     """A prepared map-style split (checked on loading) as rows of a stream (`STREAM_FEATURES`)."""
-    rows = split.cast_column("image", datasets.Image(decode=False)).cast_column(
-        "label", datasets.Value("int64")
-    )
-    return rows.to_iterable_dataset()
+    rows = split.cast(STREAM_FEATURES).to_iterable_dataset().with_format("arrow")
+    # Through an Arrow map like a streamed source's rows, so that their batches carry the same schema
+    # (metadata included) and mix at the Arrow level.
+    return rows.map(_same_rows, batched=True, features=STREAM_FEATURES).with_format(None)
+
+
+def _same_rows(table):
+    return table.replace_schema_metadata(None)  # e.g. the source Dataset's fingerprint
 
 
 def decode_image(value, working_size: int) -> PIL.Image.Image:
