@@ -125,6 +125,25 @@ def test_a_stream_without_max_steps_or_with_epochs_is_refused_before_any_data_is
         "--eval_strategy", "steps", "--output_dir", tmp_path / "f",
     )  # fmt: skip
     assert code == 2 and "--save_strategy epoch: use steps" in err and "--max_steps" not in err
+    code, _, err = recipe(
+        "pretrain.py", "--affective_sources", stream, "--kmeans_labels", "true", "--max_steps", "3",
+        "--eval_strategy", "steps", "--save_strategy", "steps", "--output_dir", tmp_path / "k",
+    )  # fmt: skip
+    assert code == 2 and "--kmeans_labels clusters every training image first" in err
+
+
+@pytest.mark.slow
+def test_stage_one_on_a_streamed_target_the_positive_control(tmp_path):
+    target = "{path: 'demo:synthetic-target', streaming: true}"
+    code, _, err = recipe(
+        "pretrain.py", "--target_dataset", target, "--affective_sources", "null", "--max_steps", "3", "--eval_strategy", "steps",
+        "--save_strategy", "no", "--report_to", "none", "--per_device_train_batch_size", "8",
+        "--max_eval_samples", "32", "--output_dir", tmp_path / "p",
+    )  # fmt: skip
+    assert code == 0, err[-4000:]
+    record = json.loads((tmp_path / "p" / "run_info.json").read_text())
+    assert record["datasets"][0]["split_sizes"]["train"] == 3 * 8
+    assert record["data_report"]["sources"]["synthetic-target"]["streamed"]["rows"] == 3 * 8
 
 
 @pytest.mark.slow

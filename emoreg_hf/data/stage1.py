@@ -25,7 +25,7 @@ def load_stage1_data(args, seed: int, cap) -> dict:
                 on_bad_image=args.on_bad_image,
             )
         )
-        names = list(splits["train"].features["label"].names)
+        names = list(splits["validation"].features["label"].names)  # map-style, also when train streams
         taxonomy = {"name": f"{target.display_name} classes (positive control)", "names": names}
         report = {"target_dataset": target.display_name, "labels": names, "seed": seed, "sources": {}}
         specs = [target]
