@@ -7,7 +7,7 @@ LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1
 	--dynamo_backend no --num_cpu_threads_per_process $(shell nproc 2>/dev/null || echo 1)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint scale-smoke
+.PHONY: install demo test lint results scale-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# The published studies' reports (benchmarks/results/<study>/results.*), rendered again from their records/:
+# after a change meant to change them (tests/test_reference_results.py says when one is due).
+results: install
+	$(PY) recipes/ablate.py --report $(patsubst %/records/study.yaml,%,$(wildcard benchmarks/results/*/records/study.yaml))
 
 # The real recipes at their real size (ViT-B/16, ResNet-50, ConvNeXt-T at 224 px) through the recipe scripts:
 # fp32, bf16, compile, checkpointing, 2-rank DDP, 2-rank FSDP; 3 steps each, on CPU (docs/scale.md). Not in `test`.

@@ -81,6 +81,7 @@ class Stage1Variant:
     switches: dict[str, Any]
     checkpoint_flag: str | None = None
     permutes_emotion_labels: bool = False  # same images and compute, no emotion (the affect card says so)
+    emotion_labels: bool = True  # learns the emotion label space (permuted or not); False: labels of its own
 
 
 STAGE1_VARIANTS: dict[str, Stage1Variant] = {
@@ -94,12 +95,15 @@ STAGE1_VARIANTS: dict[str, Stage1Variant] = {
             permutes_emotion_labels=True,
         ),
         # The learnable non-emotion control: the same images, schedule and compute, k-means cluster labels.
-        Stage1Variant("kmeans", {"kmeans_labels": True}, checkpoint_flag="kmeans_labels"),
+        Stage1Variant(
+            "kmeans", {"kmeans_labels": True}, checkpoint_flag="kmeans_labels", emotion_labels=False
+        ),
         # The positive control: the target data set's own training split and classes.
         Stage1Variant(
             "target",
             {"target_dataset": FromFinetune("dataset"), "affective_sources": None},
             checkpoint_flag="target_task_labels",
+            emotion_labels=False,
         ),
     )
 }

@@ -22,7 +22,13 @@ set the matrix. Values are YAML, so lists and dicts work (quote them for the she
         --seeds 3 --methods baseline,emoreg_adaptive,shuffled_emotion
 
 Output: `<output_dir>/{pretrain,finetune}/<variant or method>/seed<N>/` (one recipe run each, with its
-YAML and log), `ablation.log`, and `results.md`, `results.json`, `results.png`.
+YAML and log), `ablation.log`, `records/` (each run's record, results and log history and the study's
+`study.yaml`, local paths replaced) and `results.md`, `results.json`, `results.png`.
+
+    python recipes/ablate.py --report STUDY_DIR [STUDY_DIR ...]
+
+trains nothing: it writes a finished study's `results.json` again from its `records/` (when it has them)
+and `results.md` / `results.png` from `results.json`, e.g. `--report benchmarks/results/real_small`.
 """
 
 from pathlib import Path

@@ -79,6 +79,16 @@ def write_run(folder: Path, record: RunRecord) -> Path:
     return folder
 
 
+def write_study_run(root: Path, key: str, record: RunRecord) -> Path:
+    """A finished run of an ablation study in `root` as the runner leaves it: the run folder `root/key`
+    (`finetune/baseline/seed0`) and its copy in `root/records/`, where the report reads it."""
+    from emoreg_hf.ablation.records import store_run
+
+    folder = write_run(root / key, record)
+    store_run(folder, key, root)
+    return folder
+
+
 def write_checkpoint(folder: Path, step: int = 4) -> Path:
     """A complete Trainer checkpoint folder as far as resuming checks: weights and trainer_state.json."""
     import torch

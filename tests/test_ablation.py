@@ -205,6 +205,96 @@ def test_shuffled_config_is_one_switch_from_the_pretrain_recipe():
     }
 
 
+# -- the study's records: the report from them alone ------------------------------------------------------
+
+
+def _study(root: Path, data: str) -> ablation.AblationConfig:
+    """A finished 2-method x 3-seed study in `root` as the runner leaves it: run folders with their records
+    (written by hand, naming `data` and folders of the study) and their copies in `root/records/`."""
+    from records import finetune_record, write_run
+
+    from emoreg_hf.ablation.records import store_run
+
+    for seed, (ours, theirs) in enumerate([(0.61, 0.55), (0.63, 0.56), (0.60, 0.57)]):
+        for method, accuracy in (("emoreg_adaptive", ours), ("baseline", theirs)):
+            key = f"finetune/{method}/seed{seed}"
+            config = {"dataset": {"path": data}, "output_dir": str(root / key)}
+            command = f"python {REPO / 'recipes' / 'finetune.py'} {root / key / 'ablation_run.yaml'}"
+            record = finetune_record(
+                seed, accuracy, method="emoreg" if method == "emoreg_adaptive" else method, command=command
+            )
+            record.config.update(config)
+            run = write_run(root / key, record)
+            (run / "trainer_state.json").write_text(
+                json.dumps(
+                    {"global_step": 9, "log_history": [{"loss": 1.0}], "best_model_checkpoint": str(run)}
+                )
+            )
+            store_run(run, key, root)
+    return ablation.load_config(
+        {
+            "pretrain": {},
+            "finetune": {"dataset": {"path": data}},
+            "methods": ["baseline", "emoreg_adaptive"],
+            "output_dir": str(root),
+            "title": "records",
+        }
+    )
+
+
+def test_the_report_renders_again_from_the_records_alone_without_local_paths(tmp_path):
+    data = str(tmp_path / "elsewhere" / "cifar10")
+    config = _study(tmp_path / "study", data)
+    command = f"python recipes/ablate.py study.yaml --finetune.dataset '{{path: {data}}}'"
+    summary = ablation.write_report(config, command=command)
+    assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["n"] == 3
+    report = (tmp_path / "study" / "results.md").read_text()
+    assert (
+        "Reproduce: `python recipes/ablate.py study.yaml --finetune.dataset '{path: /path/to/cifar10}'`"
+        in report
+    )
+
+    records = tmp_path / "study" / "records"
+    stored = {p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()}
+    assert "study.yaml" in stored and "finetune/baseline/seed2/run_info.json" in stored
+    assert {"all_results.json", "trainer_state.json"} <= {p.rsplit("/", 1)[-1] for p in stored}
+    for path in records.rglob("*"):  # nothing names this machine's folders
+        if path.is_file():
+            assert str(tmp_path) not in path.read_text(), path
+    run_info = json.loads((records / "finetune/baseline/seed0/run_info.json").read_text())
+    assert run_info["config"]["output_dir"] == "/path/to/study/finetune/baseline/seed0"
+    assert run_info["command"].startswith(
+        "python recipes/finetune.py /path/to/study/finetune/baseline/seed0/"
+    )
+    state = json.loads((records / "finetune/baseline/seed0/trainer_state.json").read_text())
+    assert state == {"global_step": 9, "log_history": [{"loss": 1.0}]}
+
+    shipped = tmp_path / "shipped"  # the study folder as the repository keeps it: report and records only
+    shipped.mkdir()
+    shutil.copytree(records, shipped / "records")
+    ablation.render_report(shipped)
+    for name in ("results.md", "results.json"):
+        assert (shipped / name).read_text() == (tmp_path / "study" / name).read_text(), name
+    assert (shipped / "results.png").is_file()
+
+
+def test_report_only_command_line(tmp_path, capsys):
+    config = _study(tmp_path / "study", "/data/cifar10")
+    ablation.write_report(config)
+    (tmp_path / "study" / "results.md").unlink()
+    ablation.main(["--report", str(tmp_path / "study")], recipes_dir=RECIPES, default_config="none.yaml")
+    assert "| emoreg_adaptive | 3 |" in (tmp_path / "study" / "results.md").read_text()
+    kept = tmp_path / "kept"  # a study that kept its results.json only: results.md from it alone
+    kept.mkdir()
+    shutil.copy(tmp_path / "study" / "results.json", kept)
+    ablation.main(["--report", str(kept)], recipes_dir=RECIPES, default_config="none.yaml")
+    assert (kept / "results.md").read_text() == (tmp_path / "study" / "results.md").read_text()
+    with pytest.raises(
+        FileNotFoundError, match="results.json is missing: .* not the folder of a finished study"
+    ):
+        ablation.main(["--report", str(tmp_path)], recipes_dir=RECIPES, default_config="none.yaml")
+
+
 # -- end to end -----------------------------------------------------------------------------------------
 
 
@@ -220,6 +310,7 @@ TINY_MATRIX = {
     "finetune.save_strategy": "no",
 }
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+STAGES = ("pretrain", "finetune")
 RUNTIME_KEYS = ("train_runtime", "train_samples_per_second")  # wall-clock: the one thing allowed to differ
 
 
@@ -302,6 +393,17 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
     assert written["images"]["finetune"]["baseline"]["0"] == {"train": 128, "validation": 64, "test": 64}
     assert written["images"]["pretrain"]["normal"]["1"]["train"] == 128
     assert "Images per run: stage 1: " in markdown
+    # every run's record copied next to the report, local paths replaced: the report renders from them alone
+    records = root / "records"
+    assert (records / "pretrain" / "normal" / "seed0" / "run_info.json").is_file()
+    assert (records / "finetune" / "emoreg_adaptive" / "seed1" / "trainer_state.json").is_file()
+    assert not [p for p in records.rglob("*") if p.is_file() and str(root) in p.read_text()]
+    alone = tmp_path / "report_only"  # the study folder without its run folders (the weights)
+    shutil.copytree(
+        root, alone, ignore=lambda folder, names: [n for n in names if Path(folder) == root and n in STAGES]
+    )
+    ablation.render_report(alone)
+    assert (alone / "results.md").read_text() == markdown
 
     # Another configuration into this folder would replace finished runs: refused, listing what differs
     changed = [*argv, "--output_dir", str(moved), "--methods", "baseline", "--seeds", "1"]

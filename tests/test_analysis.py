@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from records import finetune_record, write_run
+from records import finetune_record, write_study_run
 
 from emoreg_hf import ablation
 from emoreg_hf.ablation import analysis
@@ -178,11 +178,9 @@ def test_report_of_a_pre_registered_study(tmp_path):
             )
             if kind == "emoreg":
                 record.results.update(test_reliance_permuted=0.004, test_reliance_mean=0.001)
-            write_run(tmp_path / "finetune" / method / f"seed{seed}", record)
-        write_run(tmp_path / "pretrain" / "normal" / f"seed{seed}", _stage1_record(seed, 0.61, 0.245, False))
-        write_run(
-            tmp_path / "pretrain" / "shuffled" / f"seed{seed}", _stage1_record(seed, 0.245, 0.245, True)
-        )
+            write_study_run(tmp_path, f"finetune/{method}/seed{seed}", record)
+        write_study_run(tmp_path, f"pretrain/normal/seed{seed}", _stage1_record(seed, 0.61, 0.245, False))
+        write_study_run(tmp_path, f"pretrain/shuffled/seed{seed}", _stage1_record(seed, 0.245, 0.245, True))
     summary = ablation.write_report(config)
     text = (tmp_path / "results.md").read_text()
     assert summary["analysis"]["changed_after_registration"] is False

@@ -24,7 +24,7 @@ import torch
 from demo_runs import ROOT
 from huggingface_hub import EvalResult, ModelCard
 from PIL import Image
-from records import finetune_record, write_run
+from records import finetune_record, write_run, write_study_run
 from transformers import AutoModelForImageClassification
 
 import emoreg_hf  # noqa: F401  (registers EmoReg with the Auto classes)
@@ -318,11 +318,12 @@ def test_card_and_ablation_report_give_the_same_verdict(tmp_path, emoreg, baseli
     """The same runs, read by the card's Controls table and by the ablation's results.md: one verdict."""
     root = tmp_path / "matrix"
     for seed in range(3):
-        write_run(root / "finetune" / "emoreg_adaptive" / f"seed{seed}", finetune_record(seed, emoreg[seed]))
-        write_run(
-            root / "finetune" / "baseline" / f"seed{seed}",
-            finetune_record(seed, baseline[seed], method="baseline"),
-        )
+        for method, accuracy in (("emoreg_adaptive", emoreg[seed]), ("baseline", baseline[seed])):
+            key = f"finetune/{method}/seed{seed}"
+            record = finetune_record(
+                seed, accuracy, method="emoreg" if method == "emoreg_adaptive" else method
+            )
+            write_study_run(root, key, record)
     config = ablation.load_config(
         {"pretrain": {}, "finetune": {}, "methods": ["baseline", "emoreg_adaptive"], "output_dir": str(root)}
     )

@@ -16,7 +16,7 @@ from .. import registry
 from ..cli import read_overrides, split_config_argument, yaml_value
 from .config import AblationConfig, load_config, parse_overrides
 from .launch import LocalLauncher, SlurmLauncher
-from .report import collect_records, plot_results, render_markdown, summarize, write_report
+from .report import collect_records, plot_results, render_markdown, render_report, summarize, write_report
 from .runner import Logger, MatrixFailed, PlannedRun, check_replaced_runs, plan_runs, run_matrix
 
 # Where the runs execute; not part of the matrix (they change no result, and the report does not name them).
@@ -34,12 +34,20 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     """The `-h` of `ablate.py`: the matrix keys and the per-stage recipe keys."""
     parser = argparse.ArgumentParser(
         prog="ablate.py",
-        usage="%(prog)s [CONFIG.yaml | --config CONFIG.yaml] [--key value ...]",
+        usage="%(prog)s [CONFIG.yaml | --config CONFIG.yaml] [--key value ...]\n"
+        "       %(prog)s --report STUDY_DIR [STUDY_DIR ...]",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", metavar="CONFIG.yaml", help="the config file, the same as giving it first"
+    )
+    parser.add_argument(
+        "--report",
+        metavar="STUDY_DIR",
+        nargs="+",
+        help="train nothing: render results.md / .json / .png of finished studies again from their records/ "
+        "(e.g. benchmarks/results/real_small)",
     )
     matrix = parser.add_argument_group("the matrix (also keys of CONFIG.yaml)")
     matrix.add_argument(
@@ -180,12 +188,22 @@ def main(
     default_config: str | Path,
     description: str = "",
 ) -> dict:
-    """`ablate.py [CONFIG.yaml] [--key value ...]`: run the matrix, then write its report."""
+    """`ablate.py [CONFIG.yaml] [--key value ...]`: run the matrix, then write its report.
+    `ablate.py --report STUDY_DIR ...`: render the reports of finished studies again from their records."""
     as_script = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         help_parser(description).print_help()
         raise SystemExit(0)
+    if argv and argv[0] == "--report":
+        if len(argv) < 2:
+            help_parser(description).error("--report needs at least one study folder")
+        try:
+            return {"results": {folder: render_report(folder, log=print) for folder in argv[1:]}}
+        except (ValueError, FileNotFoundError) as error:
+            if not as_script:
+                raise
+            help_parser(description).error(str(error))
     overwrite = "--overwrite" in argv
     argv = [a for a in argv if a != "--overwrite"]
     try:
@@ -211,7 +229,7 @@ def main(
     if summary["waiting"]:  # submitted to a scheduler, not waited for: the same command collects later
         return {"runs": summary, "results": None}
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
-    command = "Reproduce: `" + shlex.join(["python", "recipes/ablate.py", shown, *argv]) + "`"
+    command = shlex.join(["python", "recipes/ablate.py", shown, *argv])
     result = write_report(config, command=command, log=log)
     print((Path(config.output_dir) / "results.md").read_text())
     return {"runs": summary, "results": result}
@@ -231,6 +249,7 @@ __all__ = [
     "plan_runs",
     "plot_results",
     "render_markdown",
+    "render_report",
     "run_matrix",
     "split_launch_options",
     "summarize",

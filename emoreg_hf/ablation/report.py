@@ -1,6 +1,7 @@
 """The matrix's report: statistics per method over seeds (`emoreg_hf.stats`), paired differences to the
-baseline and to each method's control, the smallest difference the design can detect, and
-`results.md` (from a shipped template), `results.json` and `results.png`."""
+baseline and to each method's control, the smallest difference the design can detect. `results.json` is
+summarised from the study's `records/` alone; `results.md` (every sentence in the shipped template
+`model_cards/ablation_results.md`, fed values only) and `results.png` are rendered from `results.json` alone."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import jinja2
 
 from .. import registry, stats
 from ..metrics import METRIC_NAMES
-from ..publish.scrub import placeholder_paths
 from ..run_record import RECORD_FILE, RunRecord, load_run_record
 from ..templates import read_template
 from .config import AblationConfig
+from .records import RECORDS, STUDY_FILE, load_study, store_study
 
 
 def collect_records(
@@ -27,8 +28,9 @@ def collect_records(
     stage1_seeds: Sequence[int] | None = None,
 ) -> dict:
     """`{"finetune": {method: {seed: RunRecord}}, "pretrain": {variant: {seed: RunRecord}}}` of finished runs
-    (stage 1 over `stage1_seeds` when it was trained for fewer seeds)."""
-    root = Path(output_dir)
+    (stage 1 over `stage1_seeds` when it was trained for fewer seeds), from the study's `records/` (what
+    the runner copied of each run)."""
+    root = Path(output_dir) / RECORDS
     found: dict[str, dict[str, dict[int, RunRecord]]] = {"finetune": {}, "pretrain": {}}
     for stage, names, stage_seeds in (
         ("finetune", methods, seeds),
@@ -139,20 +141,21 @@ def _interval(stat: dict | None, scale: float = 100.0, sign: bool = False) -> st
     return f"[{fmt.format(scale * stat['ci_low'])}, {fmt.format(scale * stat['ci_high'])}]"
 
 
-def _sentence(name: str, other: str, difference: dict, level: int) -> str:
-    diff = f"{_pct(difference['mean'], sign=True)} pp"
-    n = difference["n"]
-    words = stats.difference_words(difference)
-    if difference["verdict"] == "unknown":
-        return f"**{name}** vs {other}: {diff} over {n} seed(s); {words}."
-    reason = "the interval contains 0" if difference["verdict"] == "noise" else "the interval excludes 0"
-    return (
-        f"**{name}** vs {other}: {diff}, {level}% CI {_interval(difference, sign=True)} pp over {n} paired "
-        f"seeds: **{words}** ({reason})."
-    )
+def _difference(method: str, versus: str, difference: dict, degenerate: set[str]) -> dict:
+    """A paired difference as the template words it: `mean` and `ci` in pp, the verdict and its words."""
+    return {
+        "method": method,
+        "versus": versus,
+        "mean": _pct(difference["mean"], sign=True),
+        "ci": _interval(difference, sign=True),
+        "n": difference["n"],
+        "verdict": difference["verdict"],
+        "words": stats.difference_words(difference),
+        "degenerate": bool({method, versus} & degenerate),
+    }
 
 
-def _conclusion(comparison: dict, degenerate: Sequence[str] = ()) -> dict | None:
+def _conclusion(comparison: dict, degenerate: set[str]) -> dict | None:
     """What the report concludes from a method against its control, as values for the template's
     conclusion block of that control (`registry.Control.conclusion`); None when the control draws none,
     and the `degenerate` block (no conclusion) when either side reads a degenerate stage 1."""
@@ -160,7 +163,7 @@ def _conclusion(comparison: dict, degenerate: Sequence[str] = ()) -> dict | None
     if control is None or control.conclusion is None:
         return None
     arm = registry.MATRIX.get(comparison["method"])
-    stuck = {comparison["method"], comparison["versus"]} & set(degenerate)
+    stuck = {comparison["method"], comparison["versus"]} & degenerate
     return {
         "kind": "degenerate" if stuck else control.conclusion,
         "method": comparison["method"],
@@ -170,20 +173,17 @@ def _conclusion(comparison: dict, degenerate: Sequence[str] = ()) -> dict | None
     }
 
 
-DEGENERATE_NOTE = " (A degenerate stage 1 is involved: its pathway is constant; not used to conclude.)"
-
-
-def _reliance_lines(summary: dict) -> list[str]:
-    """Per EmoReg method, the accuracy its answers lose without each image's own h_A and e(x)."""
-    lines = []
-    for method, entry in summary["methods"].items():
-        permuted, mean = entry.get("reliance_permuted"), entry.get("reliance_mean")
-        if permuted:
-            lines.append(
-                f"{method}: {_mean_std(permuted)} pp with h_A and e(x) permuted across images, "
-                f"{_mean_std(mean)} pp with them replaced by their mean"
-            )
-    return lines
+def _degenerate(summary: dict) -> set[str]:
+    """Methods whose stage 1 is degenerate (`analysis.stage1_checks` in results.json): no conclusion rests
+    on them."""
+    checks = summary.get("stage1_checks") or {}
+    return {
+        method
+        for method in summary["methods"]
+        if method in registry.MATRIX
+        and registry.MATRIX[method].stage1
+        and (checks.get(registry.MATRIX[method].stage1) or {}).get("degenerate")
+    }
 
 
 def _analysis_context(result: dict | None) -> dict | None:
@@ -204,35 +204,56 @@ def _analysis_context(result: dict | None) -> dict | None:
     }
 
 
-def _power_statement(summary: dict) -> str | None:
-    """The smallest difference to the baseline each method's design detects at 80% power."""
-    parts = [
-        f"{method} {100 * entry['vs_baseline']['detectable_at_80_power']:.2f} pp"
-        for method, entry in summary["methods"].items()
-        if (entry.get("vs_baseline") or {}).get("detectable_at_80_power") is not None
-    ]
-    if not parts:
-        return None
-    return (
-        "Smallest true difference to the baseline that a paired t-test over these seeds would detect with 80% "
-        f"power at the {int(round(100 * summary['confidence']))}% level, from the measured spread of each "
-        "method's paired differences: " + "; ".join(parts) + ". Smaller effects may exist and go unseen."
-    )
+def _stage1(summary: dict) -> list[dict]:
+    """Per stage-1 variant (results.json's `stage1` and `stage1_checks`): runs, accuracies, seconds, flags."""
+
+    def described(runs: dict[str, dict], key: str) -> dict:
+        return stats.describe([r[key] for r in runs.values() if r.get(key) is not None])
+
+    checks = summary.get("stage1_checks") or {}
+    out = []
+    for variant, runs in (summary.get("stage1") or {}).items():
+        check = checks.get(variant) or {}
+        test, majority = described(runs, "test_accuracy"), (check.get("majority_accuracy") or {}).get("mean")
+        declared = registry.STAGE1_VARIANTS.get(variant)
+        out.append(
+            {
+                "variant": variant,
+                "n": len(runs),
+                "emotion_labels": declared is None or declared.emotion_labels,
+                "accuracy": _mean_std(described(runs, "eval_accuracy")),
+                "test": _mean_std(test) if test["n"] else None,
+                "majority": None if majority is None else f"{100 * majority:.2f}",
+                "degenerate": bool(check.get("degenerate")),
+                "seconds": f"{(described(runs, 'train_runtime')['mean'] or 0):.0f}",
+            }
+        )
+    return out
 
 
-def render_markdown(
-    summary: dict,
-    *,
-    title: str | None = None,
-    stage1: list[str] | None = None,
-    data_sizes: str | None = None,
-    notes: str = "",
-    degenerate: Sequence[str] = (),
-) -> str:
-    """The results table, the differences in words, the EmoReg-vs-controls verdicts, the power statement,
-    the reliance on the affective pathway, and (with `summary["analysis"]`) the pre-registered analysis.
-    `degenerate`: methods whose stage 1 is degenerate (`analysis.stage1_checks`); no conclusion rests on them."""
+def _images_per_run(images: dict) -> list[dict]:
+    """Per stage (results.json's `images`): the images per split every run used, or `varies`."""
+    out = []
+    for stage in ("pretrain", "finetune"):
+        sizes = {
+            json.dumps(split_sizes, sort_keys=True)
+            for seeds in (images.get(stage) or {}).values()
+            for split_sizes in seeds.values()
+        }
+        if sizes:
+            one = json.loads(sizes.pop()) if len(sizes) == 1 else None
+            out.append({"stage": stage, "sizes": None if one is None else list(one.items())})
+    return out
+
+
+def render_markdown(summary: dict, *, title: str | None = None) -> str:
+    """`results.md` from `results.json`'s `summary`: the results table, the differences, the verdicts against
+    the controls, the power, the reliance on the affective pathway, the pre-registered analysis (with
+    `summary["analysis"]`) and the study (title, stage 1, images, notes, data, command). The template
+    holds every sentence; this gives it values. `title` replaces the study's."""
+    study = summary.get("study") or {}
     level = int(round(100 * summary["confidence"]))
+    degenerate = _degenerate(summary)
     rows = []
     for method, entry in summary["methods"].items():
         metrics, diff = entry["metrics"], entry.get("vs_baseline")
@@ -261,52 +282,54 @@ def render_markdown(
     few_seeds = None
     if n_seeds and min(n_seeds) <= 3:
         df = max(1, min(n_seeds) - 1)
-        few_seeds = (
-            f"With {min(n_seeds)} seeds the interval uses {df} degree(s) of freedom "
-            f"(t = {stats.t_quantile(0.975, df):.2f}), so only large effects can be told from noise."
-        )
+        few_seeds = {"n": min(n_seeds), "df": df, "t": f"{stats.t_quantile(0.975, df):.2f}"}
     tested = sum(1 for e in summary["methods"].values() if e.get("vs_baseline")) + len(summary["comparisons"])
-    multiplicity = None
-    if tested > 1 and summary.get("analysis"):
-        multiplicity = (
-            f"The {tested} intervals in the list above are not corrected for multiple comparisons; the "
-            "pre-registered analysis is: one primary comparison, and its secondary family corrected with Holm."
-        )
-    elif tested > 1:
-        chance = 1 - summary["confidence"] ** tested
-        multiplicity = (
-            f"No correction for multiple comparisons: with {tested} intervals at {level}%, the chance that at "
-            f"least one excludes 0 by luck alone is about {100 * chance:.0f}% (if they were independent), so a "
-            "single isolated 'beyond noise' is weak evidence."
-        )
+    data = study.get("data")
     context = {
-        "title": title,
+        "title": title or study.get("title"),
         "split_name": "test" if summary["split"] == "test" else "validation",
         "level": level,
         "rows": rows,
-        "data_sizes": data_sizes,
-        "stage1": stage1,
+        "images": _images_per_run(summary.get("images") or {}),
+        "stage1": _stage1(summary),
         "stage1_seeds": summary.get("stage1_seeds"),
         "vs_baseline": [
-            _sentence(method, summary["baseline"], entry["vs_baseline"], level)
-            + (DEGENERATE_NOTE if method in degenerate else "")
+            _difference(method, summary["baseline"], entry["vs_baseline"], degenerate)
             for method, entry in summary["methods"].items()
             if entry.get("vs_baseline") is not None
         ],
-        "comparisons": [
-            _sentence(c["method"], c["versus"], c, level)
-            + (DEGENERATE_NOTE if {c["method"], c["versus"]} & set(degenerate) else "")
-            for c in summary["comparisons"]
-        ],
+        "comparisons": [_difference(c["method"], c["versus"], c, degenerate) for c in summary["comparisons"]],
         "conclusions": [
             c for c in (_conclusion(c, degenerate) for c in summary["comparisons"]) if c is not None
         ],
-        "reliance": _reliance_lines(summary),
+        "reliance": [
+            {
+                "method": method,
+                "permuted": _mean_std(entry["reliance_permuted"]),
+                "mean": _mean_std(entry.get("reliance_mean")),
+            }
+            for method, entry in summary["methods"].items()
+            if entry.get("reliance_permuted")
+        ],
         "analysis": _analysis_context(summary.get("analysis")),
-        "power": _power_statement(summary),
+        "power": [
+            {"method": method, "detectable": f"{100 * entry['vs_baseline']['detectable_at_80_power']:.2f}"}
+            for method, entry in summary["methods"].items()
+            if (entry.get("vs_baseline") or {}).get("detectable_at_80_power") is not None
+        ],
         "few_seeds": few_seeds,
-        "multiplicity": multiplicity,
-        "notes": notes.strip(),
+        "multiplicity": None
+        if tested < 2
+        else {"tested": tested, "chance": f"{100 * (1 - summary['confidence'] ** tested):.0f}"},
+        "notes": (study.get("notes") or "").strip(),
+        "data": None
+        if data is None
+        else {  # as JSON, in the order the study wrote them
+            "stage1": json.dumps(data.get("affective_sources")),
+            "taxonomy": data.get("taxonomy"),
+            "stage2": json.dumps(data.get("dataset")),
+        },
+        "command": study.get("command"),
     }
     template = jinja2.Environment(keep_trailing_newline=True).from_string(
         read_template("ablation_results.md")
@@ -364,51 +387,15 @@ def _images(record: RunRecord) -> dict[str, int]:
     return sizes
 
 
-def _stage1_lines(stage1: dict[str, dict[int, RunRecord]], checks: dict | None = None) -> list[str]:
-    lines = []
-    for variant, runs in stage1.items():
-        check = (checks or {}).get(variant) or {}
-        results = [r.results for r in runs.values()]
-        runtime = stats.describe([r["train_runtime"] for r in results if "train_runtime" in r])
-        accuracy = stats.describe([r["eval_accuracy"] for r in results if "eval_accuracy" in r])
-        what = (
-            "emotion validation accuracy"
-            if variant in ("normal", "shuffled")
-            else "validation accuracy on its own labels"
-        )
-        line = f"{variant}: {len(runs)} run(s), {what} {_mean_std(accuracy)} %"
-        test = stats.describe([r["test_accuracy"] for r in results if "test_accuracy" in r])
-        if test["n"]:
-            line += f", test accuracy {_mean_std(test)} %"
-        majority = (check.get("majority_accuracy") or {}).get("mean")
-        if majority is not None:
-            line += f" (majority-class rate {100 * majority:.2f} %)"
-        if check.get("degenerate"):
-            line += ", **degenerate**: never used to conclude"
-        lines.append(line + f", {(runtime['mean'] or 0):.0f} s each")
-    return lines
+def summarize_study(study_dir: str | Path) -> dict:
+    """The numbers of the study in `study_dir` from its `records/` alone (the run folders are not read):
+    `summarize` over its methods and seeds, the images per run and stage, stage 1's accuracies and checks,
+    the pre-registered analysis (when the study declares one), and the study itself (title, notes, data,
+    the command that ran it), as `results.json` keeps them."""
+    from . import analysis
 
-
-def _sizes_sentence(collected: dict) -> str | None:
-    def describe_stage(records: dict[str, dict[int, RunRecord]]) -> str | None:
-        sizes = {json.dumps(_images(r), sort_keys=True) for runs in records.values() for r in runs.values()}
-        if len(sizes) != 1:
-            return None if not sizes else "varies per run (see results.json)"
-        return ", ".join(f"{split} {n:,}" for split, n in json.loads(sizes.pop()).items())
-
-    parts = []
-    for stage, label in (("pretrain", "stage 1"), ("finetune", "stage 2")):
-        text = describe_stage(collected[stage])
-        if text:
-            parts.append(f"{label}: {text}")
-    return "; ".join(parts) or None
-
-
-def write_report(
-    config: AblationConfig, *, command: str = "", log: Callable[[str], None] | None = None
-) -> dict:
-    """Write `results.json`, `results.md` and `results.png` into the matrix's output folder."""
-    root = Path(config.output_dir)
+    config, command = load_study(study_dir)
+    root = Path(study_dir)
     collected = collect_records(root, config.methods, config.seeds, config.stage1_seeds)
     finetune = {m: collected["finetune"][m] for m in config.methods if m in collected["finetune"]}
     summary = summarize({m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()})
@@ -427,46 +414,60 @@ def write_report(
         }
         for variant, runs in collected["pretrain"].items()
     }
-    from . import analysis
-
     stage1_results = {v: {s: r.results for s, r in runs.items()} for v, runs in collected["pretrain"].items()}
-    checks = analysis.stage1_checks(stage1_results)
-    stage1_of = {m: registry.MATRIX[m].stage1 for m in config.methods}
-    degenerate = [
-        m for m, variant in stage1_of.items() if variant and checks.get(variant, {}).get("degenerate")
-    ]
-    summary["stage1_checks"] = checks
+    summary["stage1_checks"] = analysis.stage1_checks(stage1_results)
     if config.analysis is not None:
-        plan_file = root / analysis.PLAN_FILE
+        plan_file = root / RECORDS / analysis.PLAN_FILE
         summary["analysis"] = analysis.analyse(
             {m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()},
             config.analysis,
             split=summary["split"],
             planned_seeds=len(config.seeds),
             stage1=stage1_results,
-            stage1_of=stage1_of,
+            stage1_of={m: registry.MATRIX[m].stage1 for m in config.methods},
             registered=json.loads(plan_file.read_text()) if plan_file.is_file() else None,
         )
-    sources = config.pretrain.get("affective_sources")
-    data = (
-        f"Data: stage 1 `{json.dumps(sources)}` (taxonomy `{config.pretrain.get('taxonomy')}`); "
-        f"stage 2 `{json.dumps(config.finetune.get('dataset'))}`."
-    )
-    # results.md is published (benchmarks/results, a model card): no absolute path of this machine in it
-    data, command = placeholder_paths(data), placeholder_paths(command)
-    notes = "\n\n".join(part for part in (config.notes.strip(), data, command) if part)
-    markdown = render_markdown(
-        summary,
-        title=config.title,
-        stage1=_stage1_lines(collected["pretrain"], checks),
-        data_sizes=_sizes_sentence(collected),
-        notes=notes,
-        degenerate=degenerate,
-    )
-    (root / "results.json").write_text(json.dumps(summary, indent=2))
-    (root / "results.md").write_text(markdown)
+    summary["study"] = {
+        "title": config.title,
+        "notes": config.notes.strip(),
+        "data": {
+            "affective_sources": config.pretrain.get("affective_sources"),
+            "taxonomy": config.pretrain.get("taxonomy"),
+            "dataset": config.finetune.get("dataset"),
+        },
+        "command": command,
+    }
+    return summary
+
+
+def render_results(study_dir: str | Path, *, log: Callable[[str], None] | None = None) -> dict:
+    """Write `results.md` and `results.png` of the study in `study_dir` from its `results.json` alone."""
+    root = Path(study_dir)
+    path = root / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {str(root)!r} is not the folder of a finished study.")
+    summary = json.loads(path.read_text())
+    (root / "results.md").write_text(render_markdown(summary))
     if summary["methods"]:
         plot_results(summary, root / "results.png")
     if log:
-        log(f"results: {root / 'results.md'}, {root / 'results.json'}, {root / 'results.png'}")
+        log(f"results: {root / 'results.md'}, {path}, {root / 'results.png'}")
     return summary
+
+
+def render_report(study_dir: str | Path, *, log: Callable[[str], None] | None = None) -> dict:
+    """The report of the study in `study_dir` again, training nothing: `results.json` from its `records/`
+    (when it keeps them), then `results.md` and `results.png` from `results.json`."""
+    root = Path(study_dir)
+    if (root / RECORDS / STUDY_FILE).is_file():
+        (root / "results.json").write_text(json.dumps(summarize_study(root), indent=2))
+    return render_results(root, log=log)
+
+
+def write_report(
+    config: AblationConfig, *, command: str = "", log: Callable[[str], None] | None = None
+) -> dict:
+    """Keep the study's configuration and `command` with its runs' records (`records/study.yaml`), then
+    write `results.json`, `results.md` and `results.png` from them (`render_report`)."""
+    store_study(config, command, config.output_dir)
+    return render_report(config.output_dir, log=log)

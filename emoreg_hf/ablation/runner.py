@@ -5,7 +5,9 @@ Each run gets a YAML written into its own folder and is `python recipes/{pretrai
 Stage-1 models are trained once per (variant, seed) and shared. A finished run (its record exists and its
 fingerprint matches) is skipped on restart; an unfinished one resumes from its newest valid checkpoint, or
 starts over when its configuration changed. Where the runs execute (one after another here, several at
-once here, or as Slurm job arrays) is the launcher's business (`launch.py`).
+once here, or as Slurm job arrays) is the launcher's business (`launch.py`). Each finished run's record,
+results and log history are copied into `<output_dir>/records/` (`records.store_run`), where the report
+reads them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from ..run_dir import LAUNCHER_FILES, checkpoint_problem, clear_run_outputs
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
 from .config import AblationConfig, stage1_seed
+from .records import RECORDS, store_run
 
 
 @dataclass
@@ -333,12 +337,17 @@ def run_matrix(
             if marker.get("status") != "done":  # finished while nobody waited (a scheduler's job)
                 Cell(run, fingerprint, tag).write_marker("done")
             log(f"{tag}: finished before, skipped")
+            store_run(run.output_dir, run.key, out_root)
             summary["skipped"].append(run.key)
             continue
+        shutil.rmtree(out_root / RECORDS / run.key, ignore_errors=True)  # never old results for new
         cells.append(Cell(run, fingerprint, tag))
     outcome = launcher.execute(
         cells, root=out_root, recipes_dir=Path(recipes_dir), python=python, env=env or {}, log=log
     )
+    folders = {cell.key: cell.run.output_dir for cell in cells}
+    for key in outcome.finished:
+        store_run(folders[key], key, out_root)
     summary["ran"] = outcome.finished
     summary["seconds"] = outcome.seconds
     summary["waiting"] = outcome.waiting
