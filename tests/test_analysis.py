@@ -78,6 +78,16 @@ def _analyse(shifts, stage1=None, stage1_of=None):
     )
 
 
+def _report(result: dict) -> str:
+    """The pre-registered analysis as results.md words it (the template's sentences)."""
+    summary = {"split": "test", "confidence": 0.95, "baseline": None, "methods": {}, "comparisons": []}
+    return ablation.render_markdown({**summary, "analysis": result})
+
+
+def _line(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
 def test_equivalent_primary_with_a_detected_positive_control():
     result = _analyse(
         {
@@ -95,9 +105,10 @@ def test_equivalent_primary_with_a_detected_positive_control():
         list(analysis.stats.holm(dict(enumerate(raw))).values())
     )
     assert result["positive_control"] == {"method": "no_pretraining", "versus": "baseline", "detected": True}
-    assert "equivalent within ±1.00 pp" in analysis.primary_conclusion(result)
-    assert "was detected" in analysis.positive_control_sentence(result)
-    assert "With the planned 6 seeds" in analysis.power_sentence(result)
+    text = _report(result)
+    assert "equivalent within ±1.00 pp" in _line(text, "**Conclusion.**")
+    assert "The positive control was detected" in text
+    assert "**Power of the planned seeds.** With the planned 6 seeds" in text
 
 
 def test_a_difference_and_an_undetected_positive_control():
@@ -110,9 +121,9 @@ def test_a_difference_and_an_undetected_positive_control():
         }
     )
     assert result["primary"]["decision"] == "different"
-    assert "the emotion labels help" in analysis.primary_conclusion(result)
+    assert "the emotion labels help" in _line(_report(result), "**Conclusion.**")
     assert result["positive_control"]["detected"] is False
-    assert "not** detected" in analysis.positive_control_sentence(result)
+    assert "The positive control was **not** detected" in _report(result)
 
 
 def test_no_conclusion_rests_on_a_degenerate_stage_1():
@@ -137,9 +148,13 @@ def test_no_conclusion_rests_on_a_degenerate_stage_1():
         },
     )
     assert result["stage1"]["shuffled"]["degenerate"] and not result["stage1"]["normal"]["degenerate"]
-    assert result["primary"]["degenerate"] and analysis.primary_conclusion(result).startswith("No conclusion")
-    assert "Not used to conclude" in analysis.comparison_sentence(result["primary"])
-    assert any("**degenerate**" in line for line in analysis.stage1_lines(result))
+    assert result["primary"]["degenerate"] == [{"method": "shuffled_emotion", "stage1": "shuffled"}]
+    text = _report(result)
+    assert _line(text, "**Conclusion.**").startswith(
+        "**Conclusion.** No conclusion: shuffled_emotion (its stage 1"
+    )
+    assert "Not used to conclude: shuffled_emotion" in _line(text, "Primary comparison:")
+    assert "— **degenerate**" in _line(text, "- `shuffled`")
 
 
 def _stage1_record(seed: int, accuracy: float, majority: float, shuffled: bool) -> RunRecord:

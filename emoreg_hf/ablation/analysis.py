@@ -195,9 +195,10 @@ def analyse(
     margin, alpha = plan["equivalence_margin"], plan["alpha"]
     checks = stage1_checks(stage1)
 
-    def degenerate_parts(pair: Sequence[str]) -> list[str]:
+    def degenerate_parts(pair: Sequence[str]) -> list[dict]:
+        """The methods of `pair` whose stage 1 is degenerate, with that stage 1."""
         return [
-            f"{m} (its stage 1 `{stage1_of.get(m)}` is at the majority-class rate)"
+            {"method": m, "stage1": stage1_of[m]}
             for m in pair
             if stage1_of.get(m) and checks.get(stage1_of[m], {}).get("degenerate")
         ]
@@ -240,153 +241,10 @@ def analyse(
     }
 
 
-def _pp(value: float | None, sign: bool = True) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f}" if value >= 0.001 else "< 0.001"
-
-
-def comparison_sentence(c: Mapping[str, Any], *, holm: bool = False) -> str:
-    """One comparison in words: difference, interval, p (Holm-adjusted for secondary ones), equivalence."""
-    eq = c["equivalence"]
-    level = round(100 * (1 - (1 - eq["level"]) / 2))  # the difference's interval: 1 - alpha
-    if c["n"] < 2 or c.get("ci_low") is None:
-        return f"**{c['method']}** vs {c['versus']}: {_pp(c['mean'])} pp over {c['n']} seed(s); too few paired seeds to test."
-    p = (
-        f"Holm-adjusted p = {_p(c.get('p_holm'))} (raw {_p(c['p_value'])})"
-        if holm
-        else f"p = {_p(c['p_value'])}"
-    )
-    words = {
-        "different": "**different**",
-        "equivalent": f"**equivalent** within ±{_pp(eq['margin'], False)} pp",
-        "negligible": f"**different but negligible** (within ±{_pp(eq['margin'], False)} pp)",
-        "inconclusive": "**inconclusive** (neither a difference nor equivalence shown)",
-        "unknown": "**unknown**",
-    }[c["decision"]]
-    text = (
-        f"**{c['method']}** vs {c['versus']}: {_pp(c['mean'])} pp, {level}% CI "
-        f"[{_pp(c['ci_low'])}, {_pp(c['ci_high'])}] pp, {p} over {c['n']} paired seeds; "
-        f"{int(round(100 * eq['level']))}% CI [{_pp(eq['ci_low'])}, {_pp(eq['ci_high'])}] pp against "
-        f"±{_pp(eq['margin'], False)} pp (TOST p = {_p(eq['p_value'])}): {words}."
-    )
-    if c.get("degenerate"):
-        text += " Not used to conclude: " + "; ".join(c["degenerate"]) + "."
-    return text
-
-
-def primary_conclusion(result: Mapping[str, Any]) -> str:
-    """The study's answer, templated from the primary decision; never from a degenerate control."""
-    c = result["primary"]
-    margin = _pp(c["equivalence"]["margin"], False)
-    method, comparator = c["method"], c["versus"]
-    if c.get("degenerate"):
-        return (
-            f"No conclusion: {'; '.join(c['degenerate'])}. A pathway at the majority-class rate is constant, so "
-            "the primary comparison cannot say whether emotion matters."
-        )
-    if c["decision"] == "unknown":
-        return "No conclusion yet: the primary comparison needs at least two paired seeds."
-    mean = _pp(c["mean"])
-    return {
-        "different": (
-            f"{method} and {comparator} differ beyond noise ({mean} pp): with the same faces, schedule and "
-            f"compute, the emotion labels {'help' if c['mean'] > 0 else 'hurt'} this design."
-        ),
-        "equivalent": (
-            f"{method} and {comparator} are equivalent within ±{margin} pp: learning emotion from these faces "
-            f"adds no accuracy beyond ±{margin} pp over learning non-emotion labels from the same faces with the "
-            "same compute."
-        ),
-        "negligible": (
-            f"{method} and {comparator} differ beyond noise, but by less than the ±{margin} pp margin ({mean} pp): "
-            "a real but practically negligible effect of the emotion labels."
-        ),
-        "inconclusive": (
-            f"Inconclusive: {method} vs {comparator} ({mean} pp) shows neither a difference nor equivalence "
-            f"within ±{margin} pp; more seeds would be needed to tell."
-        ),
-    }[c["decision"]]
-
-
-def positive_control_sentence(result: Mapping[str, Any]) -> str | None:
-    positive = result.get("positive_control")
-    if not positive:
-        return None
-    if positive["detected"]:
-        return (
-            f"The positive control was detected ({positive['method']} beats {positive['versus']} beyond noise "
-            "after Holm's correction): this design can see a real gain from an affective pathway."
-        )
-    return (
-        f"The positive control was **not** detected ({positive['method']} vs {positive['versus']}): the design "
-        "did not show a gain even from a pathway that knows the task, so a null result about emotion says little."
-    )
-
-
-def power_sentence(result: Mapping[str, Any]) -> str | None:
-    power = result["primary"].get("power")
-    if not power:
-        return None
-    low, high = power["power_at_margin_interval"]
-    mdd_low, mdd_high = power["detectable_at_80_power_interval"]
-    return (
-        f"With the planned {power['n_planned']} seeds and the spread of the primary paired differences measured "
-        f"over {power['n_observed']} (std {_pp(power['std'], False)} pp, 95% interval "
-        f"[{_pp(power['std_interval'][0], False)}, {_pp(power['std_interval'][1], False)}]), the two-sided paired "
-        f"t-test detects a true difference of {_pp(power['margin'], False)} pp with probability "
-        f"{100 * power['power_at_margin']:.0f}% (between {100 * low:.0f}% and {100 * high:.0f}% over that "
-        f"interval), and reaches 80% power at {_pp(power['detectable_at_80_power'], False)} pp (between "
-        f"{_pp(mdd_low, False)} and {_pp(mdd_high, False)} pp)."
-    )
-
-
-def stage1_lines(result: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for variant, check in result["stage1"].items():
-        accuracy, majority = check["accuracy"], check["majority_accuracy"]
-        spread = "" if accuracy.get("std") is None else " ± " + _pp(accuracy["std"], False)
-        line = (
-            f"`{variant}`: accuracy on its own labels {_pp(accuracy.get('mean'), False)}{spread} % "
-            f"(majority-class rate {_pp(majority.get('mean'), False)} %)"
-        )
-        if check["degenerate"]:
-            line += " — **degenerate** (at the majority-class rate or collapsed to one class): never used to conclude"
-        association = check.get("kmeans_association")
-        if association:
-            v, share = association["cramers_v"], association["information_share"]
-            line += (
-                f"; its clusters vs the emotions: Cramér's V {v['mean']:.3f}, mutual information "
-                f"{100 * share['mean']:.2f}% of the emotions' entropy"
-            )
-        lines.append(line)
-    return lines
-
-
-def reliance_lines(result: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{method}: {_pp(r['permuted'].get('mean'), False)} pp with h_A and e(x) permuted across images, "
-        f"{_pp(r['mean'].get('mean'), False)} pp with them replaced by their mean"
-        for method, r in result["reliance"].items()
-    ]
-
-
 __all__ = [
     "PLAN_FILE",
     "analyse",
     "check_analysis",
-    "comparison_sentence",
-    "positive_control_sentence",
-    "power_sentence",
-    "primary_conclusion",
     "register_plan",
-    "reliance_lines",
     "stage1_checks",
-    "stage1_lines",
 ]
