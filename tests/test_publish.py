@@ -2,8 +2,9 @@
 the demo pretrain and finetune recipes, tiny. Tests never change those folders: they write elsewhere or copy.
 
 Push is tested at the `huggingface_hub` boundary with a recording `HfApi` stand-in, with sockets refused.
-Variants (another seed, a baseline, a leaked token) are copies of the real runs with their run record
-(`run_info.json`) edited, because training them too would double the suite's time. Cards are checked
+What needs only a run record (seeds averaged, Hub metadata, the Controls table, the ablation's verdict) is
+tested on records written by hand (tests/records.py), in the quick tier; what needs a real run's files (a
+leaked token in its record, its weights, plots, export) edits a copy of the demo runs. Cards are checked
 through their data (`card_context`) plus one reference rendering of a hand-written record.
 """
 
@@ -81,16 +82,6 @@ def variant(run: Path, dest: Path, *, shift: float = 0.0, info=None) -> Path:
 
     edit_json(dest / "run_info.json", edit_record)
     return dest
-
-
-def reseed(seed: int):
-    """A run-record edit: the same configuration with another seed."""
-
-    def edit(record):
-        record["seed"] = seed
-        record["hyperparameters"]["seed"] = seed
-
-    return edit
 
 
 def files_of(folder: Path) -> set[str]:
@@ -208,10 +199,12 @@ def test_plots_are_valid_pngs(demo_runs, tmp_path):
             assert image.format == "PNG" and min(image.size) > 100
 
 
-def test_several_seeds_give_mean_and_std(demo_runs, tmp_path):
-    seed2 = variant(demo_runs.finetune, tmp_path / "seed2", shift=-0.02, info=reseed(8))
-    card = build_model_card([demo_runs.finetune, seed2], repo_id="org/x")
-    a, b = (json.loads((d / "all_results.json").read_text()) for d in (demo_runs.finetune, seed2))
+def test_several_seeds_give_mean_and_std(tmp_path):
+    seed7, seed8 = (
+        write_run(tmp_path / f"seed{s}", finetune_record(s, a)) for s, a in ((7, 0.62), (8, 0.60))
+    )
+    card = build_model_card([seed7, seed8], repo_id="org/x")
+    a, b = (json.loads((d / "all_results.json").read_text()) for d in (seed7, seed8))
     test_accuracy = next(
         r for r in card.data.eval_results if r.dataset_split == "test" and r.metric_type == "accuracy"
     )
@@ -220,40 +213,30 @@ def test_several_seeds_give_mean_and_std(demo_runs, tmp_path):
         np.mean([a["test_accuracy"], b["test_accuracy"]]),
         np.std([a["test_accuracy"], b["test_accuracy"]], ddof=1),
     )
-    runs = [load_run_folder(d) for d in (demo_runs.finetune, seed2)]
+    runs = [load_run_folder(d) for d in (seed7, seed8)]
     context = card_context(runs, repo_id="org/x")[1]
     (test_row,) = [row for row in context["results"]["rows"] if row["split"] == "test"]
     assert test_row["values"][context["results"]["columns"].index("Accuracy")] == f"{mean:.4f} ± {std:.4f}"
     assert context["seeds"] == [7, 8]
     assert "**2 seeds** (7, 8)" in card.text and "mean of 2 seeds" in str(card)
 
-    def other_lr(record):
-        reseed(9)(record)
-        record["hyperparameters"]["learning_rate"] = 0.1
-
-    other_lr = variant(demo_runs.finetune, tmp_path / "lr", info=other_lr)
+    hyperparameters = {**finetune_record(9).hyperparameters, "learning_rate": 0.1}
+    other_lr = write_run(tmp_path / "lr", finetune_record(9, hyperparameters=hyperparameters))
     with pytest.raises(ValueError, match="hyperparameters.learning_rate"):
-        build_model_card([demo_runs.finetune, other_lr])
-    fixed = variant(
-        demo_runs.finetune, tmp_path / "fixed", info=lambda i: i["emoreg"].update(regulation="fixed")
+        build_model_card([seed7, other_lr])
+    fixed = write_run(
+        tmp_path / "fixed", finetune_record(9, emoreg={**finetune_record().emoreg, "regulation": "fixed"})
     )
     with pytest.raises(ValueError, match="differ in emoreg"):
-        build_model_card([demo_runs.finetune, fixed])
+        build_model_card([seed7, fixed])
 
 
-def test_hub_backbones_and_dataset_become_metadata(demo_runs, tmp_path):
+def test_hub_backbones_and_dataset_become_metadata(tmp_path):
     """A run on Hub checkpoints and a Hub data set (as with real configs): both base models, the data set id."""
     task, affect = "google/vit-base-patch16-224-in21k", "org/emoreg-vit-affect"
-
-    def on_the_hub(record):
-        record["models"].update(task=task, affect=affect, affect_path=None)
-        record.update(base_models=[task, affect], synthetic_data=False)
-        record["datasets"] = [
-            {"id": "uoft-cs/cifar10", "name": "cifar10", "split_sizes": {"train": 256, "test": 64}}
-        ]
-
-    run = variant(demo_runs.finetune, tmp_path / "run", info=on_the_hub)
-    card = build_model_card(run, repo_id="org/emoreg-vit-cifar10")
+    record = finetune_record()
+    assert record.models["task"] == task and record.models["affect"] == affect and not record.synthetic_data
+    card = build_model_card(write_run(tmp_path / "run", record), repo_id="org/emoreg-vit-cifar10")
     data = card.data
     assert data.base_model == [task, affect] and data.base_model_relation == "finetune"
     assert data.datasets == ["uoft-cs/cifar10"] and "synthetic-data" not in data.tags
@@ -263,22 +246,23 @@ def test_hub_backbones_and_dataset_become_metadata(demo_runs, tmp_path):
     assert "synthetic data" not in card.text
 
 
-def make_baseline(run: Path, dest: Path, seed: int, shift: float) -> Path:
-    def as_baseline(record):
-        record.update(method="baseline", emoreg=None)
-        reseed(seed)(record)
-        record["command"] = record["command"] + " --method baseline"
+def with_weights(folder: Path) -> Path:
+    """A hand-written run folder with weights, enough for an export."""
+    from safetensors.torch import save_file
 
-    return variant(run, dest, shift=shift, info=as_baseline)
+    save_file({"weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+    return folder
 
 
-def test_controls_table_from_compare_dirs(demo_runs, tmp_path, no_network, capsys):
+def test_controls_table_from_compare_dirs(tmp_path, no_network, capsys):
+    run = with_weights(write_run(tmp_path / "run", finetune_record(7, 0.6)))
     baselines = [
-        make_baseline(demo_runs.finetune, tmp_path / f"baseline{s}", s, 0.1 + 0.01 * s) for s in (7, 8)
+        write_run(tmp_path / f"baseline{s}", finetune_record(s, 0.6 + 0.1 + 0.01 * s, method="baseline"))
+        for s in (7, 8)
     ]
-    card = build_model_card(demo_runs.finetune, repo_id="org/emoreg-demo", compare_dirs=baselines).text
-    accuracy = json.loads((demo_runs.finetune / "all_results.json").read_text())["test_accuracy"]
-    assert f"| emoreg (adaptive, concat) (this checkpoint) | 1 | {accuracy:.4f} | – |" in card
+    card = build_model_card(run, repo_id="org/emoreg-demo", compare_dirs=baselines).text
+    assert "| emoreg (adaptive, concat) (this checkpoint) | 1 | 0.6000 | – |" in card
     # seed 7 is the only seed both ran: one paired difference, too few for an interval
     assert re.search(
         r"\| baseline \| 2 \| [\d.]+ ± [\d.]+ \| Δ -0\.1700 over 1 paired seed: too few paired seeds", card
@@ -291,19 +275,13 @@ def test_controls_table_from_compare_dirs(demo_runs, tmp_path, no_network, capsy
         import push
     finally:
         sys.path.pop(0)
-    argv = [
-        str(demo_runs.finetune),
-        "--repo_id",
-        "org/emoreg-demo",
-        "--dry_run",
-        "--compare",
-        *map(str, baselines),
-    ]
+    argv = [str(run), "--repo_id", "org/emoreg-demo", "--dry_run", "--compare", *map(str, baselines)]
     assert push.main(argv) == 0
     assert "| baseline | 2 |" in capsys.readouterr().out
 
+    stage1 = write_run(tmp_path / "stage1", finetune_record(7, stage="pretrain"))
     with pytest.raises(ValueError, match="same stage"):
-        build_model_card(demo_runs.finetune, compare_dirs=[demo_runs.pretrain])
+        build_model_card(run, compare_dirs=[stage1])
 
 
 @pytest.mark.parametrize(
@@ -868,13 +846,6 @@ def test_export_carries_the_tensorboard_traces_and_refuses_leaky_ones(demo_runs,
 
 def test_publishing_reads_each_run_folder_once(tmp_path, monkeypatch, no_network, capsys):
     """A push (card, plots, export, Space) reads every folder's run record once and hands it down."""
-    from safetensors.torch import save_file
-
-    def with_weights(folder: Path) -> Path:
-        save_file({"weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"))
-        (folder / "config.json").write_text("{}")
-        return folder
-
     run = with_weights(write_run(tmp_path / "run", finetune_record(seed=0)))
     seeds = [run, with_weights(write_run(tmp_path / "run1", finetune_record(seed=1)))]
     baselines = [write_run(tmp_path / f"b{s}", finetune_record(s, 0.5, method="baseline")) for s in (0, 1)]
