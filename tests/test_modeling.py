@@ -337,6 +337,7 @@ def test_import_registers_everything_without_importing_the_stack(tmp_path):
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow  # spawns a process
 def test_pipeline_is_registered_when_its_own_module_is_imported_first():
     """`pipeline_emoreg` imports transformers.pipelines itself (the data layer imports it for `to_rgb`): the
     registration waits for the module to finish instead of importing it half-done."""
