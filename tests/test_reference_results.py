@@ -36,6 +36,7 @@ def test_the_shipped_report_is_what_today_renders(study, tmp_path):
         diff = difflib.unified_diff(shipped.splitlines(True), rendered.splitlines(True), "shipped", "today")
         assert rendered == shipped, (
             f"{study.relative_to(ROOT)}/{name} is not what today's code renders; if the change is meant, "
-            f"regenerate it: python recipes/ablate.py --report {study.relative_to(ROOT)}\n"
-            + "".join(list(diff)[:60])
+            f"regenerate it: python recipes/ablate.py --report {study.relative_to(ROOT)} (a results.json without "
+            "its 'study' block predates records/: rerun the study's own ablate.py command, which skips its "
+            "finished runs and writes records/ and the report)\n" + "".join(list(diff)[:60])
         )
