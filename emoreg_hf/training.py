@@ -551,8 +551,11 @@ def train_and_evaluate(
     try:
         # A checkpoint at the last step is finished without training; a sharded one (FSDP's DCP files,
         # DeepSpeed's states) is loaded only by Trainer inside train(), which then trains no more than a step.
-        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
-        if checkpoint is not None and not sharded and _is_last_step(checkpoint):
+        if (
+            checkpoint is not None
+            and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
+            and _is_last_step(checkpoint)
+        ):
             train_metrics = finish_from_last_checkpoint(trainer, checkpoint, stash)
         else:
             train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics

@@ -470,6 +470,8 @@ def test_slurm_matrix_gives_the_sequential_results(sequential_matrix, slurm_job_
     assert "submitted" not in collect.stdout.replace("not submitted again", "")  # nothing twice
     slurm = json.loads((root / "results.json").read_text())
     sequential = json.loads((sequential_matrix["root"] / "results.json").read_text())
+    assert slurm["study"].pop("command").startswith("python recipes/ablate.py")  # the fixture ran no command
+    sequential["study"].pop("command")
     assert _without_runtimes(slurm) == _without_runtimes(sequential)
     assert (root / "results.md").read_text().count("| baseline | 2 |") == 1
 
