@@ -410,7 +410,8 @@ def serve(model: Path | str, tmp_path: Path, *args: str):
         )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # a deadline only: a dead app fails at once (poll above); a loaded
+        # machine took over 180 s to import gradio and start it once
         while True:
             if server.poll() is not None:
                 pytest.fail(f"the app exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
