@@ -71,12 +71,58 @@ def finetune_record(seed: int = 0, accuracy: float = 0.6, method: str = "emoreg"
     return RunRecord(**fields)
 
 
+def pretrain_record(seed: int = 0, accuracy: float = 0.6, shuffled: bool = False, **changes) -> RunRecord:
+    """A stage-1 run (emotion classifier on an affective source; `shuffled`: the shuffled-label variant)."""
+    fields = dict(
+        stage="pretrain",
+        seed=seed,
+        command=f"python recipes/pretrain.py fer.yaml --seed {seed}" + (" --shuffle_labels true" * shuffled),
+        label_names=EMOTIONS,
+        datasets=[DatasetRecord("fer2013", "FER-2013", {"train": 900, "validation": 100, "test": 120})],
+        synthetic_data=False,
+        hyperparameters={"learning_rate": 0.001, "num_train_epochs": 2.0, "seed": seed},
+        config={"shuffle_labels": shuffled, "max_train_samples": None, "max_eval_samples": None},
+        results=results(accuracy, None),
+        models={"architecture": "vit"},
+        taxonomy={"name": "valence3", "names": EMOTIONS},
+        controls={"shuffled_emotion": shuffled},
+        files={"results": "all_results.json"},
+        emoreg_hf_version="0.1.0",
+    )
+    fields.update(changes)
+    return RunRecord(**fields)
+
+
+def predictions(record: RunRecord, n: int = 30, seed: int = 0) -> dict:
+    """A predictions file as `training.train_and_evaluate` writes it (ρ per image for a regulated run)."""
+    import random
+
+    rng = random.Random(seed)
+    k = len(record.label_names)
+    labels = [i % k for i in range(n)]
+    return {
+        "split": "test",
+        "label_names": record.label_names,
+        "labels": labels,
+        "predictions": [label if rng.random() < 0.6 else rng.randrange(k) for label in labels],
+        "regulation": [round(rng.random(), 5) for _ in labels] if record.emoreg else None,
+    }
+
+
 def write_run(folder: Path, record: RunRecord) -> Path:
     """A run folder holding `record` and its `all_results.json` (no weights: enough for cards and reports)."""
     folder.mkdir(parents=True, exist_ok=True)
     record.write(folder)
     (folder / "all_results.json").write_text(json.dumps(record.results))
     return folder
+
+
+def write_predictions(folder: Path, record: RunRecord, n: int = 30) -> dict:
+    """Add the predictions file to `record` (as the run lists it) and write it into `folder`."""
+    record.files["predictions"] = "predictions_test.json"
+    data = predictions(record, n, record.seed)
+    (folder / "predictions_test.json").write_text(json.dumps(data))
+    return data
 
 
 def write_study_run(root: Path, key: str, record: RunRecord) -> Path:

@@ -1,8 +1,8 @@
-"""A study's records: the small files of every run of the matrix (run record, results, log history) and
-the study's configuration, copied into `<output_dir>/records/` with local paths replaced by placeholders.
-The report is rendered from them alone, so a study folder that keeps only its report and `records/` (the
-run folders hold weights and are never shipped) renders the same report again:
-`python recipes/ablate.py --report benchmarks/results/real_small`."""
+"""A study's records: the small files of every run of the matrix (run record, results, log history, the
+predictions file the card draws from) and the study's configuration, copied into `<output_dir>/records/` with
+local paths replaced by placeholders. The report and the runs' model cards are rendered from them alone, so a
+study folder that keeps only its report and `records/` (the run folders hold weights and are never shipped)
+renders the same report and cards again: `python recipes/ablate.py --report STUDY_DIR --cards DIR`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ RESULTS_FILE = "all_results.json"
 STATE_FILE = "trainer_state.json"
 # What a report or a card reads of a run, besides its record: the Trainer's logs, not its resume state.
 STATE_KEYS = ("global_step", "max_steps", "num_train_epochs", "train_batch_size", "log_history")
+# The predictions file keeps what a card draws (labels, predictions, ρ per image) to this many decimals,
+# so a CIFAR-10 test split's stays about 100 KB; the card's text reads only its integers.
+PREDICTION_DECIMALS = 4
 # An absolute path not glued to a word, a URL or another path (as publish.scrub finds them).
 ABS_PATH_RE = re.compile(r"(?<![\w.:/~-])/[^\s\"'`,;()\[\]{}<>|]+")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -60,20 +63,39 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def compact(obj: Any, decimals: int = PREDICTION_DECIMALS) -> Any:
+    """`obj` with every float rounded to `decimals` (integers, names and flags as they are)."""
+    if isinstance(obj, dict):
+        return {key: compact(value, decimals) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [compact(value, decimals) for value in obj]
+    if isinstance(obj, float):
+        return round(obj, decimals)
+    return obj
+
+
 def store_run(run_dir: str | Path, key: str, root: str | Path) -> Path:
-    """Copy a finished run's record, results and log history to `<root>/records/<key>/`
-    (`key`: `pretrain/normal/seed0`, `finetune/baseline/seed0`), paths replaced."""
+    """Copy a finished run's record, results, log history and predictions file (the one its record lists,
+    floats rounded: `compact`) to `<root>/records/<key>/` (`key`: `pretrain/normal/seed0`,
+    `finetune/baseline/seed0`), paths replaced (the predictions file holds labels and numbers only)."""
     run_dir, root = Path(run_dir), Path(root)
     target = root / RECORDS / key
     if target.exists():
         shutil.rmtree(target)
+    record = None
     for name in (RECORD_FILE, RESULTS_FILE):
         if (run_dir / name).is_file():
             data = json.loads((run_dir / name).read_text(encoding="utf-8"))
+            record = data if name == RECORD_FILE else record
             _write_json(target / name, placeholders(data, root))
     if (run_dir / STATE_FILE).is_file():
         state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
         _write_json(target / STATE_FILE, placeholders({k: state[k] for k in STATE_KEYS if k in state}, root))
+    predictions = ((record or {}).get("files") or {}).get("predictions")
+    if predictions and (run_dir / predictions).is_file():
+        data = json.loads((run_dir / predictions).read_text(encoding="utf-8"))
+        text = json.dumps(compact(data), separators=(",", ":"))
+        (target / predictions).write_text(text + "\n", encoding="utf-8")
     return target
 
 

@@ -26,8 +26,8 @@ from .results import (
     results_table,
     seed_statistics,
 )
-from .runs import PathLike, RunDirs, RunFolder, as_run_folders, check_same_configuration, load_run_folder
-from .scrub import is_hub_id, local_roots
+from .runs import PathLike, RunDirs, RunFolder, as_run_folders, check_same_configuration, stage1_run
+from .scrub import is_hub_id
 
 CARD_NAME = "README.md"
 TEMPLATES = {"pretrain": "affect_card.md", "finetune": "emoreg_card.md"}
@@ -91,19 +91,6 @@ def _label_mappings(run: RunFolder) -> list[dict[str, Any]]:
         for name, s in sources.items()
         if isinstance(s.get("mapping"), dict)
     ]
-
-
-def _stage1_run(run: RunFolder) -> RunFolder | None:
-    """The run folder of a local affective checkpoint (for its provenance and reproduce command), if found."""
-    raw = (run.recorded or run.record).models  # unscrubbed: the local path as recorded
-    path = raw.get("affect_path")
-    if not path or is_hub_id(raw.get("affect")):
-        return None
-    candidates = [Path(path)] + [root / raw.get("affect", "") for root in local_roots()]
-    for candidate in candidates:
-        if (candidate / "run_info.json").is_file() and (candidate / "all_results.json").is_file():
-            return load_run_folder(candidate)
-    return None
 
 
 def _backbones(run: RunFolder, stage1: RunFolder | None) -> dict[str, dict[str, Any]]:
@@ -281,7 +268,7 @@ def card_context(
     datasets = _datasets(run)
     hub_base_models = [m for m in record.base_models if is_hub_id(m)]
     uses_stage1 = method is not None and method.uses_affect
-    stage1 = _stage1_run(run) if uses_stage1 and record.config.get("affect_init") != "random" else None
+    stage1 = stage1_run(run) if uses_stage1 and record.config.get("affect_init") != "random" else None
     licence = card_license(run, stage1, license)
     card_data = ModelCardData(
         license=licence["id"],

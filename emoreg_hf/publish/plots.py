@@ -25,25 +25,39 @@ def make_plots(run: RunFolder | PathLike, output_dir: PathLike) -> dict[str, str
     run = run if isinstance(run, RunFolder) else load_run_folder(run)
     plots_dir = Path(output_dir) / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
-    drawn = {}
     for stale in plots_dir.glob(
         "*.png"
     ):  # a figure this run cannot draw must not survive from an earlier one
         stale.unlink()
-    for name, draw in (
-        ("training_curves", _plot_curves),
-        ("rho_histogram", _plot_rho_histogram),
-        ("rho_per_class", _plot_rho_per_class),
-        ("confusion_matrix", _plot_confusion),
-    ):
-        fig = draw(run, plt)
-        if fig is None:
+    drawn = plot_paths(run)
+    for name, _, draw in PLOTS:
+        if name not in drawn:
             continue
+        fig = draw(run, plt)
         fig.tight_layout()
         fig.savefig(plots_dir / f"{name}.png", dpi=110)
         plt.close(fig)
-        drawn[name] = f"{PLOTS_DIR}/{name}.png"
     return drawn
+
+
+def plot_paths(run: RunFolder) -> dict[str, str]:
+    """The figures `make_plots` draws for `run` (those with something to show), without drawing them:
+    {plot name: path relative to the card}, as the card links them."""
+    return {name: f"{PLOTS_DIR}/{name}.png" for name, available, _ in PLOTS if available(run)}
+
+
+def _has_curves(run: RunFolder) -> bool:
+    """At least two points on one of the curves (loss, validation loss, validation accuracy)."""
+    logs = run.state.get("log_history") or []
+    return max(len(_series(logs, key)[0]) for key in ("loss", "eval_loss", "eval_accuracy")) >= 2
+
+
+def _has_predictions(run: RunFolder) -> bool:
+    return bool((run.predictions or {}).get("labels"))
+
+
+def _has_regulation(run: RunFolder) -> bool:
+    return (run.predictions or {}).get("regulation") is not None
 
 
 def _series(logs: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -53,8 +67,6 @@ def _series(logs: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 def _plot_curves(run: RunFolder, plt):
     logs = run.state.get("log_history") or []
-    if max(len(_series(logs, key)[0]) for key in ("loss", "eval_loss", "eval_accuracy")) < 2:
-        return None  # fewer than two points on every curve: nothing to draw
     has_rho = any("rho_mean" in log for log in logs)
     fig, axes = plt.subplots(1, 3 if has_rho else 2, figsize=(13 if has_rho else 9, 3.6))
     ax = axes[0]
@@ -85,19 +97,14 @@ def _plot_curves(run: RunFolder, plt):
     return fig
 
 
-def _regulation(run: RunFolder) -> tuple[np.ndarray, np.ndarray] | None:
-    pred = run.predictions or {}
-    if pred.get("regulation") is None:
-        return None
+def _regulation(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
+    pred = run.predictions
     rho = np.asarray(pred["regulation"], dtype=np.float64).reshape(len(pred["labels"]), -1).mean(axis=1)
     return rho, np.asarray(pred["labels"])
 
 
 def _plot_rho_histogram(run: RunFolder, plt):
-    data = _regulation(run)
-    if data is None:
-        return None
-    rho, _ = data
+    rho, _ = _regulation(run)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.hist(rho, bins=30, range=(0, 1), color="tab:purple")
     ax.set(
@@ -109,11 +116,8 @@ def _plot_rho_histogram(run: RunFolder, plt):
 
 
 def _plot_rho_per_class(run: RunFolder, plt):
-    data = _regulation(run)
-    names = (run.predictions or {}).get("label_names") or run.record.label_names or []
-    if data is None:
-        return None
-    rho, labels = data
+    rho, labels = _regulation(run)
+    names = run.predictions.get("label_names") or run.record.label_names or []
     classes = np.unique(labels)
     means = np.array([rho[labels == c].mean() for c in classes])
     stds = np.array([rho[labels == c].std() for c in classes])
@@ -131,8 +135,6 @@ def _plot_rho_per_class(run: RunFolder, plt):
 
 def _plot_confusion(run: RunFolder, plt):
     pred = run.predictions
-    if not pred or not pred.get("labels"):
-        return None
     labels, predictions = np.asarray(pred["labels"]), np.asarray(pred["predictions"])
     names = pred.get("label_names") or run.record.label_names or []
     n = max(len(names), int(labels.max()) + 1, int(predictions.max()) + 1)
@@ -157,3 +159,12 @@ def _plot_confusion(run: RunFolder, plt):
         ylabel="true",
     )
     return fig
+
+
+# Each figure: its name (the file `plots/<name>.png`), whether a run has something to show in it, how to draw it.
+PLOTS = (
+    ("training_curves", _has_curves, _plot_curves),
+    ("rho_histogram", _has_regulation, _plot_rho_histogram),
+    ("rho_per_class", _has_regulation, _plot_rho_per_class),
+    ("confusion_matrix", _has_predictions, _plot_confusion),
+)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run_record import RunRecord, load_run_record
-from .scrub import runnable_command, scrub
+from .scrub import is_hub_id, local_roots, runnable_command, scrub
 
 PathLike = str | os.PathLike
 RunDirs = PathLike | Sequence[PathLike]
@@ -68,6 +68,40 @@ def load_run_folder(run_dir: PathLike) -> RunFolder:
     return RunFolder(path=path, record=published, state=state, predictions=predictions, recorded=record)
 
 
+# How a study's records name a folder of the study (`ablation.records.placeholders`): this prefix, then the
+# folder's place in the study (`/path/to/<study>/pretrain/normal/seed0`).
+PLACEHOLDER = "/path/to/"
+
+
+def in_same_tree(run_path: PathLike, recorded: str | None) -> Path | None:
+    """Where a run folder named by a placeholder path (`/path/to/<study>/pretrain/normal/seed0`, as a study's
+    records keep a stage-2 run's affective checkpoint) lies next to `run_path` (`.../finetune/<name>/seedN`)
+    in the same tree: `.../pretrain/normal/seed0`, whether that tree is the study's run folders or its
+    `records/`. None for a path that is no placeholder or names no `<stage>/<name>/<seed>`."""
+    if not recorded or not recorded.startswith(PLACEHOLDER):
+        return None
+    tail = Path(recorded).parts[-3:]
+    parents = Path(run_path).resolve().parents
+    if len(Path(recorded).parts) < 5 or len(parents) < 3:  # `/`, `path`, `to`, then at least a stage and more
+        return None
+    return parents[2].joinpath(*tail)
+
+
+def stage1_run(run: RunFolder) -> RunFolder | None:
+    """The run folder of a local affective checkpoint (for its provenance and reproduce command), if found;
+    in a study's records (the path a placeholder) the stage-1 record at the same place in the records."""
+    raw = (run.recorded or run.record).models  # unscrubbed: the local path as recorded
+    path = raw.get("affect_path")
+    if not path or is_hub_id(raw.get("affect")):
+        return None
+    candidates = [Path(path)] + [root / raw.get("affect", "") for root in local_roots()]
+    candidates += [c for c in (in_same_tree(run.path, path),) if c is not None]
+    for candidate in candidates:
+        if (candidate / "run_info.json").is_file() and (candidate / "all_results.json").is_file():
+            return load_run_folder(candidate)
+    return None
+
+
 def as_run_folders(runs: RunDirs | RunFolder | Sequence[RunFolder]) -> list[RunFolder]:
     """Run folders as publishing uses them: folders already read are handed on, paths are read (once)."""
     if isinstance(runs, (str, os.PathLike, RunFolder)):
@@ -110,6 +144,22 @@ def configuration(run: RunFolder) -> dict[str, Any]:
     }
 
 
+AFFECT_KEY = "affect_model_name_or_path"
+
+
+def _same_stage1(a: RunFolder, b: RunFolder) -> bool:
+    """Two runs read stage-1 checkpoints of one configuration (seeds of it, as an ablation study trains one
+    per seed): both are local run folders found (`stage1_run`) whose configurations differ only by seed."""
+    first, second = stage1_run(a), stage1_run(b)
+    if first is None or second is None:
+        return False
+    try:
+        check_same_configuration([first, second])
+    except ValueError:
+        return False
+    return True
+
+
 def check_same_configuration(runs: list[RunFolder]) -> None:
     """Averaging over seeds only makes sense if nothing but the seed changed."""
     first = runs[0]
@@ -120,6 +170,8 @@ def check_same_configuration(runs: list[RunFolder]) -> None:
             )
         a, b = configuration(first), configuration(run)
         differing = sorted(k for k in set(a) | set(b) if k not in PER_RUN_KEYS and a.get(k) != b.get(k))
+        if AFFECT_KEY in differing and _same_stage1(first, run):
+            differing.remove(AFFECT_KEY)
         if differing:
             raise ValueError(
                 f"{run.path} and {first.path} differ in {', '.join(differing)}; a card averages seeds of one "
