@@ -29,10 +29,13 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# The published studies' reports (benchmarks/results/<study>/results.*), rendered again from their records/:
-# after a change meant to change them (tests/test_reference_results.py says when one is due).
+# The published studies' reports (benchmarks/results/<study>/results.*, from their records/ when they keep them,
+# else from results.json) and the reference model cards of their runs (model_cards/reference/<study>/, from
+# records/; a study without records is said to have none): after a change meant to change them
+# (tests/test_reference_results.py and tests/test_reference_cards.py say when one is due).
 results: install
-	$(PY) recipes/ablate.py --report $(patsubst %/records/study.yaml,%,$(wildcard benchmarks/results/*/records/study.yaml))
+	$(PY) recipes/ablate.py --report $(patsubst %/results.json,%,$(wildcard benchmarks/results/*/results.json)) \
+		--cards model_cards/reference
 
 # The real recipes at their real size (ViT-B/16, ResNet-50, ConvNeXt-T at 224 px) through the recipe scripts:
 # fp32, bf16, compile, checkpointing, 2-rank DDP, 2-rank FSDP; 3 steps each, on CPU (docs/scale.md). Not in `test`.

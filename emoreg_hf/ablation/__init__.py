@@ -35,7 +35,7 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ablate.py",
         usage="%(prog)s [CONFIG.yaml | --config CONFIG.yaml] [--key value ...]\n"
-        "       %(prog)s --report STUDY_DIR [STUDY_DIR ...]",
+        "       %(prog)s --report STUDY_DIR [STUDY_DIR ...] [--cards DIR]",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,6 +48,12 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
         nargs="+",
         help="train nothing: render results.md / .json / .png of finished studies again from their records/ "
         "(e.g. benchmarks/results/real_small)",
+    )
+    parser.add_argument(
+        "--cards",
+        metavar="DIR",
+        help="with --report: also render each study's model cards from its records/, as recipes/push.py "
+        "would publish them, into DIR/<study>/<stage>/<name>/ (the project's: model_cards/reference)",
     )
     matrix = parser.add_argument_group("the matrix (also keys of CONFIG.yaml)")
     matrix.add_argument(
@@ -181,6 +187,37 @@ def build_launcher(launch: dict, sbatch: dict):
     )
 
 
+def report_only(argv: Sequence[str], *, log=print) -> dict:
+    """`--report STUDY_DIR ... [--cards DIR]`: each study's report again from its records (or results.json),
+    and with `--cards` its reference cards from its records; a study without records gets a line saying it
+    has none, not an error (its report still renders from results.json)."""
+    from .cards import NoRecordsError, write_reference_cards
+
+    argv = list(argv)
+    cards = None
+    if "--cards" in argv:
+        at = argv.index("--cards")
+        if at + 1 >= len(argv) or argv[at + 1].startswith("--"):
+            raise ValueError("--cards needs the folder to write the cards into")
+        cards = argv[at + 1]
+        del argv[at : at + 2]
+    if not argv:
+        raise ValueError("--report needs at least one study folder")
+    unknown = [a for a in argv if a.startswith("--")]
+    if unknown:
+        raise ValueError(f"--report takes study folders and --cards DIR only, got {unknown[0]}")
+    out: dict = {"results": {}, "cards": {}}
+    for folder in argv:
+        out["results"][folder] = render_report(folder, log=log)
+        if cards is not None:
+            try:
+                out["cards"][folder] = write_reference_cards(folder, cards, log=log)
+            except NoRecordsError as error:
+                log(f"cards: none for {folder}: {error}")
+                out["cards"][folder] = []
+    return out
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -196,10 +233,8 @@ def main(
         help_parser(description).print_help()
         raise SystemExit(0)
     if argv and argv[0] == "--report":
-        if len(argv) < 2:
-            help_parser(description).error("--report needs at least one study folder")
         try:
-            return {"results": {folder: render_report(folder, log=print) for folder in argv[1:]}}
+            return report_only(argv[1:], log=print)
         except (ValueError, FileNotFoundError) as error:
             if not as_script:
                 raise
