@@ -9,7 +9,9 @@ the last call, which skips every finished cell). Written into `<dest>/<name>/`:
 
 - `results.md`, `results.json`, `results.png`, and `analysis_plan.json` when the study was pre-registered;
 - `runs/{pretrain,finetune}/<variant or method>/seedN.yaml`: each cell's `ablation_run.yaml`, rerunnable
-  alone with `python recipes/{pretrain,finetune}.py <that file>`.
+  alone with `python recipes/{pretrain,finetune}.py <that file>`;
+- `records/`, when the study kept them (recipes/ablate.py writes them): what `make results` renders the
+  report and the runs' reference model cards (`model_cards/reference/<name>/`) from.
 
 Local paths never leave the machine: each data set path a cell read is replaced by the placeholder the study
 config names for it (`pretrain.affective_sources`, `finetune.dataset`), the study folder by
@@ -36,6 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from emoreg_hf.ablation.records import RECORDS  # noqa: E402
 from emoreg_hf.cli import read_yaml  # noqa: E402
 from emoreg_hf.publish.scrub import ABS_PATH_RE  # noqa: E402
 
@@ -220,6 +223,10 @@ def publish(
     for run in study_cells:
         target, text = cell_yaml(run, study, dest, replacements)
         files[target] = text
+    records = study / RECORDS  # the report's and the reference cards' source (`make results`)
+    for path in sorted(records.rglob("*")) if records.is_dir() else []:
+        if path.is_file():
+            files[dest / RECORDS / path.relative_to(records)] = rewrite(path.read_text(), replacements)
     for target, text in files.items():
         check_no_local_paths(target, text)
     if dest.exists():

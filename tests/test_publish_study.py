@@ -50,6 +50,12 @@ def _study(tmp_path: Path) -> tuple[Path, Path, Path]:
         f"Reproduce: `python recipes/ablate.py x.yaml --output_dir {study}`\n"
     )
     (study / "results.json").write_text(json.dumps({"data": fer, "split": "test"}))
+    records = study / "records"  # as recipes/ablate.py keeps them: placeholders already
+    (records / "finetune/emoreg_adaptive/seed1").mkdir(parents=True)
+    (records / "study.yaml").write_text("title: A study\nseeds: [1]\n")
+    (records / "finetune/emoreg_adaptive/seed1/run_info.json").write_text(
+        json.dumps({"models": {"affect_path": "/path/to/study/pretrain/normal/seed0"}})
+    )
     (study / "analysis_plan.json").write_text(json.dumps({"plan": {"primary": ["a", "b"]}}))
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
@@ -66,6 +72,8 @@ def test_a_study_is_published_without_local_paths_and_its_section_replaced_on_a_
     published = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert published == [
         "analysis_plan.json",
+        "records/finetune/emoreg_adaptive/seed1/run_info.json",
+        "records/study.yaml",
         "results.json",
         "results.md",
         "runs/finetune/emoreg_adaptive/seed1.yaml",
