@@ -209,3 +209,18 @@ def test_seeds_on_stage_1_runs_of_other_configurations_are_not_averaged(study):
     stage1.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="differ in affect_model_name_or_path"):
         render_reference_cards(study)
+
+
+def test_a_study_inside_the_project_finds_stage_1_in_its_records_too(study):
+    """The runner's records name a folder inside the project relative to it (`outputs/ablations/...`), not by
+    a placeholder: stage 1 is still the record at the same place in records/ (not a run folder of the checkout)."""
+    for seed in (0, 1):
+        path = study / RECORDS / f"finetune/emoreg_adaptive/seed{seed}/run_info.json"
+        record = json.loads(path.read_text())
+        inside = f"outputs/ablations/study/pretrain/normal/seed{seed}"
+        record["models"].update(affect=inside, affect_path=inside)
+        record["config"]["affect_model_name_or_path"] = inside
+        path.write_text(json.dumps(record))
+    card = str(render_reference_cards(study)["finetune/emoreg_adaptive"])
+    assert "# stage 1: the affective pathway (outputs/ablations/study/pretrain/normal/seed0)" in card
+    assert "python recipes/pretrain.py fer.yaml --seed 0\n" in card

@@ -68,21 +68,21 @@ def load_run_folder(run_dir: PathLike) -> RunFolder:
     return RunFolder(path=path, record=published, state=state, predictions=predictions, recorded=record)
 
 
-# How a study's records name a folder of the study (`ablation.records.placeholders`): this prefix, then the
-# folder's place in the study (`/path/to/<study>/pretrain/normal/seed0`).
+# How a study's records name a folder of the study outside the project (`ablation.records.placeholders`):
+# this prefix, then the folder's place in the study (`/path/to/<study>/pretrain/normal/seed0`).
 PLACEHOLDER = "/path/to/"
 
 
 def in_same_tree(run_path: PathLike, recorded: str | None) -> Path | None:
-    """Where a run folder named by a placeholder path (`/path/to/<study>/pretrain/normal/seed0`, as a study's
-    records keep a stage-2 run's affective checkpoint) lies next to `run_path` (`.../finetune/<name>/seedN`)
-    in the same tree: `.../pretrain/normal/seed0`, whether that tree is the study's run folders or its
-    `records/`. None for a path that is no placeholder or names no `<stage>/<name>/<seed>`."""
-    if not recorded or not recorded.startswith(PLACEHOLDER):
+    """Where a run folder recorded as `.../<stage>/<name>/<seed>` (`/path/to/<study>/pretrain/normal/seed0`, or
+    relative to the project for a study inside it, as a study's records keep a stage-2 run's affective
+    checkpoint) lies next to `run_path` (`.../finetune/<name>/seedN`) in the same tree:
+    `.../pretrain/normal/seed0`, whether that tree is the study's run folders or its `records/`."""
+    if not recorded:
         return None
-    tail = Path(recorded).parts[-3:]
+    tail = Path(recorded.removeprefix(PLACEHOLDER)).parts[-3:]
     parents = Path(run_path).resolve().parents
-    if len(Path(recorded).parts) < 5 or len(parents) < 3:  # `/`, `path`, `to`, then at least a stage and more
+    if len(tail) < 3 or len(parents) < 3:
         return None
     return parents[2].joinpath(*tail)
 
@@ -94,8 +94,11 @@ def stage1_run(run: RunFolder) -> RunFolder | None:
     path = raw.get("affect_path")
     if not path or is_hub_id(raw.get("affect")):
         return None
-    candidates = [Path(path)] + [root / raw.get("affect", "") for root in local_roots()]
-    candidates += [c for c in (in_same_tree(run.path, path),) if c is not None]
+    # As recorded (an absolute path of this machine), else where it lies in this run's own tree (a records/
+    # copy names it by a placeholder or relative to the project), else relative to the checkout.
+    exact = [Path(path)] if Path(path).is_absolute() and not path.startswith(PLACEHOLDER) else []
+    candidates = [*exact, *filter(None, [in_same_tree(run.path, path)])]
+    candidates += [root / raw.get("affect", "") for root in local_roots()]
     for candidate in candidates:
         if (candidate / "run_info.json").is_file() and (candidate / "all_results.json").is_file():
             return load_run_folder(candidate)
