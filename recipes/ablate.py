@@ -25,10 +25,13 @@ Output: `<output_dir>/{pretrain,finetune}/<variant or method>/seed<N>/` (one rec
 YAML and log), `ablation.log`, `records/` (each run's record, results and log history and the study's
 `study.yaml`, local paths replaced) and `results.md`, `results.json`, `results.png`.
 
-    python recipes/ablate.py --report STUDY_DIR [STUDY_DIR ...]
+    python recipes/ablate.py --report STUDY_DIR [STUDY_DIR ...] [--cards DIR]
 
 trains nothing: it writes a finished study's `results.json` again from its `records/` (when it has them)
-and `results.md` / `results.png` from `results.json`, e.g. `--report benchmarks/results/real_small`.
+and `results.md` / `results.png` from `results.json`, e.g. `--report benchmarks/results/real_small`;
+`--cards DIR` also renders the model card of each method (over its seeds) and of each stage-1 variant from
+`records/`, as `recipes/push.py` would publish them, into `DIR/<study>/<stage>/<name>/` (`make results`:
+the published studies' into `model_cards/reference/`).
 """
 
 from pathlib import Path
