@@ -178,3 +178,21 @@ def test_both_recipes_train_on_a_stream_with_max_steps_on_two_ranks(tmp_path):
     record = json.loads((tmp_path / "finetune" / "run_info.json").read_text())
     assert record["datasets"][0]["split_sizes"]["train"] == 4 * 8 and record["results"]["train_samples"] == 32
     assert "test_accuracy" in record["results"]
+
+
+def test_class_balancing_a_stream_is_refused_before_any_data_is_read():
+    """Balanced weights and the balanced sampler count the training labels first; a stream has none to count."""
+    from types import SimpleNamespace
+
+    from emoreg_hf.training_options import check_streaming
+
+    steps = SimpleNamespace(
+        max_steps=3, eval_strategy="steps", save_strategy="steps", logging_strategy="steps"
+    )
+    stream = [{"path": "demo:synthetic-faces", "streaming": True}]
+    check_streaming(steps, stream)  # a stream with max_steps and step schedules is fine
+    with pytest.raises(
+        ValueError, match="--class_weighting / --class_balanced_sampler count the training labels"
+    ):
+        check_streaming(steps, stream, class_balance=True)
+    check_streaming(steps, [{"path": "demo:synthetic-faces"}], class_balance=True)  # map-style: counted
