@@ -24,7 +24,7 @@ demo: install
 	$(PY) recipes/push.py outputs/demo/finetune --repo_id your-org/emoreg-demo --dry_run
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
