@@ -14,6 +14,7 @@ from .configuration_emoreg import emoreg_options
 from .data import SourceSpec, is_synthetic
 from .models import emotion_labels
 from .run_record import DatasetRecord
+from .taxonomy import taxonomy_name
 
 
 def _label_names(model) -> list[str]:
@@ -78,7 +79,10 @@ def finetune_fields(args, model, target: SourceSpec, splits) -> dict[str, Any]:
             "architecture": model.config.model_type,
         },
         "base_models": [m for m in (task, affect) if m],
-        "taxonomy": {"name": getattr(affect_config, "emotion_taxonomy", None), "names": list(emotions)}
+        "taxonomy": {
+            "name": taxonomy_name(getattr(affect_config, "emotion_taxonomy", None)),
+            "names": list(emotions),
+        }
         if emotions
         else None,
         "emoreg": dataclasses.asdict(emoreg_options(args)) if method.regulated else None,

@@ -220,3 +220,9 @@ def get_label_space(spec: str | Mapping | LabelSpace) -> LabelSpace:
         valence = valence or CONCEPT_VALENCE.get(normalise(label)) or (label if label in VALENCES else None)
         valences[str(label)] = valence
     return LabelSpace(str(spec.get("name", "custom")), [str(k) for k, _ in items], valences)
+
+
+def taxonomy_name(taxonomy: object) -> str | None:
+    """The taxonomy's name from a stage-1 config's `emotion_taxonomy`: a name (`ekman7`), or, as stage 1 writes
+    it since the label space travels with the checkpoint, `{"name": ..., "names": [...]}`."""
+    return taxonomy.get("name") if isinstance(taxonomy, dict) else taxonomy

@@ -92,3 +92,20 @@ def test_push_license_and_the_runs_record(demo_runs, tmp_path):
     readme = (tmp_path / "export" / "README.md").read_text()
     assert "\nlicense: mit\n" in readme and "| epochs run | 1.00 |" in readme
     assert "- Transformers " in readme
+
+
+def test_the_card_names_the_taxonomy_also_from_a_record_that_nested_it(tmp_path):
+    """Stage 1 writes `emotion_taxonomy` as {name, names}; stage-2 records of 2026-11-30 and before nested that
+    whole mapping as the taxonomy's name, and the card printed it as a dict."""
+    from records import EMOTIONS
+
+    from emoreg_hf.taxonomy import taxonomy_name
+
+    nested = {"name": {"name": "valence3", "names": EMOTIONS}, "names": EMOTIONS}
+    for taxonomy in (nested, {"name": "valence3", "names": EMOTIONS}):
+        text = card(tmp_path, f"t{len(str(taxonomy))}", taxonomy=taxonomy)
+        assert "`valence3` taxonomy" in text and "{'name'" not in text
+    assert (
+        taxonomy_name({"name": "ekman7", "names": ["joy"]}) == "ekman7"
+        and taxonomy_name("ekman7") == "ekman7"
+    )

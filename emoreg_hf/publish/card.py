@@ -14,6 +14,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from .. import registry, stats
+from ..taxonomy import taxonomy_name
 from ..templates import read_template
 from .plots import make_plots
 from .results import (
@@ -201,6 +202,12 @@ def card_license(run: RunFolder, stage1: RunFolder | None, given: str | None) ->
     return {"id": "other", "given": False, "unknown": list(dict.fromkeys(unknown))}
 
 
+def _taxonomy(taxonomy: dict | None) -> dict[str, Any]:
+    """The record's emotion taxonomy, its name a name (records of 2026-11-30 and before nest the whole
+    `{"name", "names"}` of the stage-1 config as the name)."""
+    return {**taxonomy, "name": taxonomy_name(taxonomy.get("name"))} if taxonomy else {}
+
+
 def shown(value: Any) -> Any:
     """A float as a card shows it, to 6 significant digits (0.8999999999999999 -> 0.9); the model-index
     metadata keeps exact values. Anything else as it is."""
@@ -310,7 +317,7 @@ def card_context(
         "stage1": {"path": record.models.get("affect"), "command": stage1.reproduce_command}
         if stage1
         else None,
-        "taxonomy": record.taxonomy or {},
+        "taxonomy": _taxonomy(record.taxonomy),
         "label_names": record.label_names,
         "data_report": data_report_table(record.data_report),
         "data_report_json": json.dumps(record.data_report, indent=1) if record.data_report else None,

@@ -4,6 +4,7 @@ averaged on one card."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -65,7 +66,25 @@ def load_run_folder(run_dir: PathLike) -> RunFolder:
     if predictions_file and predictions is None:
         raise FileNotFoundError(f"{path / predictions_file} is listed in {path}/run_info.json but missing.")
     state = read_json(path / "trainer_state.json", {})
+    command = published_cell_command(path)
+    if command:  # a study's records: its card reruns the published cell config, not the runner's scratch YAML
+        record, published = (dataclasses.replace(r, command=command) for r in (record, published))
     return RunFolder(path=path, record=published, state=state, predictions=predictions, recorded=record)
+
+
+def published_cell_command(path: Path) -> str | None:
+    """For a run's records in a published study (`<study>/records/<stage>/<name>/seedN`), the command that reruns
+    its cell config `<study>/runs/<stage>/<name>/seedN.yaml` (benchmarks/publish_study.py), if the study has it."""
+    parts = path.resolve().parts
+    if len(parts) < 5 or parts[-4] != "records":
+        return None
+    stage, name, seed = parts[-3:]
+    cell = Path(*parts[:-4]) / "runs" / stage / name / f"{seed}.yaml"
+    if not cell.is_file():
+        return None
+    project = Path(__file__).resolve().parents[2]
+    shown = cell.relative_to(project).as_posix() if cell.is_relative_to(project) else str(cell)
+    return f"python recipes/{stage}.py {shown}"
 
 
 # How a study's records name a folder of the study outside the project (`ablation.records.placeholders`):
