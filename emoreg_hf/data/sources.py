@@ -454,6 +454,16 @@ def count_unlabeled(ds, column: str) -> int | None:
     return missing
 
 
+def mapped_label(label, lookup: dict, int_names: list[str] | None, where: str):
+    """A source row's label through the label mapping (its class name, for an integer label, from
+    `int_names`); `None` where the mapping drops the class. A name the mapping does not know is an error
+    naming `where` (source, split, row)."""
+    name = int_names[label] if int_names is not None else str(label)
+    if name not in lookup:
+        raise ValueError(f"{where}: label {name!r} was not in the label mapping {sorted(lookup)}")
+    return lookup[name]
+
+
 class _Prepare:
     """One pass per source: check images, map labels onto the target ClassLabel, add ``source``.
 
@@ -499,13 +509,12 @@ class _Prepare:
                         )
                     ok = False
             if self.lookup is not None:
-                name = self.int_names[label] if self.int_names is not None else str(label)
-                if name not in self.lookup:
-                    raise ValueError(
-                        f"source {self.source!r}, split {self.split!r}, row {row}: label {name!r} was not in "
-                        f"the label mapping {sorted(self.lookup)}"
-                    )
-                label = self.lookup[name]
+                label = mapped_label(
+                    label,
+                    self.lookup,
+                    self.int_names,
+                    f"source {self.source!r}, split {self.split!r}, row {row}",
+                )
             labels.append(-1 if label is None else label)
             keep.append(ok)
             careful.append(ok and convert)
@@ -610,13 +619,8 @@ class _LabelStream:
                 labels.append(UNLABELED)
                 continue
             if self.lookup is not None:
-                name = self.int_names[label] if self.int_names is not None else str(label)
-                if name not in self.lookup:
-                    raise ValueError(
-                        f"source {self.source!r}, split {self.split!r} (streamed), row {row}: label {name!r} "
-                        f"was not in the label mapping {sorted(self.lookup)}"
-                    )
-                label = self.lookup[name]
+                where = f"source {self.source!r}, split {self.split!r} (streamed), row {row}"
+                label = mapped_label(label, self.lookup, self.int_names, where)
             labels.append(UNMAPPED if label is None else int(label))
         return pa.table(
             {  # one storage type for every source (a folder's images are paths, a parquet file's bytes)
