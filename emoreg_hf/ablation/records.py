@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ..publish.scrub import PROJECT
 from ..run_record import RECORD_FILE
 from .config import AblationConfig
 
@@ -29,7 +30,6 @@ STATE_KEYS = ("global_step", "max_steps", "num_train_epochs", "train_batch_size"
 PREDICTION_DECIMALS = 4
 # An absolute path not glued to a word, a URL or another path (as publish.scrub finds them).
 ABS_PATH_RE = re.compile(r"(?<![\w.:/~-])/[^\s\"'`,;()\[\]{}<>|]+")
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 def placeholders(obj: Any, root: Path) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run_record import RunRecord, load_run_record
-from .scrub import is_hub_id, local_roots, runnable_command, scrub
+from .scrub import PROJECT, is_hub_id, local_roots, runnable_command, scrub
 
 PathLike = str | os.PathLike
 RunDirs = PathLike | Sequence[PathLike]
@@ -82,8 +82,7 @@ def published_cell_command(path: Path) -> str | None:
     cell = Path(*parts[:-4]) / "runs" / stage / name / f"{seed}.yaml"
     if not cell.is_file():
         return None
-    project = Path(__file__).resolve().parents[2]
-    shown = cell.relative_to(project).as_posix() if cell.is_relative_to(project) else str(cell)
+    shown = cell.relative_to(PROJECT).as_posix() if cell.is_relative_to(PROJECT) else str(cell)
     return f"python recipes/{stage}.py {shown}"
 
 

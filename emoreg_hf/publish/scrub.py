@@ -14,9 +14,12 @@ ABS_PATH_RE = re.compile(r"(?<![\w.:/~-])(?:/|~/)[^\s\"'`,;()\[\]{}<>|]+")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) that holds emoreg_hf
+
+
 def local_roots() -> list[Path]:
     """Folders whose absolute paths are rewritten relative to themselves: the working directory and the project."""
-    roots = [Path.cwd(), Path(__file__).resolve().parents[2]]
+    roots = [Path.cwd(), PROJECT]
     return [r for r in roots if len(r.parts) > 1]
 
 
