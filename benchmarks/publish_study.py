@@ -40,9 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from emoreg_hf.ablation.records import RECORDS  # noqa: E402
 from emoreg_hf.cli import read_yaml  # noqa: E402
-from emoreg_hf.publish.scrub import ABS_PATH_RE  # noqa: E402
+from emoreg_hf.publish.scrub import ABS_PATH_RE, PLACEHOLDER  # noqa: E402
 
-PLACEHOLDER = "/path/to/"
 STAGES = ("pretrain", "finetune")
 
 

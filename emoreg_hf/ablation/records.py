@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..publish.scrub import PROJECT
+from ..publish.scrub import PLACEHOLDER, PROJECT
 from ..run_record import RECORD_FILE
 from .config import AblationConfig
 
@@ -46,8 +46,8 @@ def placeholders(obj: Any, root: Path) -> Any:
             pass
         for inside, parent in anchors:
             if path.resolve().is_relative_to(inside):
-                return "/path/to/" + path.resolve().relative_to(parent).as_posix()
-        return "/path/to/" + (path.name or "data")
+                return PLACEHOLDER + path.resolve().relative_to(parent).as_posix()
+        return PLACEHOLDER + (path.name or "data")
 
     if isinstance(obj, dict):
         return {key: placeholders(value, root) for key, value in obj.items()}

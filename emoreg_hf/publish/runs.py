@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run_record import RunRecord, load_run_record
-from .scrub import PROJECT, is_hub_id, local_roots, runnable_command, scrub
+from .scrub import PLACEHOLDER, PROJECT, is_hub_id, local_roots, runnable_command, scrub
 
 PathLike = str | os.PathLike
 RunDirs = PathLike | Sequence[PathLike]
@@ -84,11 +84,6 @@ def published_cell_command(path: Path) -> str | None:
         return None
     shown = cell.relative_to(PROJECT).as_posix() if cell.is_relative_to(PROJECT) else str(cell)
     return f"python recipes/{stage}.py {shown}"
-
-
-# How a study's records name a folder of the study outside the project (`ablation.records.placeholders`):
-# this prefix, then the folder's place in the study (`/path/to/<study>/pretrain/normal/seed0`).
-PLACEHOLDER = "/path/to/"
 
 
 def in_same_tree(run_path: PathLike, recorded: str | None) -> Path | None:

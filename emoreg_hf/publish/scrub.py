@@ -15,6 +15,9 @@ HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 PROJECT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) that holds emoreg_hf
+# What a local path outside the project becomes in anything published: this prefix, then its name (or, in a
+# study's records, its place in the study: `/path/to/<study>/pretrain/normal/seed0`), for a reader to fill in.
+PLACEHOLDER = "/path/to/"
 
 
 def local_roots() -> list[Path]:
@@ -43,7 +46,7 @@ def _placeholder_path(match: re.Match) -> str:
             return str(path.resolve().relative_to(root.resolve()))
         except ValueError:
             continue
-    return f"/path/to/{path.name}" if path.name else "/path/to/..."
+    return PLACEHOLDER + (path.name or "...")
 
 
 def runnable_command(command: str) -> str:
