@@ -32,7 +32,7 @@ from transformers.utils import is_vision_available, requires_backends
 
 # transformers' own pattern: the remote-code loader does not demand PIL for imports under this test
 if is_vision_available():
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
 TASK = "emoreg-image-classification"
 EMOREG_FIELDS = ("regulation", "emotions", "non_emotional", "emotional")
@@ -175,15 +175,23 @@ def _open_image(image, timeout):
         return Image.open(io.BytesIO(_download(image, timeout)))
     if os.path.isfile(image):
         return Image.open(image)
+    if os.path.isdir(image):
+        raise ValueError(
+            f"cannot read an image from {_describe(image)}: it is a folder, not an image; to classify the "
+            "images in it, pass a list of their paths (e.g. sorted(glob.glob('folder/*.jpg')))"
+        )
     data = image.split(",", 1)[1] if image.startswith("data:image/") else image
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
+    reason = "no such file" if not image.startswith("data:") else "invalid base64 image data"
     if len(raw) < 8:
-        reason = "no such file" if not image.startswith("data:") else "invalid base64 image data"
         raise ValueError(f"cannot read an image from {_describe(image)}: {reason}")
-    return Image.open(io.BytesIO(raw))
+    try:  # text that happens to decode as base64 (a path like 'photos/cat1') is not an image either
+        return Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read an image from {_describe(image)}: {reason}") from None
 
 
 def _download(url: str, timeout):

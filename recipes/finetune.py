@@ -24,6 +24,7 @@ def main() -> None:
     from emoreg_hf.balance import balanced_sampler, class_balance, loss_weights
     from emoreg_hf.callbacks import PushAtEverySave
     from emoreg_hf.data import load_target_dataset, resolve_target_spec
+    from emoreg_hf.data.splits import rows_before_cap
     from emoreg_hf.models import build_finetune_model, check_checkpoints, emotion_labels
     from emoreg_hf.recording import finetune_fields
     from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
@@ -63,6 +64,7 @@ def main() -> None:
             on_bad_image=args.on_bad_image,
         )
     label_names = splits["validation"].features["label"].names  # map-style, also when train streams
+    uncapped = rows_before_cap(splits)
     splits = {
         name: cap(
             split, args.max_train_samples if name == "train" else args.max_eval_samples, training_args.seed
@@ -95,7 +97,9 @@ def main() -> None:
     )
     if pushes_every_save(training_args, hub):
         trainer.add_callback(PushAtEverySave(hub))
-    results, files = train_and_evaluate(trainer, prepared, checkpoint=checkpoint, label_names=label_names)
+    results, files = train_and_evaluate(
+        trainer, prepared, checkpoint=checkpoint, label_names=label_names, extra_results=uncapped
+    )
 
     if trainer.is_world_process_zero():
         finish_run(

@@ -49,7 +49,7 @@ def main() -> None:
     )
 
     setup_logging(training_args)
-    if begin_run(training_args, args, headline="eval_accuracy"):
+    if begin_run(training_args, args, headline="test_accuracy"):
         return  # this very run is finished: nothing to do
     hub = prepare_training(training_args, parser.given_keys)
     stage1_sources = args.affective_sources or [resolve_target_spec(args.target_dataset)]
@@ -92,7 +92,7 @@ def main() -> None:
         prepared,
         checkpoint=checkpoint,
         label_names=names,
-        extra_results=stage1_label_statistics(data_report),
+        extra_results={**stage1_label_statistics(data_report), **data["rows_before_cap"]},
     )
 
     if trainer.is_world_process_zero():
@@ -105,7 +105,7 @@ def main() -> None:
             files=files,
             push=hub,
             class_balance=balance,
-            headline="eval_accuracy",
+            headline="test_accuracy",
             **pretrain_fields(
                 args,
                 model,

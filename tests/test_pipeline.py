@@ -273,6 +273,9 @@ def test_unreadable_images_are_value_errors_naming_the_input(checkpoints, tmp_pa
         str(text): r"'.*notes\.txt': cannot identify image file",
         str(png): r"'.*cut\.png': .*truncated",
         "data:image/png;base64,%%%": r"'data:image/png;base64,%%%': invalid base64 image data",
+        # a folder is not an image (not "cannot identify image file <_io.BytesIO ...>"): a list is many images
+        str(tmp_path): r"'.*': it is a folder, not an image; .* pass a list of their paths",
+        "photos/cat_0001": r"'photos/cat_0001': no such file",  # valid base64 text, but no image
     }
     for source, message in cases.items():
         with pytest.raises(ValueError, match=f"cannot read an image from {message}"):

@@ -67,3 +67,11 @@ def permute_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
     permuted = np.random.default_rng(seed).permutation(labels)
     feature = ds.features["label"]
     return ds.remove_columns("label").add_column("label", permuted.tolist(), feature=feature)
+
+
+def rows_before_cap(splits) -> dict[str, int]:
+    """`<split>_rows_before_cap` of each split whose length is known, taken before `--max_train_samples` /
+    `--max_eval_samples` cap it: with the rows used, a card tells a subsample from a cap that dropped nothing."""
+    return {
+        f"{name}_rows_before_cap": len(split) for name, split in splits.items() if hasattr(split, "__len__")
+    }

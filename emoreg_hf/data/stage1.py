@@ -8,13 +8,14 @@ from ..taxonomy import get_label_space
 from .mixture import load_affective_mixture
 from .pseudo_labels import kmeans_relabel
 from .sources import SourceSpec
-from .splits import count_labels
+from .splits import count_labels, rows_before_cap
 from .targets import load_target_dataset, resolve_target_spec
 
 
 def load_stage1_data(args, seed: int, cap) -> dict:
-    """`{"splits", "report", "names", "taxonomy", "specs"}` for `recipes/pretrain.py`'s arguments `args`;
-    `cap(split, n, seed)` applies `max_train_samples` / `max_eval_samples` before any relabelling."""
+    """`{"splits", "report", "names", "taxonomy", "specs", "rows_before_cap"}` for `recipes/pretrain.py`'s
+    arguments `args`; `cap(split, n, seed)` applies `max_train_samples` / `max_eval_samples` before any
+    relabelling (`rows_before_cap`: each split's rows before it)."""
     if args.target_dataset is not None:
         target = resolve_target_spec(args.target_dataset)
         splits = dict(
@@ -42,6 +43,7 @@ def load_stage1_data(args, seed: int, cap) -> dict:
         splits, names = dict(splits), list(space.names)
         taxonomy = {"name": space.name, "names": names}
         specs = [SourceSpec.from_any(s) for s in args.affective_sources]
+    uncapped = rows_before_cap(splits)
     splits = {
         name: cap(split, args.max_train_samples if name == "train" else args.max_eval_samples, seed)
         for name, split in splits.items()
@@ -60,7 +62,14 @@ def load_stage1_data(args, seed: int, cap) -> dict:
             "name": f"k-means clusters of the {taxonomy['name']} images (non-emotion control)",
             "names": names,
         }
-    return {"splits": splits, "report": report, "names": names, "taxonomy": taxonomy, "specs": specs}
+    return {
+        "splits": splits,
+        "report": report,
+        "names": names,
+        "taxonomy": taxonomy,
+        "specs": specs,
+        "rows_before_cap": uncapped,
+    }
 
 
 __all__ = ["load_stage1_data"]

@@ -16,6 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from .. import registry, stats
 from ..taxonomy import taxonomy_name
 from ..templates import read_template
+from .facts import LOCAL_REPO, caps, data_report_table, model_title, needs_remote_code
 from .plots import make_plots
 from .results import (
     SPLITS,
@@ -27,7 +28,14 @@ from .results import (
     results_table,
     seed_statistics,
 )
-from .runs import PathLike, RunDirs, RunFolder, as_run_folders, check_same_configuration, stage1_run
+from .runs import (
+    PathLike,
+    RunDirs,
+    RunFolder,
+    as_run_folders,
+    check_same_configuration,
+    stage1_run,
+)
 from .scrub import is_hub_id
 
 CARD_NAME = "README.md"
@@ -70,21 +78,6 @@ def _evaluated_dataset(run: RunFolder) -> dict[str, str]:
     return {"id": "unknown", "name": "unknown"}
 
 
-def data_report_table(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Stage 1's per-source, per-class training counts as a table (classes x sources)."""
-    sources = (report or {}).get("sources") or {}
-    counts = {name: (s.get("class_counts") or {}).get("train") for name, s in sources.items()}
-    if not counts or not all(isinstance(c, dict) and c for c in counts.values()):
-        return None
-    classes = list(dict.fromkeys(c for inner in counts.values() for c in inner))
-    names = list(counts)
-    rows = [{"name": c, "values": [counts[s].get(c, 0) for s in names]} for c in classes]
-    for row in rows:
-        row["total"] = sum(row["values"])
-    totals = [sum(counts[s].values()) for s in names]
-    return {"sources": names, "rows": rows, "totals": totals, "total": sum(totals)}
-
-
 def _label_mappings(run: RunFolder) -> list[dict[str, Any]]:
     sources = (run.record.data_report or {}).get("sources") or {}
     return [
@@ -113,16 +106,6 @@ def _backbones(run: RunFolder, stage1: RunFolder | None) -> dict[str, dict[str, 
             "synthetic_stage1": stage1 is not None and stage1.record.synthetic_data,
         },
     }
-
-
-def _caps(run: RunFolder) -> dict[str, Any] | None:
-    """The subsample a run trained or evaluated on (`--max_train_samples`, `--max_eval_samples`), if any."""
-    config = run.record.config
-    train, evaluation = config.get("max_train_samples"), config.get("max_eval_samples")
-    if train is None and evaluation is None:
-        return None
-    used = run.results.get("train_samples", train)
-    return {"train": {"max": train, "used": used} if train is not None else None, "eval": evaluation}
 
 
 def _tags(run: RunFolder) -> list[str]:
@@ -257,19 +240,24 @@ def per_class_recall(run: RunFolder) -> dict[str, Any] | None:
 def card_context(
     runs: list[RunFolder],
     *,
-    repo_id: str,
+    repo_id: str | None,
     plots: dict[str, str] | None = None,
     compare_dirs: Sequence[PathLike | RunFolder] = (),
     space_id: str | None = None,
     license: str | None = None,
 ) -> tuple[ModelCardData, dict[str, Any]]:
     """The card's metadata and the template's variables (values only), from run folders of one
-    configuration; `compare_dirs` are other configurations' folders (or folders already read); `license`
+    configuration; `repo_id` None: a run folder's own card (titled after its model, loading a placeholder
+    path); `compare_dirs` are other configurations' folders (or folders already read); `license`
     overrides the one the training data implies (`card_license`)."""
     compare = as_run_folders(compare_dirs) if compare_dirs else []
     run, record = runs[0], runs[0].record
     method = registry.method(run.method)
-    model_name = repo_id.split("/")[-1]
+    local = repo_id is None
+    model_name = (
+        model_title(run, [d["name"] or d["id"] for d in _datasets(run)]) if local else repo_id.split("/")[-1]
+    )
+    repo_id = LOCAL_REPO if local else repo_id
     statistics = seed_statistics(runs)
     metrics = reported_metrics(run)
     datasets = _datasets(run)
@@ -292,6 +280,8 @@ def card_context(
     )
     context = {
         "repo_id": repo_id,
+        "local": local,
+        "remote_code": needs_remote_code(run),
         "space_id": space_id,
         "model_name": model_name,
         "stage": run.stage,
@@ -319,11 +309,12 @@ def card_context(
         else None,
         "taxonomy": _taxonomy(record.taxonomy),
         "label_names": record.label_names,
-        "data_report": data_report_table(record.data_report),
+        "data_report": data_report_table(record.data_report, record.label_names),
+        "kmeans_labels": (record.data_report or {}).get("kmeans_labels"),
         "data_report_json": json.dumps(record.data_report, indent=1) if record.data_report else None,
         "controls": {k: v for k, v in record.controls.items() if v},
         "synthetic_data": record.synthetic_data,
-        "caps": _caps(run),
+        "caps": caps(run),
         "class_balance": _class_balance(record),
         "per_class": per_class_recall(run) if run.stage == "pretrain" else None,
         "results": results_table(statistics, metrics),
@@ -355,7 +346,6 @@ def build_model_card(
     paths are read once here, folders already read are used as they are."""
     runs = as_run_folders(run_dirs)
     check_same_configuration(runs)
-    repo_id = repo_id or f"your-org/{runs[0].path.resolve().name}"
     card_data, context = card_context(
         runs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id, license=license
     )

@@ -202,9 +202,20 @@ def comparisons(runs: list[RunFolder], others: Sequence[RunFolder]) -> dict[str,
                 "command": group[0].reproduce_command,
             }
         )
-    missing = [  # what a card of this method should be compared with, and is not
+    missing = [  # what a card of this method should be compared with, and is not (nor is itself)
         kind.label
         for kind in registry.expected_comparisons(runs[0].method)
-        if not any(kind.matches(r.method, r.record.controls) for r in others)
+        if not any(kind.matches(r.method, r.record.controls) for r in [runs[0], *others])
     ]
-    return {"split": SPLITS[prefix], "rows": rows, "missing": missing}
+    # The controls that learn labels without emotion on the same images (k-means): without one, no gain is emotion's.
+    decisive = {
+        c.label
+        for c in registry.CONTROLS.values()
+        if c.attributes_emotion and c.stage1 and not registry.STAGE1_VARIANTS[c.stage1].emotion_labels
+    }
+    return {
+        "split": SPLITS[prefix],
+        "rows": rows,
+        "missing": missing,
+        "missing_decisive": [label for label in missing if label in decisive],
+    }

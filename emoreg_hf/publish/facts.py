@@ -1,0 +1,146 @@
+"""What a card says about a run besides its numbers, read from its record: whether `--max_*_samples`
+dropped rows, whether the checkpoint needs remote code, a title when no Hub id is known, and the class
+counts of what stage 1 trained on. Values only: the templates word them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .. import registry
+from .results import configuration_label
+from .runs import RunFolder, read_json
+
+
+def data_report_table(
+    report: dict[str, Any] | None, label_names: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """Stage 1's per-class training counts as a table (classes x sources), in the classes it trained on: the
+    emotions per source, a k-means control's cluster sizes, a positive control's target classes."""
+    report = report or {}
+    clusters = (report.get("kmeans_labels") or {}).get("train") or {}
+    if clusters.get("sizes") and len(clusters["sizes"]) == len(label_names):
+        sources = {"all sources": {"class_counts": {"train": dict(zip(label_names, clusters["sizes"]))}}}
+    else:
+        sources = report.get("sources") or {}
+    counts = {
+        name: (s.get("class_counts") or {}).get("train") or s.get("class_counts_train")
+        for name, s in sources.items()
+    }
+    if not counts or not all(isinstance(c, dict) and c for c in counts.values()):
+        return None
+    classes = list(dict.fromkeys(c for inner in counts.values() for c in inner))
+    names = list(counts)
+    rows = [{"name": c, "values": [counts[s].get(c, 0) for s in names]} for c in classes]
+    for row in rows:
+        row["total"] = sum(row["values"])
+    totals = [sum(counts[s].values()) for s in names]
+    return {"sources": names, "rows": rows, "totals": totals, "total": sum(totals)}
+
+
+def _rows_before_cap(run: RunFolder) -> dict[str, int]:
+    """Each split's rows before `--max_*_samples` capped it, where the run recorded them (`<split>_rows_before_cap`
+    in its results; a stage-1 record from before that field: its mixture's counts)."""
+    recorded = {
+        split: run.results[f"{split}_rows_before_cap"]
+        for split in ("train", "validation", "test")
+        if isinstance(run.results.get(f"{split}_rows_before_cap"), int)
+    }
+    if recorded:
+        return recorded
+    mixture = (run.record.data_report or {}).get("mixture") or {}
+    return {
+        s: mixture[f"{s}_rows"]
+        for s in ("train", "validation", "test")
+        if isinstance(mixture.get(f"{s}_rows"), int)
+    }
+
+
+def _dropped(before: int | None, used: int | None, cap: int) -> bool | None:
+    """Whether a cap of `cap` rows dropped any: a split is capped only when it has more rows than the cap,
+    so fewer rows used than the cap means none dropped; None when the record cannot tell."""
+    if before is not None and used is not None:
+        return before > used
+    if used is not None and used < cap:
+        return False
+    return None
+
+
+def caps(run: RunFolder) -> dict[str, Any] | None:
+    """What `--max_train_samples` / `--max_eval_samples` did to the run's splits, when they dropped rows
+    (or the record cannot tell): a cap that kept every row is no subsample."""
+    config = run.record.config
+    train_cap, eval_cap = config.get("max_train_samples"), config.get("max_eval_samples")
+    before = _rows_before_cap(run)
+    sizes: dict[str, int] = {}
+    for dataset in run.record.datasets:
+        for split, n in (dataset.split_sizes or {}).items():
+            sizes[split] = sizes.get(split, 0) + n
+    train = None
+    if train_cap is not None:
+        used = run.results.get("train_samples", sizes.get("train"))
+        dropped = _dropped(before.get("train"), used, train_cap)
+        if dropped is not False:
+            train = {
+                "max": train_cap,
+                "used": used,
+                "available": before.get("train"),
+                "known": dropped is True,
+            }
+    evaluation = None
+    if eval_cap is not None:
+        verdicts = {
+            s: _dropped(before.get(s), sizes.get(s), eval_cap) for s in ("validation", "test") if s in sizes
+        }
+        capped = [s for s, dropped in verdicts.items() if dropped is not False]
+        if capped:
+            evaluation = {
+                "max": eval_cap,
+                "splits": [{"split": s, "available": before.get(s), "used": sizes[s]} for s in capped],
+                "known": all(verdicts[s] for s in capped),
+            }
+    return {"train": train, "eval": evaluation} if train or evaluation else None
+
+
+# How a title names a stage-1 variant (the normal one: nothing).
+STAGE1_TITLES = {
+    "normal": "",
+    "shuffled": " (shuffled-emotion diagnostic)",
+    "kmeans": " (k-means control)",
+    "target": " (positive control)",
+}
+LOCAL_REPO = "path/to/this/folder"  # what a run folder's own card loads while no Hub id is known
+
+
+def needs_remote_code(run: RunFolder) -> bool:
+    """Whether `from_pretrained` needs `trust_remote_code=True` for the run's checkpoint: its config.json
+    names code of its own (`auto_map`); without the weights (a study's records), a model type that
+    transformers itself does not know (`small_resnet`, `emoreg`) is shipped as remote code."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    config = read_json(run.path / "config.json")
+    if isinstance(config, dict):
+        return bool(config.get("auto_map"))
+    model_type = run.record.models.get("architecture")
+    return bool(model_type) and model_type not in CONFIG_MAPPING_NAMES
+
+
+def model_title(run: RunFolder, data_names: Sequence[str]) -> str:
+    """The name of a card with no Hub id: the model (stage or method, backbone, data), not its folder's name."""
+    record = run.record
+    data = ", ".join(data_names) or "unknown data"
+    if run.stage == "pretrain":
+        variant = registry.stage1_variant(record.controls).name
+        kind = f"stage 1{STAGE1_TITLES.get(variant, f' ({variant})')}"
+        return f"emoreg-hf {kind} · {record.models.get('architecture') or '?'} · {data}"
+    models = record.models
+    method = registry.method(run.method)
+    backbone = (
+        models.get("task") or (models.get("task_config") or {}).get("model_type")
+        if method is not None and method.uses_task
+        else models.get("architecture")
+    )
+    return f"{configuration_label(run)} · {backbone or models.get('architecture') or '?'} · {data}"
+
+
+__all__ = ["LOCAL_REPO", "caps", "data_report_table", "model_title", "needs_remote_code"]
