@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from .. import registry, stats
 from ..taxonomy import taxonomy_name
 from ..templates import read_template
-from .facts import LOCAL_REPO, caps, data_report_table, model_title, needs_remote_code
+from .facts import LOCAL_REPO, affect_variant, caps, data_report_table, model_title, needs_remote_code
 from .plots import make_plots
 from .results import (
     SPLITS,
@@ -292,6 +292,7 @@ def card_context(
         "frameworks": _frameworks(record),
         "emoreg_hf_version": record.emoreg_hf_version,
         "regulation_formula": _regulation_formula(record.emoreg) if method and method.regulated else None,
+        "affect_variant": affect_variant(record) if run.stage == "finetune" else None,
         "stage1_variant": dataclasses.asdict(registry.stage1_variant(record.controls))
         if run.stage == "pretrain"
         else None,

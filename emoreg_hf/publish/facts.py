@@ -143,4 +143,13 @@ def model_title(run: RunFolder, data_names: Sequence[str]) -> str:
     return f"{configuration_label(run)} · {backbone or models.get('architecture') or '?'} · {data}"
 
 
-__all__ = ["LOCAL_REPO", "caps", "data_report_table", "model_title", "needs_remote_code"]
+def affect_variant(record) -> str | None:
+    """The stage-1 variant of a stage-2 run's affective pathway, from its control flags (None: the normal one
+    or no affective pathway): what its classes are, emotions or a control's own."""
+    for control in registry.CONTROLS.values():
+        if control.stage1 not in (None, registry.NORMAL_STAGE1) and record.controls.get(control.record_flag):
+            return control.stage1
+    return None
+
+
+__all__ = ["LOCAL_REPO", "affect_variant", "caps", "data_report_table", "model_title", "needs_remote_code"]
