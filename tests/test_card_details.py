@@ -109,3 +109,124 @@ def test_the_card_names_the_taxonomy_also_from_a_record_that_nested_it(tmp_path)
         taxonomy_name({"name": "ekman7", "names": ["joy"]}) == "ekman7"
         and taxonomy_name("ekman7") == "ekman7"
     )
+
+
+def stage1_card(tmp_path, name, **changes) -> str:
+    from records import pretrain_record
+
+    return str(build_model_card(load_run_folder(write_run(tmp_path / name, pretrain_record(**changes)))))
+
+
+def test_a_cap_is_a_subsample_only_when_it_dropped_rows(tmp_path):
+    """`--max_train_samples` as large as the split ("28709 of 28,709") is no subsample; the rows before the
+    caps are recorded (`<split>_rows_before_cap`); an old record that cannot tell says so."""
+    capped = {"max_train_samples": 900, "max_eval_samples": 100}
+    kept_all = {**results(0.6, None), "train_samples": 900, "train_rows_before_cap": 900}
+    kept_all |= {"validation_rows_before_cap": 100, "test_rows_before_cap": 120}
+    text = stage1_card(tmp_path, "all", config=capped, results=kept_all)
+    assert "Subsampled" not in text and "capped" not in text
+    dropped = kept_all | {"train_rows_before_cap": 5000, "test_rows_before_cap": 300}
+    text = stage1_card(tmp_path, "some", config=capped, results=dropped)
+    assert (
+        "Subsampled run: training used a class-stratified sample of 900 of the 5000 training images "
+        "(`--max_train_samples 900`). Evaluation was capped at 100 images per split (`--max_eval_samples`): "
+        "test 120 of 300." in text
+    )
+    old = stage1_card(tmp_path, "old", config=capped, results={**results(0.6, None), "train_samples": 900})
+    assert "Subsampled" not in old
+    assert "and used 900; this run's record does not say whether the training split had more" in old
+    fewer = stage1_card(tmp_path, "fewer", config={"max_train_samples": 5000}, results=results(0.6, None))
+    assert "Subsampled" not in fewer and "capped" not in fewer  # 900 rows used < 5000: nothing dropped
+
+
+def test_the_stage1_snippet_trusts_remote_code_only_where_the_checkpoint_ships_it(tmp_path):
+    ships = stage1_card(tmp_path, "small", models={"architecture": "small_resnet"})  # records only: by type
+    assert 'model="path/to/this/folder",\n    trust_remote_code=True,\n)' in ships
+    assert "`small_resnet` model carries its own code" in ships
+    plain = stage1_card(tmp_path, "vit")
+    assert "trust_remote_code" not in plain
+    folder = write_run(tmp_path / "with_config", __import__("records").pretrain_record())
+    (folder / "config.json").write_text('{"model_type": "resnet", "auto_map": {"AutoConfig": "x.Y"}}')
+    assert "trust_remote_code=True" in str(build_model_card(load_run_folder(folder)))  # its config decides
+
+
+def test_a_run_folders_own_card_is_titled_after_its_model_and_loads_a_placeholder(tmp_path):
+    text = card(tmp_path, "finetune")
+    assert "\n# emoreg (adaptive, concat) · google/vit-base-patch16-224-in21k · CIFAR-10\n" in text
+    assert "your-org" not in text and "# finetune\n" not in text
+    assert (
+        'repo = "path/to/this/folder"  # where this run folder is (or the Hub repo id it was pushed to)'
+        in text
+    )
+    negative = results(0.6) | {"test_reliance_permuted": -0.0004, "test_reliance_mean": 0.0012}
+    text = card(tmp_path, "neg", results=negative)
+    assert "Its answers gain 0.04 points of accuracy when h_A and e(x) are permuted" in text
+    assert "and lose 0.12 points when they are replaced by their mean" in text and "lose -" not in text
+
+
+def test_stage1_controls_describe_their_own_classes(tmp_path):
+    """A k-means or positive-control stage 1 is not an emotion recogniser; one source is not a mixture."""
+    clusters = ["cluster 1", "cluster 2", "cluster 3"]
+    report = {
+        "sources": {
+            "fer2013": {"class_counts": {"train": {"negative": 500, "neutral": 300, "positive": 100}}}
+        },
+        "mixture": {"train_rows": 900},
+        "kmeans_labels": {
+            "features": "16x16 px grayscale, standardised",
+            "train": {
+                "cramers_v": 0.066,
+                "mutual_information": 0.0129,
+                "information_share": 0.0071,
+                "sizes": [400, 350, 150],
+            },
+        },
+    }
+    kmeans = stage1_card(
+        tmp_path,
+        "kmeans",
+        label_names=clusters,
+        taxonomy={"name": "k-means clusters of the valence3 images (non-emotion control)", "names": clusters},
+        controls={"shuffle_labels": False, "kmeans_labels": True, "target_dataset": False},
+        data_report=report,
+    )
+    assert "recognises the 3 emotions" not in kmeans and "Images per emotion" not in kmeans
+    assert "sorts images into the 3 clusters of `k-means clusters of the valence3 images" in kmeans
+    assert "| Cluster | all sources | total |\n|---|---:|---:|\n| cluster 1 | 400 | 400 |" in kmeans
+    assert "Cramér's V\n0.066" in kmeans and "Use it only as the non-emotion control" in kmeans
+    assert "This checkpoint is the non-emotion control." in kmeans
+    classes = ["cat", "dog"]
+    target = stage1_card(
+        tmp_path,
+        "target",
+        label_names=classes,
+        taxonomy={"name": "cifar10 classes (positive control)", "names": classes},
+        controls={"shuffle_labels": False, "kmeans_labels": False, "target_dataset": True},
+        data_report={"sources": {"cifar10": {"class_counts_train": {"cat": 40, "dog": 60}}}},
+    )
+    assert "recognises the 2 emotions" not in target and "Use it only as\n> the positive control" in target
+    assert "recognises the 2 classes of the target task (cat, dog)" in target
+    assert "| Class | cifar10 | total |" in target and "| dog | 60 | 60 |" in target
+    assert "Data report (per source, per class)" not in target
+    normal = stage1_card(tmp_path, "normal")
+    assert "from one affective image set, FER-2013, its labels" in normal and "a mixture" not in normal
+    assert "Emotion recognition on the held-out part of FER-2013." in normal
+
+
+def test_cards_point_at_the_non_emotion_control_and_a_control_is_not_missing_from_its_own_card(tmp_path):
+    alone = card(tmp_path, "alone")
+    assert (
+        "If EmoReg\ndoes not beat the non-emotion control, a gain cannot be attributed to emotion." in alone
+    )
+    assert "If EmoReg does not beat the shuffled-emotion control" not in alone
+    assert "is a diagnostic that usually learns nothing" in " ".join(stage1_card(tmp_path, "s1").split())
+    flags = {"no_pretraining": False, "shuffled_emotion": False, "kmeans_labels": True}
+    kmeans = write_run(tmp_path / "kmeans", finetune_record(controls=flags))
+    baseline = write_run(tmp_path / "baseline", finetune_record(method="baseline"))
+    text = str(build_model_card(load_run_folder(kmeans), compare_dirs=[baseline]))
+    missing = text.split("Not attached to this card: ")[1].split("\n")[0]
+    assert "non-emotion (k-means) control" not in missing and "attributed to emotion" not in missing
+    assert "trained on 3 k-means clusters of its images instead of emotions" in text
+    emoreg = write_run(tmp_path / "emoreg", finetune_record())
+    text = str(build_model_card(load_run_folder(emoreg), compare_dirs=[baseline]))
+    assert "Without the non-emotion (k-means) control, a gain cannot be attributed to emotion." in text
