@@ -226,14 +226,14 @@ def test_command_line_help_and_unloadable_checkpoint(tmp_path, capsys, monkeypat
     assert "--port" in help_run.stdout and "EMOREG_MODEL" in help_run.stdout
 
     monkeypatch.delenv(app.MODEL_ENV, raising=False)
-    assert app.main([str(tmp_path / "missing-run")]) == 1
+    assert app.main([str(tmp_path / "missing-run")]) == 2  # a bad input: exit 2, as every emoreg-hf command
     stderr = capsys.readouterr().err
     assert "error: cannot load the checkpoint" in stderr and "missing-run" in stderr
     assert app.main([]) == 2 and "no model given" in capsys.readouterr().err
 
     monkeypatch.chdir(tmp_path)  # a relative path with a typo is a missing folder, not a Hub failure
     (tmp_path / "outputs").mkdir()
-    assert app.main(["outputs/fintune"]) == 1
+    assert app.main(["outputs/fintune"]) == 2
     assert "'outputs/fintune': no such folder (in " in capsys.readouterr().err
 
 
@@ -247,6 +247,50 @@ def test_an_example_that_is_not_an_image_stops_the_app_before_it_serves(checkpoi
     )
     assert app.main([str(checkpoints["emoreg"]), "--example", str(tmp_path / "gone.png")]) == 2
     assert "cannot read 'gone.png': no such file" in capsys.readouterr().err
+
+
+def test_a_folder_without_config_json_stops_the_app_before_it_serves(tmp_path, capsys, monkeypatch):
+    """A folder that holds no saved model (a run that never finished, a wrong folder): one line, exit 2."""
+    folder = tmp_path / "outputs" / "finetune"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# notes")
+    monkeypatch.setattr(app, "build_demo", lambda *a, **k: pytest.fail("the app must not serve"))
+    assert app.main([str(folder)]) == 2
+    assert (
+        f"error: cannot load the checkpoint '{folder}': the folder has no config.json, so it holds no saved model"
+        in capsys.readouterr().err
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md"]
+
+
+def test_the_page_says_what_e_x_was_trained_on_and_links_the_reliance(
+    emoreg_classifier, checkpoints, tmp_path
+):
+    """e(x) on a cat is the stage-1 model's reading, not a measured emotion; ρ's reliance pointer is a link."""
+    faces = app.Classifier(
+        "org/emoreg-faces", None, True, CIFAR10, EKMAN7, affect={"taxonomy": "ekman7", "data": ["FER-2013"]}
+    )
+    text = app.describe_emotions(faces)
+    assert "a stage-1 model trained on FER-2013 to recognise the 7 emotions of the `ekman7` taxonomy" in text
+    assert "it is that model's reading of the image, not a measured emotion" in text
+    kmeans = app.Classifier(
+        "org/x", None, True, CIFAR10, ["cluster 1"], affect={"control": app.STAGE1_CONTROLS["kmeans_labels"]}
+    )
+    assert "to recognise k-means clusters of its images (the non-emotion control)" in app.describe_emotions(
+        kmeans
+    )
+    link = "[Regulation statistics](https://huggingface.co/org/emoreg-faces#regulation-statistics)"
+    assert link in app.describe_regulation(0.4, app.card_link("org/emoreg-faces"))
+    assert f"`{checkpoints['emoreg'] / 'README.md'}`" in app.card_link(str(checkpoints["emoreg"]))
+    assert emoreg_classifier.affect["taxonomy"] is None or isinstance(
+        emoreg_classifier.affect["taxonomy"], str
+    )
+    record = {"models": {"affect_path": str(tmp_path / "stage1")}}
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "run_info.json").write_text(
+        json.dumps({"datasets": [{"id": "x", "name": "FER-2013"}]})
+    )
+    assert app.affect_provenance(emoreg_classifier.pipeline.model.config, record)["data"] == ["FER-2013"]
 
 
 # -- the Space folder -------------------------------------------------------------------------------------
@@ -345,7 +389,7 @@ def test_space_app_runs_without_the_package(checkpoints, tmp_path, photo):
     report = json.loads((space / "report.json").read_text())
     assert report["emoreg_hf"] is False
     assert len(report["result"]["labels"]) == 2 and 0.0 <= report["result"]["regulation"] <= 1.0
-    assert report["code"] == 1 and "cannot load the checkpoint 'your-org/emoreg-demo'" in report["stderr"]
+    assert report["code"] == 2 and "cannot load the checkpoint 'your-org/emoreg-demo'" in report["stderr"]
     assert [f for f in report["files"] if f not in ("report.json", "__pycache__")] == before  # wrote nothing
 
 

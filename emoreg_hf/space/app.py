@@ -73,6 +73,7 @@ class Classifier:
     labels: list[str] = field(default_factory=list)
     emotions: list[str] = field(default_factory=list)
     synthetic: bool = False  # trained on emoreg-hf's synthetic demo data (its run record says so)
+    affect: dict = field(default_factory=dict)  # what e(x) was trained on (`affect_provenance`)
 
 
 # -- model ---------------------------------------------------------------------------------------------
@@ -88,6 +89,11 @@ def load_classifier(model_id: str, *, device: str | int | None = None) -> Classi
     looks_local = model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
     if looks_local and not os.path.isdir(model_id):
         raise LoadError(f"cannot load the checkpoint {model_id!r}: no such folder (and not a Hub repo id)")
+    if os.path.isdir(model_id) and not os.path.isfile(os.path.join(model_id, "config.json")):
+        raise LoadError(
+            f"cannot load the checkpoint {model_id!r}: the folder has no config.json, so it holds no saved "
+            "model; give a finished run folder (or the Hub repo id it was pushed to)"
+        )
     try:
         config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
     except Exception as error:  # OSError, ValueError, EnvironmentError, ... from the Hub client
@@ -125,6 +131,53 @@ def load_classifier(model_id: str, *, device: str | int | None = None) -> Classi
         labels=labels,
         emotions=emotions,
         synthetic=bool(record.get("synthetic_data")),
+        affect=affect_provenance(config, record) if emoreg else {},
+    )
+
+
+# The affective checkpoint's config flags of a stage 1 that learned other classes than emotions.
+STAGE1_CONTROLS = {
+    "kmeans_labels": "k-means clusters of its images (the non-emotion control), not emotions",
+    "target_task_labels": "the target task's classes (the positive control), not emotions",
+    "shuffled_emotion_labels": "randomly permuted emotion labels (the shuffled-emotion diagnostic)",
+}
+
+
+def affect_provenance(config, record: dict) -> dict:
+    """What e(x) was trained on: the stage-1 taxonomy and variant from the checkpoint's config, and the
+    stage-1 data sets from the stage-1 run's record where it can be read (a local folder, a Hub repo)."""
+    affect = getattr(config, "affect_config", None)
+    taxonomy = getattr(affect, "emotion_taxonomy", None) or getattr(config, "emotion_taxonomy", None)
+    name = taxonomy.get("name") if isinstance(taxonomy, dict) else taxonomy
+    models = record.get("models") or {}
+    stage1 = run_record(models.get("affect_path") or models.get("affect") or "") if models else {}
+    return {
+        "taxonomy": name if isinstance(name, str) else None,
+        "control": next(
+            (text for flag, text in STAGE1_CONTROLS.items() if getattr(affect, flag, False)), None
+        ),
+        "data": [d.get("name") or d.get("id") for d in stage1.get("datasets") or [] if isinstance(d, dict)],
+    }
+
+
+def card_link(model_id: str) -> str:
+    """Where the reliance figures are: the card's Regulation statistics section (Markdown)."""
+    if os.path.isdir(model_id):
+        return f"the Regulation statistics of the model card (`{os.path.join(model_id, 'README.md')}`)"
+    return f"the [Regulation statistics](https://huggingface.co/{model_id}#regulation-statistics) of the model card"
+
+
+def describe_emotions(classifier: Classifier) -> str:
+    """What e(x) is and is not, for a visitor (Markdown): the stage-1 model's reading of the image."""
+    affect = classifier.affect
+    data = ", ".join(affect.get("data") or []) or "its stage-1 data"
+    classes = affect.get("control") or (
+        f"the {len(classifier.emotions)} emotions of the `{affect.get('taxonomy') or '?'}` taxonomy"
+    )
+    return (
+        f"e(x) is the affective pathway's output: a stage-1 model trained on {data} to recognise {classes}. "
+        "On an image unlike those (a cat, for a model of facial expressions) it is that model's reading of the "
+        "image, not a measured emotion."
     )
 
 
@@ -204,8 +257,8 @@ def predict(image, classifier: Classifier, *, top_k: int = 5, name: str | None =
     return {"labels": labels, "regulation": None, "emotions": None, "non_emotional": None, "emotional": None}
 
 
-def describe_regulation(rho: float | None) -> str:
-    """ρ as a number and in words (Markdown)."""
+def describe_regulation(rho: float | None, card: str = "the model card") -> str:
+    """ρ as a number and in words (Markdown); `card`: where the reliance figures are (`card_link`)."""
     if rho is None:
         return (
             f"**ρ: {NOT_APPLICABLE}**: this checkpoint has no affective pathway (it is not an EmoReg model), "
@@ -216,7 +269,7 @@ def describe_regulation(rho: float | None) -> str:
         f"**ρ = {rho:.3f}**: the emotional response's logits weigh {share}% in the blended output "
         f"(the non-emotional response's {100 - share}%). ρ is a weight, not how much emotion was used: the "
         "emotional response also reads the task pathway's features. How much the answers depend on the "
-        "affective pathway is measured by the reliance figures on the model card."
+        f"affective pathway is measured by the reliance figures: {card}."
     )
 
 
@@ -236,7 +289,7 @@ def describe_responses(result: dict) -> str:
     )
 
 
-def render(result: dict) -> tuple[dict, str, Any, str, str]:
+def render(result: dict, card: str = "the model card") -> tuple[dict, str, Any, str, str]:
     """What the page shows for `predict`'s result: class confidences (for `gr.Label`), ρ in words, e(x) as a
     DataFrame (for `gr.BarPlot`), a line about e(x), and the two responses side by side."""
     import pandas as pd  # installed with gradio
@@ -254,7 +307,7 @@ def render(result: dict) -> tuple[dict, str, Any, str, str]:
         emotion_note = f"Strongest emotion: **{top['label']}** ({top['score']:.1%})."
     return (
         labels,
-        describe_regulation(result.get("regulation")),
+        describe_regulation(result.get("regulation"), card),
         frame,
         emotion_note,
         describe_responses(result),
@@ -303,7 +356,7 @@ def build_demo(
             result = predict(image_path, classifier, top_k=top_k, name=os.path.basename(str(image_path)))
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from error
-        return render(result)
+        return render(result, card_link(classifier.model_id))
 
     def respond_to_input(image_path):  # an upload, a webcam shot or a paste; clearing the image is no request
         return gr.skip() if image_path is None else respond(image_path)
@@ -326,11 +379,14 @@ def build_demo(
             y="probability",
             y_lim=[0, 1],
             sort="-y",
-            label="e(x): emotion distribution",
+            label="e(x): the stage-1 model's emotion distribution",
             elem_id="emotions",
             render=False,
         )
         emotion_note = gr.Markdown(elem_id="emotion-note", render=False)
+        emotion_source = gr.Markdown(
+            describe_emotions(classifier) if classifier.emoreg else "", elem_id="emotion-source", render=False
+        )
         outputs = [classes, regulation, emotions, emotion_note, responses]
         with gr.Row():
             with gr.Column(scale=1):
@@ -356,7 +412,7 @@ def build_demo(
                         cache_examples=False,
                     )
             with gr.Column(scale=1):
-                for component in (classes, regulation, responses, emotions, emotion_note):
+                for component in (classes, regulation, responses, emotions, emotion_note, emotion_source):
                     component.render()
         button.click(respond, inputs=image, outputs=outputs)
         image.input(respond_to_input, inputs=image, outputs=outputs)
@@ -448,9 +504,9 @@ def main(argv=None) -> int:
         return 2
     try:
         classifier = load_classifier(model_id, device=args.device)
-    except LoadError as error:
+    except LoadError as error:  # a bad input, as every emoreg-hf command ends one: exit 2, nothing served
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     demo = build_demo(
         classifier, title=args.title or settings.get("title"), examples=examples, top_k=args.top_k
     )
