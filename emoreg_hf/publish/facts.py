@@ -5,11 +5,13 @@ counts of what stage 1 trained on. Values only: the templates word them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .. import registry
 from .results import configuration_label
 from .runs import RunFolder, read_json
+from .scrub import is_hub_id
 
 
 def data_report_table(
@@ -140,6 +142,10 @@ def model_title(run: RunFolder, data_names: Sequence[str]) -> str:
         if method is not None and method.uses_task
         else models.get("architecture")
     )
+    if backbone and not is_hub_id(
+        backbone
+    ):  # a local checkpoint: its folder's name, not a path of this machine
+        backbone = Path(backbone).name
     return f"{configuration_label(run)} · {backbone or models.get('architecture') or '?'} · {data}"
 
 
