@@ -460,7 +460,14 @@ def mapped_label(label, lookup: dict, int_names: list[str] | None, where: str):
     naming `where` (source, split, row)."""
     name = int_names[label] if int_names is not None else str(label)
     if name not in lookup:
-        raise ValueError(f"{where}: label {name!r} was not in the label mapping {sorted(lookup)}")
+        whole = name.removesuffix(".0")
+        decimal = (
+            f" (a number with a decimal point: {name!r} is not the code {whole!r})" if whole in lookup else ""
+        )
+        raise ValueError(
+            f"{where}: label {name!r} was not in the label mapping {sorted(lookup)}{decimal}. Fix the data, or "
+            "set `drop_unmapped: true` on the source to drop such rows (they are counted)."
+        )
     return lookup[name]
 
 
