@@ -270,3 +270,44 @@ def test_example_yaml_four_schemas_one_weighted_stream(fer_dir, tmp_path):
     assert report["sources"]["emoset"]["validation_from"] == "validation"  # its own split (data_files)
     assert report["mixture"]["probabilities"]["fi"] == 2 * report["mixture"]["probabilities"]["fer2013"]
     assert {dd["train"][i]["image"].mode for i in range(0, len(dd["train"]), 7)} == {"RGB"}
+
+
+def _files_without_rows(tmp_path: Path) -> dict:
+    """Three ways a data file holds no rows: 0 bytes, a CSV header alone, a parquet split of 0 rows."""
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("emotion,pixels,Usage\n")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    rng = np.random.default_rng(0)
+    images = [{"bytes": png_bytes(rng, 8), "path": None} for _ in range(4)]
+    write_parquet(tmp_path / "pq" / "train.parquet", {"image": images, "label": [0, 1, 0, 1]}, features)
+    write_parquet(tmp_path / "pq" / "test.parquet", {"image": [], "label": []}, features)
+    return {
+        "empty": ({"path": "csv", "data_files": str(tmp_path / "empty.csv"), "source": "faces"}, "train", "empty.csv", "an empty file, 0 bytes"),
+        "header": ({"preset": "fer2013", "data_files": str(tmp_path / "header.csv")}, "train", "header.csv", "a header and no row"),
+        "parquet": ({"path": "parquet", "data_dir": str(tmp_path / "pq"), "source": "pq"}, "test", "pq/test.parquet", "a parquet file of 0 rows"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["empty", "header", "parquet"])
+def test_a_data_file_without_rows_is_named(tmp_path, case):
+    """It was a traceback (0 bytes) or "Instruction 'train' corresponds to no data!", naming no file."""
+    spec, split, file, why = _files_without_rows(tmp_path)[case]
+    name = spec.get("source", "fer2013")
+    message = f"source '{name}', split '{split}': {tmp_path / file} has no rows ({why})"
+    with pytest.raises(ValueError) as refused:
+        load_target_dataset(spec)
+    assert message in str(refused.value)
+    if case == "header":  # stage 1 reads a source through the same loader
+        with pytest.raises(ValueError, match="has no rows"):
+            load_affective_mixture([spec], "ekman7")
+
+
+def test_an_empty_csv_target_exits_2_without_a_traceback(tmp_path):
+    from test_run_safety import BASELINE, recipe, snapshot
+
+    spec = _files_without_rows(tmp_path)["empty"][0]
+    before, run = snapshot(tmp_path), tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", json.dumps(spec), "--output_dir", run)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert f"finetune.py: error: source 'faces', split 'train': {tmp_path / 'empty.csv'} has no rows" in err
+    assert not run.exists() and snapshot(tmp_path) == before

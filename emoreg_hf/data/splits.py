@@ -4,6 +4,7 @@ splits of a streamed source, counting and permuting labels (the shuffled-emotion
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 
 import datasets
@@ -67,3 +68,36 @@ def permute_labels(ds: datasets.Dataset, seed: int) -> datasets.Dataset:
     permuted = np.random.default_rng(seed).permutation(labels)
     feature = ds.features["label"]
     return ds.remove_columns("label").add_column("label", permuted.tolist(), feature=feature)
+
+
+def files_without_rows(data_files: dict) -> list[tuple[str, str, str]]:
+    """(split, file, why) for each local data file that holds no rows: an empty file (0 bytes), a CSV with a
+    header only, a parquet file of 0 rows. `datasets` reports those as a failed generation or "Instruction
+    'train' corresponds to no data!", naming neither the file nor that it is empty."""
+    import pyarrow.parquet as pq
+
+    found = []
+    for split, paths in (data_files or {}).items():
+        for path in map(str, paths):
+            if not os.path.isfile(path):
+                continue
+            if os.path.getsize(path) == 0:
+                found.append((str(split), path, "an empty file, 0 bytes"))
+            elif path.endswith(".parquet") and pq.read_metadata(path).num_rows == 0:
+                found.append((str(split), path, "a parquet file of 0 rows"))
+            elif path.endswith((".csv", ".tsv")) and _lines(path) <= 1:
+                found.append((str(split), path, "a header and no row"))
+            elif path.endswith((".json", ".jsonl")) and _lines(path) == 0:
+                found.append((str(split), path, "only white space"))
+    return found
+
+
+def _lines(path: str) -> int:
+    """Non-blank lines of a text file (2 at most are counted: enough to tell a header-only file)."""
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            count += bool(line.strip())
+            if count > 1:
+                break
+    return count
