@@ -62,6 +62,7 @@ def main() -> None:
             seed=training_args.seed,
             on_bad_image=args.on_bad_image,
         )
+    rows_dropped = splits.rows_dropped  # drop_unseen_classes, drop_unlabeled, ...: the record says them
     label_names = splits["validation"].features["label"].names  # map-style, also when train streams
     splits = {
         name: cap(
@@ -108,7 +109,9 @@ def main() -> None:
             push=hub,
             class_balance=balance,
             headline="test_accuracy",
-            **finetune_fields(args, model, target, prepared),  # a streamed split: the rows it trained on
+            **finetune_fields(
+                args, model, target, prepared, rows_dropped
+            ),  # a streamed split: rows trained on
         )
 
 

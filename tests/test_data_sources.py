@@ -311,3 +311,23 @@ def test_an_empty_csv_target_exits_2_without_a_traceback(tmp_path):
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert f"finetune.py: error: source 'faces', split 'train': {tmp_path / 'empty.csv'} has no rows" in err
     assert not run.exists() and snapshot(tmp_path) == before
+
+
+def test_rows_a_data_set_asked_to_drop_are_in_the_run_record_and_on_the_card(tmp_path):
+    """`drop_unseen_classes: true` counted the dropped rows in the log only; the record and the card say them."""
+    from test_run_safety import BASELINE, image_folder, recipe
+
+    data = image_folder(tmp_path / "photos", {"train": {"cat": 8, "dog": 8}, "test": {"cat": 2, "Dog": 3}})
+    spec = {"path": "imagefolder", "data_dir": str(data), "drop_unseen_classes": True}
+    loaded = load_target_dataset(spec)
+    assert loaded.load_report["test"]["unseen_class_dropped"] == 3
+    assert loaded.rows_dropped == {"test": {"class_not_in_train": 3}}
+    run = tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", json.dumps(spec), "--output_dir", run)
+    assert code == 0, err[-2000:]
+    record = json.loads((run / "run_info.json").read_text())
+    assert record["datasets"][0]["rows_dropped"] == {"test": {"class_not_in_train": 3}}
+    assert record["datasets"][0]["split_sizes"]["test"] == 2
+    card = (run / "README.md").read_text()
+    assert "validation 2 images; left out on loading: 3 test row(s) of a class no training row has " \
+        "(drop_unseen_classes)" in card  # fmt: skip

@@ -101,3 +101,24 @@ def _lines(path: str) -> int:
             if count > 1:
                 break
     return count
+
+
+# A load report's counts of rows left out -> the reason the run record names (`DatasetRecord.rows_dropped`).
+DROP_COUNTS = {
+    "bad_images": "unreadable_image",  # on_bad_image: skip
+    "unlabeled_dropped": "no_label",  # drop_unlabeled: true
+    "unmapped_dropped": "unmapped_label",  # drop_unmapped: true, or a label_map's null
+    "unseen_class_dropped": "class_not_in_train",  # drop_unseen_classes: true
+}
+
+
+def rows_dropped(load_report: dict, split_names: dict[str, str]) -> dict[str, dict[str, int]]:
+    """{role: {reason: rows}} of the rows a load left out, from its report (keyed by the source's split
+    names; `split_names`: role -> name); only splits and reasons with rows, so a clean load gives {}."""
+    dropped = {}
+    for role, name in split_names.items():
+        counts = load_report.get(name) or {}
+        reasons = {why: int(counts[key]) for key, why in DROP_COUNTS.items() if counts.get(key)}
+        if reasons:
+            dropped[role] = reasons
+    return dropped

@@ -22,7 +22,7 @@ from .sources import (
     pick_column,
     prepare_split,
 )
-from .splits import carve_validation, column_values, read_into_memory, stream_validation_rows
+from .splits import carve_validation, column_values, read_into_memory, rows_dropped, stream_validation_rows
 from .streaming import SHUFFLE_BUFFER
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ def _aligned_names(src, split, names, train_split, train_names, ds, column) -> l
     return names
 
 
-def classes_seen_in_training(splits: dict, src: str, drop_unseen: bool, stats: dict) -> dict:
+def classes_seen_in_training(
+    splits: dict, src: str, drop_unseen: bool, stats: dict, split_names: dict | None = None
+) -> dict:
     """The classes a model can learn are the ones train has rows of, whatever a ClassLabel declares.
 
     Fewer than 2 in train is refused. A validation or test row of a class train lacks (an image folder whose
@@ -144,7 +146,10 @@ def classes_seen_in_training(splits: dict, src: str, drop_unseen: bool, stats: d
         )
     for role in unseen_rows:
         splits[role] = splits[role].filter(lambda y: y in train_counts, input_columns="label")
-        stats.setdefault(role, {})["unseen_class_dropped"] = sum(unseen_rows[role].values())
+        # counted under the source's name of the split, as its other counts are (`split_names`: role -> name)
+        stats.setdefault((split_names or {}).get(role, role), {})["unseen_class_dropped"] = sum(
+            unseen_rows[role].values()
+        )
         logger.warning(
             "target %r: dropped %d %s row(s) of classes train lacks: %s", src,
             sum(unseen_rows[role].values()), role, unseen_rows[role],
@@ -249,7 +254,7 @@ def load_target_dataset(
         # The classes are the ClassLabel's: a stream's training rows cannot be counted before training.
         out["train"] = out["train"].shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
     else:
-        out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats)
+        out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats, wanted)
     if "validation" not in out:
         out["train"], out["validation"] = carve_validation(out["train"], validation_split_size, seed, src)
     bad = sum(s["bad_images"] or 0 for s in stats.values())
@@ -265,6 +270,7 @@ def load_target_dataset(
         )
     result = datasets.DatasetDict(out)
     result.load_report = stats  # type: ignore[attr-defined]  # per split: rows_loaded, bad_images
+    result.rows_dropped = rows_dropped(stats, wanted)  # type: ignore[attr-defined]  # for the run record
     if hasattr(loaded, "split_counts"):  # rows per value of the source's split column (FER-2013's Usage)
         result.split_counts = loaded.split_counts  # type: ignore[attr-defined]
         logger.info(
