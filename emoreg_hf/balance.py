@@ -68,6 +68,14 @@ def class_balance(args, train_split, label_names: list[str]) -> dict[str, Any] |
     and the sampler, as the run record keeps them (`class_balance`) and the trainer uses them."""
     if args.class_weighting == "none" and not args.class_balanced_sampler:
         return None
+    if (
+        args.class_weighting == "balanced" and args.class_balanced_sampler
+    ):  # the README's "use one of the two"
+        logger.warning(
+            "class balance: --class_weighting balanced and --class_balanced_sampler true together correct the "
+            "imbalance twice (the sampler already draws every class equally often, and the loss weights then "
+            "favour the rare classes again), pushing predictions towards the rarest class; use one of the two"
+        )
     counts = class_counts(train_split, len(label_names))
     missing = [name for name, n in zip(label_names, counts, strict=True) if n == 0]
     if missing:

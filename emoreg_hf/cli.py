@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import enum
 import os
+import re
 import sys
 import types
 import typing
@@ -31,6 +32,10 @@ from .training_options import check_training_values
 EXCLUSIVE_KEYS = (("model_name_or_path", "model_config"), ("task_model_name_or_path", "task_model_config"))
 
 
+# A negative number as argparse should see it: -1, -0.5, -.5, and with an exponent, -1e-3.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 class ConfigError(ValueError):
     """A config file or command line that cannot be read; the message names the file, line or key."""
 
@@ -38,6 +43,10 @@ class ConfigError(ValueError):
 def read_yaml(path: str | os.PathLike) -> dict:
     """A YAML mapping from a file; a syntax error names the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"config file {str(path)!r} is a directory; a config must be a YAML file (CONFIG.yaml)"
+        )
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
@@ -224,6 +233,9 @@ class RecipeArgumentParser(HfArgumentParser):
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
         )
+        # argparse reads `-1e-3` as an option (its pattern knows -1 and -0.001 only), so `--learning_rate -1e-3`
+        # failed with "expected one argument" instead of the learning rate's own refusal
+        self._negative_number_matcher = NEGATIVE_NUMBER
         self.add_argument(  # read by split_config_argument; listed here for -h
             "--config",
             metavar="CONFIG.yaml",

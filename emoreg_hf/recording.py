@@ -36,10 +36,14 @@ def pretrain_fields(
         taxonomy = {"name": space.name, "names": list(space.names)}
     specs = specs if specs is not None else [SourceSpec.from_any(s) for s in args.affective_sources]
     used = rows_per_source(splits, data_report)
+    dropped = {name: s.get("rows_dropped") for name, s in data_report["sources"].items()}
     return {
         "stage": "pretrain",
         "label_names": _label_names(model),
-        "datasets": [DatasetRecord(s.path, s.display_name, used[s.display_name]) for s in specs],
+        "datasets": [
+            DatasetRecord(s.path, s.display_name, used[s.display_name], dropped.get(s.display_name) or {})
+            for s in specs
+        ],
         "synthetic_data": any(is_synthetic(s) for s in specs),
         "models": {
             "model": args.model_name_or_path,
@@ -53,10 +57,13 @@ def pretrain_fields(
     }
 
 
-def finetune_fields(args, model, target: SourceSpec, splits) -> dict[str, Any]:
+def finetune_fields(
+    args, model, target: SourceSpec, splits, rows_dropped: dict | None = None
+) -> dict[str, Any]:
     """The stage-2 fields of `RunRecord`: the method, the pathways' checkpoints (only those the method
     has), the target data set, the emotion taxonomy and EmoReg's options (regulated methods), and the
-    control flags (`registry.control_flags`: from the arguments and the affective checkpoint's variant)."""
+    control flags (`registry.control_flags`: from the arguments and the affective checkpoint's variant).
+    `rows_dropped`: what loading the target left out, by split and reason (`load_target_dataset`'s)."""
     from .training import rows_per_split
 
     method = registry.METHODS[args.method]
@@ -69,7 +76,9 @@ def finetune_fields(args, model, target: SourceSpec, splits) -> dict[str, Any]:
         "stage": "finetune",
         "method": method.name,
         "label_names": _label_names(model),
-        "datasets": [DatasetRecord(target.path, target.display_name, rows_per_split(splits))],
+        "datasets": [
+            DatasetRecord(target.path, target.display_name, rows_per_split(splits), rows_dropped or {})
+        ],
         "synthetic_data": is_synthetic(target),
         "models": {
             "task": task,

@@ -34,11 +34,13 @@ class RunRecordError(ValueError):
 @dataclass
 class DatasetRecord:
     """One data set a run read: `id` as given (Hub id, local path, `demo:<name>`), a readable `name`, and
-    the number of rows used per split after caps and filtering."""
+    the number of rows used per split after caps and filtering; `rows_dropped`: per split, the rows the
+    load left out by the data set's own choice (`drop_unseen_classes`, `drop_unlabeled`, ...), by reason."""
 
     id: str
     name: str
     split_sizes: dict[str, int] = field(default_factory=dict)
+    rows_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,7 +87,11 @@ class RunRecord:
         if self.stage not in STAGES:
             raise RunRecordError(f"stage must be one of {STAGES}, got {self.stage!r}")
         self.command = redact_command(self.command)
-        self.datasets = [d if isinstance(d, DatasetRecord) else DatasetRecord(**d) for d in self.datasets]
+        known = {f.name for f in dataclasses.fields(DatasetRecord)}  # a later minor version's keys: ignored
+        self.datasets = [
+            d if isinstance(d, DatasetRecord) else DatasetRecord(**{k: v for k, v in d.items() if k in known})
+            for d in self.datasets
+        ]
 
     @property
     def evaluated_split(self) -> str:

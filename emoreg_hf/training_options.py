@@ -28,6 +28,9 @@ UNSUPPORTED = {
     "remove_unused_columns": (True, "the loader reads the `image` column, which the model does not take"),
     "label_names": ("set", "the recipes' batches carry their targets as `labels`"),
 }
+# Below this no trained float32 weight moves: Adam's step is about the learning rate (SGD's: it times a
+# gradient), and a weight w changes only by more than |w|·2^-24 (6e-8), i.e. only weights under ~1e-23 would.
+MIN_LEARNING_RATE = 1e-30
 HUB_STRATEGIES = ("end", "every_save", "checkpoint")
 CURVE_POINTS = 20  # training-loss points a run logs at least, unless the user chose logging_steps
 EVAL_POINTS = 5  # validation points during training, unless the user chose an eval strategy
@@ -94,11 +97,19 @@ def check_training_values(training_args) -> None:
             "(give a positive --num_train_epochs, or --max_steps)"
         )
     lr = training_args.learning_rate
-    if lr == 0:
+    if not math.isfinite(lr):
+        problems.append(f"--learning_rate {lr}: not a finite number (give a positive learning rate)")
+    elif lr == 0:
         problems.append("--learning_rate 0: no parameter would change (give a positive learning rate)")
     elif lr < 0:
         problems.append(
             f"--learning_rate {lr:g}: a negative learning rate climbs the loss (give a positive one)"
+        )
+    elif lr < MIN_LEARNING_RATE:
+        problems.append(
+            f"--learning_rate {lr:.3g}: too small to change any weight (an optimizer's step is about the learning "
+            "rate, and a float32 weight w moves only by a step above |w|·6e-8, so below "
+            f"{MIN_LEARNING_RATE:g} nothing would be learned; give a positive one such as 1e-4)"
         )
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         value = getattr(training_args, name)

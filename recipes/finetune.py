@@ -63,6 +63,7 @@ def main() -> None:
             seed=training_args.seed,
             on_bad_image=args.on_bad_image,
         )
+    rows_dropped = splits.rows_dropped  # drop_unseen_classes, drop_unlabeled, ...: the record says them
     label_names = splits["validation"].features["label"].names  # map-style, also when train streams
     uncapped = rows_before_cap(splits)
     splits = {
@@ -112,7 +113,9 @@ def main() -> None:
             push=hub,
             class_balance=balance,
             headline="test_accuracy",
-            **finetune_fields(args, model, target, prepared),  # a streamed split: the rows it trained on
+            **finetune_fields(
+                args, model, target, prepared, rows_dropped
+            ),  # a streamed split: rows trained on
         )
 
 

@@ -44,14 +44,16 @@ class DemoRuns:
     finetune: Path
 
 
-def run_recipe(recipe: str, output_dir: Path, *overrides: str, timeout: int = 600) -> None:
-    """`python recipes/<recipe> --output_dir OUTPUT_DIR <TINY> <overrides>` offline; fails the test on error."""
+def run_recipe(recipe: str, output_dir: Path, *overrides: str, timeout: int = 600) -> str:
+    """`python recipes/<recipe> --output_dir OUTPUT_DIR <TINY> <overrides>` offline; fails the test on error.
+    Returns what the run wrote to stderr (its log)."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("HF_TOKEN", None)
     command = [sys.executable, f"recipes/{recipe}", "--output_dir", str(output_dir), *TINY, *overrides]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return result.stderr
 
 
 @pytest.fixture(scope="session")

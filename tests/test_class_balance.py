@@ -80,6 +80,24 @@ def test_sampler_draws_each_class_equally_often_and_is_seeded_per_epoch():
     assert isinstance(balanced_sampler(balance, split, seed=0), ClassBalancedSampler)
 
 
+def test_weighting_and_sampler_together_are_warned_about_once(caplog):
+    """The README's "use one of the two": together they correct the imbalance twice."""
+    split = _split([0] * 9 + [1], ["a", "b"])
+    with caplog.at_level("WARNING", logger="emoreg_hf.balance"):
+        for weighting, sampler in (("balanced", False), ("none", True)):
+            class_balance(
+                SimpleNamespace(class_weighting=weighting, class_balanced_sampler=sampler), split, ["a", "b"]
+            )
+        assert "twice" not in caplog.text  # either one alone is what the README recommends
+        both = class_balance(
+            SimpleNamespace(class_weighting="balanced", class_balanced_sampler=True), split, ["a", "b"]
+        )
+    assert caplog.text.count("correct the imbalance twice") == 1 and "use one of the two" in caplog.text
+    assert both["sampler"] == "class_balanced" and both["loss_weights"]["b"] == pytest.approx(
+        5.0
+    )  # still both
+
+
 def test_emoreg_weights_all_three_loss_terms():
     model = make_model(aux_loss_weight=0.5).eval()
     weights = torch.linspace(0.2, 3.0, 10)
@@ -151,7 +169,13 @@ def test_cards_say_what_was_done_about_imbalance(tmp_path):
 @pytest.mark.slow
 def test_pretrain_with_both_records_them_and_reports_per_class_recall(tmp_path):
     out = tmp_path / "pretrain"
-    run_recipe("pretrain.py", out, "--class_weighting", "balanced", "--class_balanced_sampler", "true")
+    log = run_recipe("pretrain.py", out, "--class_weighting", "balanced", "--class_balanced_sampler", "true")
+    twice = (
+        "--class_weighting balanced and --class_balanced_sampler true together correct the imbalance twice"
+    )
+    assert log.count(twice) == 1 and log.index(twice) < log.index(
+        "Input path:"
+    )  # once, before the trainer is built
     record = json.loads((out / "run_info.json").read_text())
     balance = record["class_balance"]
     assert balance["class_weighting"] == "balanced" and balance["sampler"] == "class_balanced"

@@ -240,3 +240,42 @@ def test_shipped_yamls_name_only_trackers_an_extra_installs_and_a_missing_one_is
     )
     RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE).parse(["--report_to", "all"])
     assert "report_to all: no tracker is installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (
+            "-1e-3",
+            "--learning_rate -0.001: a negative learning rate climbs the loss",
+        ),  # not "expected one argument"
+        ("-.5", "--learning_rate -0.5: a negative learning rate climbs the loss"),
+        (
+            "1e-320",
+            "--learning_rate 1e-320: too small to change any weight",
+        ),  # subnormal: nothing would train
+        ("nan", "--learning_rate nan: not a finite number"),
+    ],
+)
+def test_learning_rates_that_train_nothing_exit_2_with_their_own_reason(tmp_path, capsys, value, message):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE).parse(
+            ["--learning_rate", value, "--output_dir", str(run)], exit_on_error=True
+        )
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "usage:" in err, err
+    assert "expected one argument" not in err and not run.exists()
+    _, training_args, _ = RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE).parse(
+        ["--learning_rate", "1e-5"]
+    )
+    assert training_args.learning_rate == 1e-5  # a small, real learning rate stays fine
+
+
+def test_a_config_that_is_a_directory_is_called_one(tmp_path, capsys):
+    for argv in ([str(tmp_path)], ["--config", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_:
+            RecipeArgumentParser(FinetuneArguments, DEMO_FINETUNE).parse(argv, exit_on_error=True)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "not found" not in err, err
+        assert f"config file '{tmp_path}' is a directory; a config must be a YAML file" in err

@@ -270,3 +270,64 @@ def test_example_yaml_four_schemas_one_weighted_stream(fer_dir, tmp_path):
     assert report["sources"]["emoset"]["validation_from"] == "validation"  # its own split (data_files)
     assert report["mixture"]["probabilities"]["fi"] == 2 * report["mixture"]["probabilities"]["fer2013"]
     assert {dd["train"][i]["image"].mode for i in range(0, len(dd["train"]), 7)} == {"RGB"}
+
+
+def _files_without_rows(tmp_path: Path) -> dict:
+    """Three ways a data file holds no rows: 0 bytes, a CSV header alone, a parquet split of 0 rows."""
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("emotion,pixels,Usage\n")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    rng = np.random.default_rng(0)
+    images = [{"bytes": png_bytes(rng, 8), "path": None} for _ in range(4)]
+    write_parquet(tmp_path / "pq" / "train.parquet", {"image": images, "label": [0, 1, 0, 1]}, features)
+    write_parquet(tmp_path / "pq" / "test.parquet", {"image": [], "label": []}, features)
+    return {
+        "empty": ({"path": "csv", "data_files": str(tmp_path / "empty.csv"), "source": "faces"}, "train", "empty.csv", "an empty file, 0 bytes"),
+        "header": ({"preset": "fer2013", "data_files": str(tmp_path / "header.csv")}, "train", "header.csv", "a header and no row"),
+        "parquet": ({"path": "parquet", "data_dir": str(tmp_path / "pq"), "source": "pq"}, "test", "pq/test.parquet", "a parquet file of 0 rows"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["empty", "header", "parquet"])
+def test_a_data_file_without_rows_is_named(tmp_path, case):
+    """It was a traceback (0 bytes) or "Instruction 'train' corresponds to no data!", naming no file."""
+    spec, split, file, why = _files_without_rows(tmp_path)[case]
+    name = spec.get("source", "fer2013")
+    message = f"source '{name}', split '{split}': {tmp_path / file} has no rows ({why})"
+    with pytest.raises(ValueError) as refused:
+        load_target_dataset(spec)
+    assert message in str(refused.value)
+    if case == "header":  # stage 1 reads a source through the same loader
+        with pytest.raises(ValueError, match="has no rows"):
+            load_affective_mixture([spec], "ekman7")
+
+
+def test_an_empty_csv_target_exits_2_without_a_traceback(tmp_path):
+    from test_run_safety import BASELINE, recipe, snapshot
+
+    spec = _files_without_rows(tmp_path)["empty"][0]
+    before, run = snapshot(tmp_path), tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", json.dumps(spec), "--output_dir", run)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert f"finetune.py: error: source 'faces', split 'train': {tmp_path / 'empty.csv'} has no rows" in err
+    assert not run.exists() and snapshot(tmp_path) == before
+
+
+def test_rows_a_data_set_asked_to_drop_are_in_the_run_record_and_on_the_card(tmp_path):
+    """`drop_unseen_classes: true` counted the dropped rows in the log only; the record and the card say them."""
+    from test_run_safety import BASELINE, image_folder, recipe
+
+    data = image_folder(tmp_path / "photos", {"train": {"cat": 8, "dog": 8}, "test": {"cat": 2, "Dog": 3}})
+    spec = {"path": "imagefolder", "data_dir": str(data), "drop_unseen_classes": True}
+    loaded = load_target_dataset(spec)
+    assert loaded.load_report["test"]["unseen_class_dropped"] == 3
+    assert loaded.rows_dropped == {"test": {"class_not_in_train": 3}}
+    run = tmp_path / "run"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", json.dumps(spec), "--output_dir", run)
+    assert code == 0, err[-2000:]
+    record = json.loads((run / "run_info.json").read_text())
+    assert record["datasets"][0]["rows_dropped"] == {"test": {"class_not_in_train": 3}}
+    assert record["datasets"][0]["split_sizes"]["test"] == 2
+    card = (run / "README.md").read_text()
+    assert "validation 2 images; left out on loading: 3 test row(s) of a class no training row has " \
+        "(drop_unseen_classes)" in card  # fmt: skip

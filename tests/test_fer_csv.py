@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_fixtures import *  # noqa: F403
+from test_run_safety import BASELINE, recipe, snapshot
 
 from emoreg_hf.data import load_affective_mixture, load_target_dataset
 
@@ -137,3 +138,32 @@ def test_bad_pixel_strings_and_split_values_are_named(tmp_path, bad_row, spec_ch
         load_affective_mixture(
             [{"preset": "fer2013", "data_files": str(tmp_path / "fer2013.csv"), **spec_change}], "ekman7"
         )
+
+
+def test_a_code_outside_the_release_is_refused_as_a_target_naming_split_row_and_value(tmp_path):
+    """Stage 2 as stage 1: emotion 7 is no FER-2013 class. It was a class "7" of its own, and the run
+    exited 0 with a test accuracy of 0; now nothing is loaded further, trained or written."""
+    data = tmp_path / "fer2013.csv"
+    write_fer_csv(data, bad=[7, " ".join(["1"] * 2304), "Training"])
+    before, run = snapshot(tmp_path), tmp_path / "run"
+    spec = f"{{preset: fer2013, data_files: {data}}}"
+    code, out, err = recipe("finetune.py", *BASELINE, "--dataset", spec, "--output_dir", run)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert (
+        "source 'fer2013', split 'train', row 21: label '7' was not in the label mapping ['0', '1', " in err
+    )
+    assert "drop_unmapped: true" in err and not run.exists() and snapshot(tmp_path) == before
+    target = load_target_dataset({"preset": "fer2013", "data_files": str(data), "drop_unmapped": True})
+    assert target["train"].features["label"].names == FER_CODES  # dropped and counted, no class "7"
+    assert target.load_report["train"]["unmapped_dropped"] == 1 and len(target["test"]) == 7
+
+
+def test_decimal_codes_are_refused_as_a_target(tmp_path):
+    """`3.0` for `3` (a copy saved through a float column) made classes '0.0'..'6.0' that no name matched."""
+    data = tmp_path / "fer2013.csv"
+    write_fer_csv(data)
+    header, *rows = data.read_text().splitlines()
+    data.write_text("\n".join([header, *(row.replace(",", ".0,", 1) for row in rows)]) + "\n")
+    with pytest.raises(ValueError, match=r"split 'train', row 0: label '0\.0' was not in the label mapping "
+                       r"\['0', .*\] \(a number with a decimal point: '0\.0' is not the code '0'\)"):  # fmt: skip
+        load_target_dataset({"preset": "fer2013", "data_files": str(data)})

@@ -21,7 +21,14 @@ from .sources import (
     pick_column,
     prepare_split,
 )
-from .splits import carve_validation, count_labels, permute_labels, read_into_memory, stream_validation_rows
+from .splits import (
+    carve_validation,
+    count_labels,
+    permute_labels,
+    read_into_memory,
+    rows_dropped,
+    stream_validation_rows,
+)
 from .streaming import SHUFFLE_BUFFER, as_stream_rows
 
 logger = logging.getLogger(__name__)
@@ -132,6 +139,8 @@ def load_affective_mixture(
             validation = parts[first_rows]
         else:
             train, validation = carve_validation(train, validation_split_size, seed, src)
+        roles = {"train": train_split, "validation": val_split, "test": test_split}
+        stats["rows_dropped"] = rows_dropped(stats["splits"], {r: s for r, s in roles.items() if s})
         stats["validation_from"] = val_split or (
             "first examples of the stream" if spec.streaming else "carved"
         )

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from .demo import resolve_demo_path
 from .images import PixelStrings, check_image, pixels_size, to_8bit_rgb
-from .splits import column_values
+from .splits import column_values, files_without_rows
 from .streaming import STREAM_FEATURES, UNLABELED, UNMAPPED
 
 logger = logging.getLogger(__name__)
@@ -297,6 +297,7 @@ def _load(spec: SourceSpec):
     except HubDataUnavailable:
         raise
     except Exception as err:
+        _refuse_files_without_rows(spec, kwargs)
         local = (
             f" (as a local path: there is no folder {spec.path!r} in {os.getcwd()} either)"
             if spec.path.count("/") == 1 and not os.path.exists(spec.path)
@@ -308,6 +309,22 @@ def _load(spec: SourceSpec):
     if spec.pixels_size is not None:
         loaded = decode_pixel_strings(loaded, spec)
     return loaded
+
+
+def _refuse_files_without_rows(spec: SourceSpec, kwargs: dict) -> None:
+    """After a failed `load_dataset`: a data file without rows is the reason, said in one line."""
+    try:
+        data_files = datasets.load_dataset_builder(**kwargs, **spec.load_kwargs).config.data_files
+    except Exception:  # not resolvable: the load's own error stands
+        return
+    empty = files_without_rows(data_files)
+    if empty:
+        raise ValueError(
+            "; ".join(
+                f"source {spec.display_name!r}, split {s!r}: {p} has no rows ({why})" for s, p, why in empty
+            )
+            + ". Fix or remove the file (a split needs at least one row)."
+        )
 
 
 def split_by_column(loaded, spec: SourceSpec) -> datasets.DatasetDict:
@@ -460,7 +477,14 @@ def mapped_label(label, lookup: dict, int_names: list[str] | None, where: str):
     naming `where` (source, split, row)."""
     name = int_names[label] if int_names is not None else str(label)
     if name not in lookup:
-        raise ValueError(f"{where}: label {name!r} was not in the label mapping {sorted(lookup)}")
+        whole = name.removesuffix(".0")
+        decimal = (
+            f" (a number with a decimal point: {name!r} is not the code {whole!r})" if whole in lookup else ""
+        )
+        raise ValueError(
+            f"{where}: label {name!r} was not in the label mapping {sorted(lookup)}{decimal}. Fix the data, or "
+            "set `drop_unmapped: true` on the source to drop such rows (they are counted)."
+        )
     return lookup[name]
 
 

@@ -4,6 +4,7 @@ splits of a streamed source, counting and permuting labels (the shuffled-emotion
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 
 import datasets
@@ -75,3 +76,57 @@ def rows_before_cap(splits) -> dict[str, int]:
     return {
         f"{name}_rows_before_cap": len(split) for name, split in splits.items() if hasattr(split, "__len__")
     }
+
+
+def files_without_rows(data_files: dict) -> list[tuple[str, str, str]]:
+    """(split, file, why) for each local data file that holds no rows: an empty file (0 bytes), a CSV with a
+    header only, a parquet file of 0 rows. `datasets` reports those as a failed generation or "Instruction
+    'train' corresponds to no data!", naming neither the file nor that it is empty."""
+    import pyarrow.parquet as pq
+
+    found = []
+    for split, paths in (data_files or {}).items():
+        for path in map(str, paths):
+            if not os.path.isfile(path):
+                continue
+            if os.path.getsize(path) == 0:
+                found.append((str(split), path, "an empty file, 0 bytes"))
+            elif path.endswith(".parquet") and pq.read_metadata(path).num_rows == 0:
+                found.append((str(split), path, "a parquet file of 0 rows"))
+            elif path.endswith((".csv", ".tsv")) and _lines(path) <= 1:
+                found.append((str(split), path, "a header and no row"))
+            elif path.endswith((".json", ".jsonl")) and _lines(path) == 0:
+                found.append((str(split), path, "only white space"))
+    return found
+
+
+def _lines(path: str) -> int:
+    """Non-blank lines of a text file (2 at most are counted: enough to tell a header-only file)."""
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            count += bool(line.strip())
+            if count > 1:
+                break
+    return count
+
+
+# A load report's counts of rows left out -> the reason the run record names (`DatasetRecord.rows_dropped`).
+DROP_COUNTS = {
+    "bad_images": "unreadable_image",  # on_bad_image: skip
+    "unlabeled_dropped": "no_label",  # drop_unlabeled: true
+    "unmapped_dropped": "unmapped_label",  # drop_unmapped: true, or a label_map's null
+    "unseen_class_dropped": "class_not_in_train",  # drop_unseen_classes: true
+}
+
+
+def rows_dropped(load_report: dict, split_names: dict[str, str]) -> dict[str, dict[str, int]]:
+    """{role: {reason: rows}} of the rows a load left out, from its report (keyed by the source's split
+    names; `split_names`: role -> name); only splits and reasons with rows, so a clean load gives {}."""
+    dropped = {}
+    for role, name in split_names.items():
+        counts = load_report.get(name) or {}
+        reasons = {why: int(counts[key]) for key, why in DROP_COUNTS.items() if counts.get(key)}
+        if reasons:
+            dropped[role] = reasons
+    return dropped

@@ -18,14 +18,13 @@ def load_stage1_data(args, seed: int, cap) -> dict:
     relabelling (`rows_before_cap`: each split's rows before it)."""
     if args.target_dataset is not None:
         target = resolve_target_spec(args.target_dataset)
-        splits = dict(
-            load_target_dataset(
-                target,
-                validation_split_size=args.validation_split_size,
-                seed=seed,
-                on_bad_image=args.on_bad_image,
-            )
+        loaded = load_target_dataset(
+            target,
+            validation_split_size=args.validation_split_size,
+            seed=seed,
+            on_bad_image=args.on_bad_image,
         )
+        splits, rows_dropped = dict(loaded), loaded.rows_dropped
         names = list(splits["validation"].features["label"].names)  # map-style, also when train streams
         taxonomy = {"name": f"{target.display_name} classes (positive control)", "names": names}
         report = {"target_dataset": target.display_name, "labels": names, "seed": seed, "sources": {}}
@@ -50,9 +49,12 @@ def load_stage1_data(args, seed: int, cap) -> dict:
     }
     if args.target_dataset is not None:
         report["sources"][specs[0].display_name] = {  # a streamed training split is counted as it streams
-            f"class_counts_{name}": count_labels(split)
-            for name, split in splits.items()
-            if hasattr(split, "__len__")
+            **{
+                f"class_counts_{name}": count_labels(split)
+                for name, split in splits.items()
+                if hasattr(split, "__len__")
+            },
+            "rows_dropped": rows_dropped,  # drop_unseen_classes, drop_unlabeled, ...
         }
     if args.kmeans_labels:
         splits, clusters = kmeans_relabel(splits, len(names), seed)

@@ -22,7 +22,7 @@ from .sources import (
     pick_column,
     prepare_split,
 )
-from .splits import carve_validation, column_values, read_into_memory, stream_validation_rows
+from .splits import carve_validation, column_values, read_into_memory, rows_dropped, stream_validation_rows
 from .streaming import SHUFFLE_BUFFER
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,27 @@ def resolve_target_spec(spec: str | Mapping | SourceSpec) -> SourceSpec:
     return SourceSpec.from_any(spec)
 
 
+def target_classes(source_names: list[str], label_map: dict) -> list[str]:
+    """A target's classes among a split's label values: all of them, or with a `label_map` the values it
+    names (it lists the classes, e.g. FER-2013's codes 0..6); a value it sends to null is no class."""
+    if not label_map:
+        return list(source_names)
+    return [n for n in source_names if n in label_map and label_map[n] is not None]
+
+
+def label_lookup(split_names: list[str], classes: list[str], label_map: dict, drop_unmapped: bool) -> dict:
+    """A split's label values -> class ids for `sources.mapped_label`: a value outside the `label_map`
+    (FER-2013's code 7, or `3.0` for `3`) is left out, so its row is refused by name (split, row, value),
+    as a stage-1 source's would be, unless `drop_unmapped: true` drops and counts it."""
+    lookup: dict = {n: classes.index(n) for n in split_names if n in classes}
+    if label_map:
+        # codes no training row has are no class (another split's rows of them were refused as unseen)
+        lookup.update({n: classes.index(n) if n in classes else None for n in label_map})
+        if drop_unmapped:
+            lookup.update({n: None for n in split_names if n not in label_map})
+    return lookup
+
+
 def _aligned_names(src, split, names, train_split, train_names, ds, column) -> list[str]:
     """A split's own class names, checked against train's: the same names in another order are aligned by
     name (and said); names one split has that the other lacks are an error listing them."""
@@ -88,7 +109,9 @@ def _aligned_names(src, split, names, train_split, train_names, ds, column) -> l
     return names
 
 
-def classes_seen_in_training(splits: dict, src: str, drop_unseen: bool, stats: dict) -> dict:
+def classes_seen_in_training(
+    splits: dict, src: str, drop_unseen: bool, stats: dict, split_names: dict | None = None
+) -> dict:
     """The classes a model can learn are the ones train has rows of, whatever a ClassLabel declares.
 
     Fewer than 2 in train is refused. A validation or test row of a class train lacks (an image folder whose
@@ -123,7 +146,10 @@ def classes_seen_in_training(splits: dict, src: str, drop_unseen: bool, stats: d
         )
     for role in unseen_rows:
         splits[role] = splits[role].filter(lambda y: y in train_counts, input_columns="label")
-        stats.setdefault(role, {})["unseen_class_dropped"] = sum(unseen_rows[role].values())
+        # counted under the source's name of the split, as its other counts are (`split_names`: role -> name)
+        stats.setdefault((split_names or {}).get(role, role), {})["unseen_class_dropped"] = sum(
+            unseen_rows[role].values()
+        )
         logger.warning(
             "target %r: dropped %d %s row(s) of classes train lacks: %s", src,
             sum(unseen_rows[role].values()), role, unseen_rows[role],
@@ -199,29 +225,36 @@ def load_target_dataset(
     per_split = {split: label_vocabulary(loaded[split], label_col, spec) for split in wanted.values()}
     if isinstance(loaded[train_split].features[label_col], datasets.ClassLabel) and not spec.streaming:
         per_split.update({s: n for s, n in declared_class_names(spec, label_col).items() if s in per_split})
-    source_names = per_split[train_split]
-    if len(source_names) < 2:
+    label_map = {str(k): v for k, v in (spec.label_map or {}).items()}
+    classes = target_classes(per_split[train_split], label_map)
+    unmapped = label_map and any(n not in label_map for n in per_split[train_split])
+    if len(classes) < 2 and not (unmapped and not spec.drop_unmapped):  # else: the row is named below
         raise ValueError(
             f"target {src!r}: a classifier needs at least 2 classes; split {train_split!r} has "
-            f"{len(source_names)} in column {label_col!r} ({source_names})"
+            f"{len(classes)} in column {label_col!r} ({classes})"
         )
-    names = [str((spec.label_map or {}).get(n, n)) for n in source_names]  # label_map renames classes
-    class_label = datasets.ClassLabel(names=names)
+    class_label = datasets.ClassLabel(names=[str(label_map.get(n, n)) for n in classes])
     stats: dict = {}
     out = {}
     for role, split in wanted.items():
-        split_names = _aligned_names(
-            src, split, per_split[split], train_split, source_names, loaded[split], label_col
+        _aligned_names(
+            src,
+            split,
+            target_classes(per_split[split], label_map),
+            train_split,
+            classes,
+            loaded[split],
+            label_col,
         )
-        lookup = {n: source_names.index(n) for n in split_names}
+        lookup = label_lookup(per_split[split], classes, label_map, spec.drop_unmapped)
         out[role] = prepare_split(
-            loaded[split], spec, split, split_names, lookup, class_label, on_bad_image, stats
+            loaded[split], spec, split, per_split[split], lookup, class_label, on_bad_image, stats
         )
     if spec.streaming:  # map-style training reshuffles every epoch; a stream goes through a buffer
         # The classes are the ClassLabel's: a stream's training rows cannot be counted before training.
         out["train"] = out["train"].shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
     else:
-        out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats)
+        out = classes_seen_in_training(out, src, spec.drop_unseen_classes, stats, wanted)
     if "validation" not in out:
         out["train"], out["validation"] = carve_validation(out["train"], validation_split_size, seed, src)
     bad = sum(s["bad_images"] or 0 for s in stats.values())
@@ -237,6 +270,7 @@ def load_target_dataset(
         )
     result = datasets.DatasetDict(out)
     result.load_report = stats  # type: ignore[attr-defined]  # per split: rows_loaded, bad_images
+    result.rows_dropped = rows_dropped(stats, wanted)  # type: ignore[attr-defined]  # for the run record
     if hasattr(loaded, "split_counts"):  # rows per value of the source's split column (FER-2013's Usage)
         result.split_counts = loaded.split_counts  # type: ignore[attr-defined]
         logger.info(

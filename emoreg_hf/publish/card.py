@@ -57,9 +57,27 @@ CITATION = """@article{landi2026emotional,
 }"""
 
 
+# The reasons a load left rows out (`DatasetRecord.rows_dropped`), in the card's words.
+DROPPED_ROWS = {
+    "class_not_in_train": "of a class no training row has (drop_unseen_classes)",
+    "no_label": "without a label (drop_unlabeled)",
+    "unmapped_label": "with a label outside the label mapping (drop_unmapped)",
+    "unreadable_image": "with an unreadable image (on_bad_image: skip)",
+}
+
+
 def _datasets(run: RunFolder) -> list[dict[str, Any]]:
     return [
-        {"id": d.id, "name": DATASET_NAMES.get(d.id) or d.name, "split_sizes": d.split_sizes}
+        {
+            "id": d.id,
+            "name": DATASET_NAMES.get(d.id) or d.name,
+            "split_sizes": d.split_sizes,
+            "rows_dropped": "; ".join(
+                f"{n} {split} row(s) {DROPPED_ROWS.get(why, why)}"
+                for split, reasons in d.rows_dropped.items()
+                for why, n in reasons.items()
+            ),
+        }
         for d in run.record.datasets
     ]
 
