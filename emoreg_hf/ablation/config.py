@@ -19,6 +19,51 @@ from ..cli import read_overrides, read_yaml, yaml_value
 RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
 
 
+def matrix_keys(stage: str) -> dict[str, tuple[str, str]]:
+    """The recipe keys of `stage` that the matrix sets in its runs, each with (why, what to use instead): a
+    value given for one in the ablation config or as `--STAGE.KEY` would be replaced without a word (and
+    still shown in the report's Reproduce line), so it is refused. A stage's base recipe YAML (`config:`)
+    may name them (a recipe's own `seed`, `output_dir`, `method`): those are dropped or replaced by design."""
+    choose = f"choose them with --methods (available: {', '.join(registry.MATRIX)})"
+    keys = {
+        "seed": ("each run's seed comes from `seeds`", "use --seeds 3 (seeds 0, 1, 2) or --seeds 3,4"),
+        "output_dir": (f"each run goes to <output_dir>/{stage}/<name>/seed<N>", "use --output_dir DIR"),
+        "overwrite_output_dir": (
+            "each run resumes or starts over by itself",
+            "use --overwrite to replace finished runs of another configuration",
+        ),
+    }
+    if stage == "finetune":
+        regulated = [set(arm.switches) for arm in registry.MATRIX.values() if arm.method.regulated]
+        for key in {"method"} | set.intersection(*regulated):  # set by every entry that reads it
+            keys[key] = ("each method of the matrix sets it", choose)
+        keys["affect_model_name_or_path"] = (
+            "it trains stage 1 and gives each run its stage-1 model",
+            "configure stage 1 with --pretrain.KEY",
+        )
+    else:
+        variants = ", ".join(registry.STAGE1_VARIANTS)
+        for variant in registry.STAGE1_VARIANTS.values():
+            for key, value in variant.switches.items():
+                if value is not None:  # `None` unsets a key a variant does not use (affective_sources)
+                    keys[key] = (
+                        f"the stage-1 variants {variants} set it, read by the methods that need them",
+                        choose,
+                    )
+    return keys
+
+
+def check_matrix_keys(stage: str, given: dict, where: str) -> None:
+    """Refuse a key of `given` (a stage's keys from the ablation config or the command line) that the matrix
+    sets itself (`matrix_keys`), naming what to use instead."""
+    owned = matrix_keys(stage)
+    for key in given:
+        if key in owned:
+            shown = f"--{stage}.{key}" if where == "command line" else f"{stage}: {{{key}: ...}} in {where}"
+            why, instead = owned[key]
+            raise ValueError(f"{shown}: the matrix sets {key} itself ({why}); {instead}.")
+
+
 @dataclass
 class AblationConfig:
     """`pretrain` / `finetune`: recipe keys for each stage (a `config:` key names a recipe YAML to start
@@ -169,6 +214,11 @@ def load_config(
         stage_extra = extra.get(stage) or {}
         if not isinstance(stage_extra, dict):
             raise ValueError(f"--{stage} takes keys: --{stage}.KEY VALUE")
+        if isinstance(raw.get(stage), dict):
+            check_matrix_keys(stage, raw[stage], "the ablation config")
+        check_matrix_keys(
+            stage, stage_extra, "command line" if not isinstance(overrides, dict) else "overrides"
+        )
         if "config" in stage_extra:
             values = _stage_values({"config": stage_extra.pop("config")}, bases, stage)
         stages[stage] = _merge(values, stage_extra)
