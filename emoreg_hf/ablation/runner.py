@@ -28,7 +28,14 @@ from typing import Any
 import yaml
 
 from .. import registry
-from ..run_dir import LAUNCHER_FILES, LOCK_FILE, checkpoint_problem, clear_run_outputs, run_files
+from ..run_dir import (
+    LAUNCHER_FILES,
+    LOCK_FILE,
+    checkpoint_problem,
+    clear_run_outputs,
+    holds_a_run,
+    run_files,
+)
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
 from .config import AblationConfig, stage1_seed
@@ -169,7 +176,10 @@ def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overw
     new_values = {**_flat(now["pretrain"], "pretrain"), **_flat(now["finetune"], "finetune")}
     if not earlier:  # a folder from before the matrix kept its config: the first run's own YAML
         first = replaced[0]
-        old_values = _flat(yaml.safe_load((first.output_dir / RUN_CONFIG).read_text()) or {}, first.stage)
+        written = first.output_dir / RUN_CONFIG  # absent: a run the matrix did not start
+        old_values = _flat(
+            (yaml.safe_load(written.read_text()) if written.is_file() else {}) or {}, first.stage
+        )
         new_values = _flat(first.values, first.stage)
     differing = [
         f"  {key}: {json.dumps(old_values.get(key))} in the earlier matrix, {json.dumps(new_values.get(key))} now"
@@ -193,11 +203,12 @@ def _resumable(folder: Path, fingerprint: str) -> bool:
 
 
 def _kept_files(folder: Path) -> list[str]:
-    """What starting a run over in `folder` keeps: all but the earlier run's files (`run_files`), the
-    launcher's and set-aside `*.incomplete` checkpoints; someone's notes, say, which the recipe refuses."""
+    """What starting a run over in `folder` keeps: all but the earlier run's files (`run_files`; none in a
+    folder that holds no run), the launcher's and set-aside `*.incomplete` checkpoints; someone's notes, say,
+    which the recipe refuses."""
     if not folder.is_dir():
         return []
-    own = {*run_files(folder), *LAUNCHER_FILES, LOCK_FILE}
+    own = {*(run_files(folder) if holds_a_run(folder) else []), *LAUNCHER_FILES, LOCK_FILE}
     return sorted(n for n in os.listdir(folder) if n not in own and not n.endswith(".incomplete"))
 
 
