@@ -631,3 +631,33 @@ def test_overwrite_checks_every_run_folder_before_replacing_any(tmp_path):
     (root / "finetune/baseline/seed2/README.md").write_text("mine")  # a folder that never held a run
     with pytest.raises(ValueError, match="seed2: README.md"):
         ablation.run_matrix(fresh, recipes_dir=RECIPES, launcher=NoLaunch())
+
+
+def test_the_demo_title_and_notes_do_not_follow_the_matrix_onto_real_data(tmp_path):
+    """The demo config run on real data reported "Demo ablation (synthetic data)" and "Synthetic demo data:
+    ... say nothing about emotion": a config file's title and notes describe its data, so once the overrides
+    read real data instead (or synthetic data instead of real) the title names the data and the notes go."""
+    import dataclasses
+
+    demo, real_small = RECIPES / "ablations" / "demo.yaml", RECIPES / "ablations" / "real_small.yaml"
+    real = [
+        "--pretrain.affective_sources",
+        "[{path: imagefolder, data_dir: /data/fer2013}]",
+        "--finetune.dataset",
+        "{path: /data/cifar10}",
+    ]
+    config = ablation.load_config(demo, real, repo_root=REPO)
+    assert (config.title, config.notes) == ("Ablation: fer2013 -> cifar10", "")
+    assert ablation.load_config(demo, [*real, "--title", "Mine"], repo_root=REPO).title == "Mine"
+    assert ablation.load_config(demo, [], repo_root=REPO).title == "Demo ablation (synthetic data)"
+    local_copies = ablation.load_config(real_small, real, repo_root=REPO)  # the same sets, other copies
+    assert local_copies.title.startswith("Small real-data study") and local_copies.notes
+    smoke = ["--pretrain.affective_sources", "[{path: 'demo:synthetic-faces'}]", "--finetune.dataset", "demo"]
+    assert ablation.load_config(real_small, smoke, repo_root=REPO).title == (
+        "Ablation: synthetic-faces -> demo (synthetic data)"
+    )
+    study = _study(tmp_path / "study", "/data/cifar10")
+    ablation.write_report(dataclasses.replace(study, title=config.title, notes=config.notes))
+    report = (tmp_path / "study" / "results.md").read_text()
+    assert "### Ablation: fer2013 -> cifar10" in report
+    assert "Demo ablation" not in report and "Synthetic demo data" not in report

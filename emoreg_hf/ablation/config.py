@@ -147,6 +147,41 @@ def _stage_values(value: Any, bases: Sequence[Path], stage: str) -> dict:
     return {**base, **values}
 
 
+def _data(pretrain: dict, finetune: dict) -> list:
+    """The data sets a matrix reads: stage 1's sources (or its target data set) and stage 2's target."""
+    sources = pretrain.get("affective_sources")
+    return [*(sources if isinstance(sources, list) else [sources]), finetune.get("dataset", "cifar10")]
+
+
+def _synthetic(pretrain: dict, finetune: dict) -> bool:
+    """Whether every image the matrix reads is the demo generator's (`data.is_synthetic`, the one rule)."""
+    from ..data import is_synthetic
+    from ..data.targets import resolve_target_spec
+
+    try:
+        sources = [s for s in pretrain.get("affective_sources") or [] if s is not None]
+        return all(map(is_synthetic, sources)) and is_synthetic(
+            resolve_target_spec(finetune.get("dataset", "cifar10"))
+        )
+    except (TypeError, ValueError, AttributeError):  # a source list file, an odd spec: the recipe says why
+        return False
+
+
+def data_title(pretrain: dict, finetune: dict) -> str:
+    """A title naming the data a matrix reads (its `title` when the config file's own was written for other
+    data): `Ablation: fer2013 -> cifar10`."""
+
+    def name(spec) -> str:
+        if isinstance(spec, dict):
+            spec = spec.get("source") or spec.get("preset") or spec.get("data_dir") or spec.get("path")
+        return Path(str(spec).removeprefix("demo:")).name or str(spec)
+
+    *sources, target = _data(pretrain, finetune)
+    shown = ", ".join(name(s) for s in sources if s is not None) or "?"
+    synthetic = " (synthetic data)" if _synthetic(pretrain, finetune) else ""
+    return f"Ablation: {shown} -> {name(target)}{synthetic}"
+
+
 def parse_overrides(argv: Sequence[str]) -> dict:
     """`--a.b.c VALUE` / `--a.b.c=VALUE` -> nested dict; values are YAML (numbers, lists, dicts)."""
     out: dict = {}
@@ -208,9 +243,9 @@ def load_config(
     unknown = sorted(set(raw) - allowed) + sorted(set(extra) - allowed)
     if unknown:
         raise ValueError(f"unknown ablation key(s) {unknown}; allowed: {sorted(allowed)}")
-    stages = {}
+    stages, written = {}, {}
     for stage in ("pretrain", "finetune"):
-        values = _stage_values(raw.get(stage), bases, stage)
+        values = written[stage] = _stage_values(raw.get(stage), bases, stage)
         stage_extra = extra.get(stage) or {}
         if not isinstance(stage_extra, dict):
             raise ValueError(f"--{stage} takes keys: --{stage}.KEY VALUE")
@@ -227,6 +262,11 @@ def load_config(
             stages[stage].pop(key)
     merged = {k: v for k, v in raw.items() if k not in ("pretrain", "finetune")}
     merged.update({k: v for k, v in extra.items() if k not in ("pretrain", "finetune")})
+    if _synthetic(**written) != _synthetic(**stages):
+        # The file's title and notes were written for its data (the demo's: "synthetic data ... say nothing
+        # about emotion"); the overrides read real data instead (or the other way round): they do not apply.
+        merged["title"] = extra.get("title") or data_title(**stages)
+        merged["notes"] = extra.get("notes", "")
     return AblationConfig(
         pretrain=stages["pretrain"],
         finetune=stages["finetune"],
