@@ -28,14 +28,7 @@ from typing import Any
 import yaml
 
 from .. import registry
-from ..run_dir import (
-    LAUNCHER_FILES,
-    LOCK_FILE,
-    checkpoint_problem,
-    clear_run_outputs,
-    holds_a_run,
-    run_files,
-)
+from ..run_dir import LAUNCHER_FILES, LOCK_FILE, checkpoint_problem, clear_run_outputs, holds_a_run, run_files
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
 from .config import AblationConfig, stage1_seed
@@ -157,10 +150,9 @@ def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overw
             blocked.append(f"  {run.output_dir}: {', '.join(kept[:5])}" + (", ..." if len(kept) > 5 else ""))
     if blocked and (overwrite or not replaced):
         raise ValueError(
-            f"{len(blocked)} run folder(s) of the matrix hold files that are not a run's, which starting the run "
-            "there over would keep beside it (and the recipe refuses such a folder, after the runs before it "
-            "had run or been replaced); nothing was run or replaced:\n" + "\n".join(blocked) + "\nMove those "
-            "files elsewhere, or choose another --output_dir."
+            f"{len(blocked)} run folder(s) of the matrix hold files that are not a run's, so the recipe would "
+            "refuse to start over there; nothing was run or replaced:\n" + "\n".join(blocked) + "\nMove "
+            "those files elsewhere, or choose another --output_dir."
         )
     if not replaced or overwrite:
         return
