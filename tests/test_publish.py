@@ -931,7 +931,7 @@ def test_export_dir_that_is_a_file_and_an_unknown_license_get_a_message_and_writ
         assert push.main([str(run), "--repo_id", "org/x", "--export_dir", str(tmp_path / where)]) == 1
         assert message.format(tmp_path) in capsys.readouterr().err
     for given, hint in (
-        ("MIT", " (did you mean mit?)"),
+        ("Apache-2.0", " (did you mean apache-2.0?)"),
         ("apache2", " (did you mean apache-2.0?)"),
         ("zzz", ""),
     ):

@@ -93,7 +93,12 @@ def check_license(given: str | None) -> None:
     """`--license ID` must be one of the Hub's licence ids (`HUB_LICENSES`); `ValueError` suggests the closest."""
     if given is None or given in HUB_LICENSES:
         return
-    close = difflib.get_close_matches(given.strip().lower(), HUB_LICENSES, n=3, cutoff=0.5)
+    wanted = given.strip().lower()  # the Hub's ids are lower case: `MIT` is `mit`
+    close = (
+        [wanted]
+        if wanted in HUB_LICENSES
+        else difflib.get_close_matches(wanted, HUB_LICENSES, n=3, cutoff=0.5)
+    )
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise ValueError(
         f"--license {given!r} is not a licence id the Hub knows{hint}; nothing was written. Give one of the ids "
