@@ -126,7 +126,9 @@ class PretrainArguments(DataArguments):
     affective_sources: list[dict] | str | None = field(
         default=None,
         metadata={
-            "help": "Affective data sources: a list of source specs (path, label_column, weight, ...) "
+            "help": "Affective data sources: a list of source specs (path, label_column, weight, ...; "
+            "or a source as its authors released it, `preset: NAME` plus where your copy is, e.g. "
+            "{preset: fer2013, data_files: /path/to/fer2013.csv}; docs/data-sources.md) "
             "or a YAML file holding that list under `affective_sources:`."
         },
     )

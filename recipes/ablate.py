@@ -8,10 +8,9 @@ runs the same code as users. Stage-1 models are trained once per (variant, seed)
 run is skipped when the command is repeated, so an interrupted matrix resumes where it stopped.
 
 Config keys: `pretrain` and `finetune` (recipe keys for each stage; `config: <recipe YAML>` as the base,
-or just the YAML's path), `methods` (default all seven: baseline, transfer, emoreg_fixed,
-emoreg_learned, emoreg_adaptive, shuffled_emotion, no_pretraining; `transfer_shuffled`, transfer from
-the shuffled stage 1, is an optional eighth), `seeds` (a count or a list;
-default 3 = seeds 0, 1, 2), `output_dir`, `title`, `notes`.
+or just the YAML's path), `methods` (entries of the matrix: `--methods` below lists the default ones
+and the optional ones, from emoreg_hf.registry), `seeds` (a count or a list; default 3 = seeds 0, 1, 2),
+`stage1_seeds`, `output_dir`, `title`, `notes`, `analysis`.
 
 Overrides: `--STAGE.KEY VALUE` sets a recipe key of one stage; `--seeds`, `--methods`, `--output_dir`
 set the matrix. Values are YAML, so lists and dicts work (quote them for the shell):

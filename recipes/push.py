@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--license",
         default=None,
         metavar="ID",
-        help="the model card's licence (a Hub licence id, e.g. mit); default: the training data's when "
+        help="the model card's licence: a Hub licence id (huggingface.co/docs/hub/repositories-licenses: "
+        "apache-2.0, mit, cc-by-4.0, ..., other); default: the training data's when "
         "emoreg-hf knows it (its synthetic demo data: apache-2.0), else `other` with a note on the card",
     )
     parser.add_argument("--commit_message", default=None, help="commit message (default: a summary)")

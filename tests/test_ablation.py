@@ -504,3 +504,160 @@ def test_slurm_matrix_gives_the_sequential_results(sequential_matrix, slurm_job_
     log = bad / "finetune" / "baseline" / "seed0" / "ablation_stdout.log"
     assert "finetune/baseline/seed0 did not finish (Slurm job" in failed.stderr
     assert f"last lines of {log}" in failed.stderr and "no_such_key" in failed.stderr
+
+
+# -- options the matrix owns, and the command line's paper cuts ---------------------------------------------
+
+
+def test_stage_keys_the_matrix_sets_itself_are_refused_naming_what_to_use(tmp_path):
+    """`--finetune.seed 3` was dropped without a word (the matrix sets each run's seed) yet shown in the
+    report's Reproduce line: refused, like every stage key the matrix sets in its runs."""
+    demo, out = RECIPES / "ablations" / "demo.yaml", ["--output_dir", str(tmp_path / "m")]
+    for argv, message in (
+        (["--finetune.seed", "3"], "--finetune.seed: the matrix sets seed itself .* use --seeds 3"),
+        (["--pretrain.output_dir", "x"], "--pretrain.output_dir: .* use --output_dir DIR"),
+        (["--finetune.overwrite_output_dir", "true"], "use --overwrite"),
+        (
+            ["--finetune.method", "baseline"],
+            "each method of the matrix sets it\\); choose them with --methods",
+        ),
+        (["--finetune.regulation", "fixed"], "--finetune.regulation: .* --methods \\(available: baseline,"),
+        (["--finetune.affect_model_name_or_path", "x"], "trains stage 1 .* --pretrain.KEY"),
+        (
+            ["--pretrain.shuffle_labels", "true"],
+            "the stage-1 variants normal, shuffled, kmeans, target set it",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ablation.main([str(demo), *out, *argv], recipes_dir=RECIPES, default_config=demo)
+    with pytest.raises(ValueError, match=r"finetune: \{seed: \.\.\.\} in the ablation config: .* --seeds"):
+        ablation.load_config({"pretrain": {}, "finetune": {"seed": 3}})
+    assert not (tmp_path / "m").exists()
+    config = ablation.load_config(demo, ["--finetune.influence", "film"], repo_root=REPO)  # kept by every run
+    assert (
+        config.finetune["influence"] == "film" and "seed" not in config.finetune
+    )  # the recipe YAML's seed: 42
+
+
+def test_cards_without_report_and_cards_into_a_file_say_so_and_write_nothing(tmp_path):
+    config = _study(tmp_path / "study", "/data/cifar10")
+    ablation.write_report(config)
+    before = {p: p.read_bytes() for p in (tmp_path / "study").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="--cards needs --report: ablate.py --report STUDY_DIR"):
+        ablation.main(["--cards", str(tmp_path / "cards")], recipes_dir=RECIPES, default_config="none.yaml")
+    with pytest.raises(ValueError, match="--report comes first"):
+        ablation.main(["--seeds", "1", "--report", "x"], recipes_dir=RECIPES, default_config="none.yaml")
+    (tmp_path / "notes.txt").write_text("mine")
+    for cards, message in (
+        ("notes.txt", "is a file, not a folder"),
+        ("notes.txt/c", "lies inside .*notes.txt"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ablation.main(
+                ["--report", str(tmp_path / "study"), "--cards", str(tmp_path / cards)],
+                recipes_dir=RECIPES,
+                default_config="none.yaml",
+            )
+    assert {p: p.read_bytes() for p in (tmp_path / "study").rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "cards").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_help_counts_and_names_the_matrix_from_the_registry():
+    from emoreg_hf import registry
+    from emoreg_hf.configs import PretrainArguments
+    from emoreg_hf.data.sources import SOURCE_PRESETS
+
+    text = ablation.help_parser().format_help()
+    flat = " ".join(text.split())
+    assert f"of the {len(registry.MATRIX)} the matrix knows" in flat
+    assert f"default the {len(registry.default_arms())} of" in flat
+    assert all(name in flat for name in registry.MATRIX) and "eighth" not in flat
+    sources_help = next(
+        f for f in PretrainArguments.__dataclass_fields__.values() if f.name == "affective_sources"
+    )
+    assert "preset: NAME" in sources_help.metadata["help"]
+    assert all(f"{{preset: {name}" in sources_help.metadata["help"] for name in SOURCE_PRESETS)
+
+
+class NoLaunch:
+    """A launcher that records what it was given and runs nothing."""
+
+    def __init__(self):
+        self.keys = None
+
+    def describe(self) -> str:
+        return "no launch"
+
+    def execute(self, cells, **kwargs):
+        from types import SimpleNamespace
+
+        self.keys = [cell.key for cell in cells]
+        return SimpleNamespace(finished=[], seconds={}, waiting=[], failures=[])
+
+
+def test_overwrite_checks_every_run_folder_before_replacing_any(tmp_path):
+    """`--overwrite` over a matrix whose second run folder holds someone's file replaced the first run, then
+    the recipe refused the second folder: now every folder is checked first, and nothing is replaced."""
+    from records import finetune_record, write_run
+
+    root = tmp_path / "matrix"
+    config = ablation.load_config(
+        {"pretrain": {}, "finetune": {}, "methods": ["baseline"], "seeds": [0, 1], "output_dir": str(root)}
+    )
+    for seed in (0, 1):  # finished runs of another configuration (no marker of this one)
+        run = write_run(root / f"finetune/baseline/seed{seed}", finetune_record(seed, method="baseline"))
+        (run / "ablation_run.yaml").write_text("learning_rate: 0.01\n")
+    notes = root / "finetune/baseline/seed1/notes.txt"
+    notes.write_text("mine")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    launcher = NoLaunch()
+    with pytest.raises(ValueError, match="holds 2 finished run") as refused:  # without --overwrite: as before
+        ablation.run_matrix(config, recipes_dir=RECIPES, launcher=launcher)
+    with pytest.raises(
+        ValueError, match="1 run folder\\(s\\) of the matrix hold files that are not a run's"
+    ) as refused:
+        ablation.run_matrix(config, recipes_dir=RECIPES, launcher=launcher, overwrite=True)
+    assert f"{notes.parent}: notes.txt" in str(refused.value) and "nothing was run or replaced" in str(
+        refused.value
+    )
+    assert launcher.keys is None
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()} == before
+    notes.unlink()  # the same command, the folder cleared of what was not the run's: goes ahead
+    ablation.run_matrix(config, recipes_dir=RECIPES, launcher=launcher, overwrite=True)
+    assert launcher.keys == ["finetune/baseline/seed0", "finetune/baseline/seed1"]
+
+    fresh = ablation.load_config({**config.__dict__, "methods": ["baseline"], "seeds": [2], "analysis": None})
+    (root / "finetune/baseline/seed2").mkdir()
+    (root / "finetune/baseline/seed2/README.md").write_text("mine")  # a folder that never held a run
+    with pytest.raises(ValueError, match="seed2: README.md"):
+        ablation.run_matrix(fresh, recipes_dir=RECIPES, launcher=NoLaunch())
+
+
+def test_the_demo_title_and_notes_do_not_follow_the_matrix_onto_real_data(tmp_path):
+    """The demo config run on real data reported "Demo ablation (synthetic data)" and "Synthetic demo data:
+    ... say nothing about emotion": a config file's title and notes describe its data, so once the overrides
+    read real data instead (or synthetic data instead of real) the title names the data and the notes go."""
+    import dataclasses
+
+    demo, real_small = RECIPES / "ablations" / "demo.yaml", RECIPES / "ablations" / "real_small.yaml"
+    real = [
+        "--pretrain.affective_sources",
+        "[{path: imagefolder, data_dir: /data/fer2013}]",
+        "--finetune.dataset",
+        "{path: /data/cifar10}",
+    ]
+    config = ablation.load_config(demo, real, repo_root=REPO)
+    assert (config.title, config.notes) == ("Ablation: fer2013 -> cifar10", "")
+    assert ablation.load_config(demo, [*real, "--title", "Mine"], repo_root=REPO).title == "Mine"
+    assert ablation.load_config(demo, [], repo_root=REPO).title == "Demo ablation (synthetic data)"
+    local_copies = ablation.load_config(real_small, real, repo_root=REPO)  # the same sets, other copies
+    assert local_copies.title.startswith("Small real-data study") and local_copies.notes
+    smoke = ["--pretrain.affective_sources", "[{path: 'demo:synthetic-faces'}]", "--finetune.dataset", "demo"]
+    assert ablation.load_config(real_small, smoke, repo_root=REPO).title == (
+        "Ablation: synthetic-faces -> demo (synthetic data)"
+    )
+    study = _study(tmp_path / "study", "/data/cifar10")
+    ablation.write_report(dataclasses.replace(study, title=config.title, notes=config.notes))
+    report = (tmp_path / "study" / "results.md").read_text()
+    assert "### Ablation: fer2013 -> cifar10" in report
+    assert "Demo ablation" not in report and "Synthetic demo data" not in report

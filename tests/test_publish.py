@@ -861,3 +861,87 @@ def test_publishing_reads_each_run_folder_once(tmp_path, monkeypatch, no_network
     push_to_hub(seeds, "org/x", compare_dirs=baselines, space_id="org/x-demo", export_dir=tmp_path / "export")
     assert reads == {"run": 1, "run1": 1, "b0": 1, "b1": 1}
     assert "| baseline | 2 |" in (tmp_path / "export" / "model" / "README.md").read_text()
+
+
+def push_recipe():
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import push
+    finally:
+        sys.path.pop(0)
+    return push
+
+
+def snapshot(*folders: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p): (p.read_bytes(), p.stat().st_mtime_ns) for f in folders for p in f.rglob("*") if p.is_file()
+    }
+
+
+def test_a_run_twice_a_copy_or_a_run_compared_with_itself_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    """`push.py RUN RUN` (or RUN/, or a copy of RUN) would average one run as two seeds ("± 0.00"), and
+    `--compare RUN` (or a seed of the same configuration) would give a "Δ +0.0000" control row: refused,
+    naming the folders, exit 1, with nothing written."""
+    monkeypatch.chdir(tmp_path)
+    seed7 = with_weights(write_run(tmp_path / "seed7", finetune_record(7, 0.62)))
+    with_weights(write_run(tmp_path / "seed8", finetune_record(8, 0.60)))
+    copy7 = Path(shutil.copytree(seed7, tmp_path / "copy7"))
+    target, before = tmp_path / "review", snapshot(tmp_path)
+    push = push_recipe()
+    cases = [
+        (["seed7", "seed7"], "seed7 is given twice: a card averages distinct runs"),
+        (["seed7", f"{seed7}/"], f"{seed7} is given twice (also as seed7)"),
+        (["seed7", "copy7"], "seed7 and copy7 are both seed 7 (one run and a copy of it?)"),
+        (["seed7", "seed8", "--compare", "seed7"], "--compare seed7 is seed7, a run this card publishes"),
+        (
+            ["seed7", "--compare", "copy7"],
+            "--compare copy7 (seed 7) is a run of this card's own configuration",
+        ),
+        (
+            ["seed7", "--compare", "seed8"],
+            "--compare seed8 (seed 8) is a run of this card's own configuration",
+        ),
+    ]
+    for argv, message in cases:
+        assert push.main([*argv, "--repo_id", "org/x", "--export_dir", str(target)]) == 1, argv
+        assert message in capsys.readouterr().err, argv
+        assert not target.exists() and snapshot(tmp_path) == before, argv
+    assert copy7.is_dir()
+    baseline = write_run(tmp_path / "base7", finetune_record(7, 0.5, method="baseline"))
+    assert (
+        push.main(["seed7", "seed8", "--repo_id", "org/x", "--compare", str(baseline), "--export_dir", "ok"])
+        == 0
+    )
+    assert "| baseline | 1 |" in (tmp_path / "ok" / "README.md").read_text()
+
+
+def test_export_dir_that_is_a_file_and_an_unknown_license_get_a_message_and_write_nothing(tmp_path, capsys):
+    from emoreg_hf.publish.licenses import HUB_LICENSES
+
+    run = with_weights(write_run(tmp_path / "run", finetune_record(7)))
+    (tmp_path / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    push = push_recipe()
+    for where, message in (
+        ("notes.txt", "--export_dir {0}/notes.txt is a file, not a folder"),
+        ("notes.txt/review", "--export_dir {0}/notes.txt/review lies inside {0}/notes.txt, which is a file"),
+    ):
+        assert push.main([str(run), "--repo_id", "org/x", "--export_dir", str(tmp_path / where)]) == 1
+        assert message.format(tmp_path) in capsys.readouterr().err
+    for given, hint in (
+        ("Apache-2.0", " (did you mean apache-2.0?)"),
+        ("apache2", " (did you mean apache-2.0?)"),
+        ("zzz", ""),
+    ):
+        assert push.main([str(run), "--repo_id", "org/x", "--license", given, "--export_dir", "x"]) == 1
+        err = capsys.readouterr().err
+        assert f"--license {given!r} is not a licence id the Hub knows{hint};" in err
+        assert "https://huggingface.co/docs/hub/repositories-licenses" in err
+    assert snapshot(tmp_path) == before and not (tmp_path / "x").exists()
+    assert {"apache-2.0", "mit", "openrail", "cc-by-4.0", "other"} <= set(HUB_LICENSES)
+    card = build_model_card(run, repo_id="org/x", license="cc-by-nc-4.0")
+    assert card.data.license == "cc-by-nc-4.0"
+    with pytest.raises(ValueError, match="did you mean cc-by-nc-4.0"):
+        build_model_card(run, repo_id="org/x", license="cc-by-nc-4")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import registry
 from ..cli import read_overrides, split_config_argument, yaml_value
-from .config import AblationConfig, load_config, parse_overrides
+from .config import AblationConfig, load_config, matrix_keys, parse_overrides
 from .launch import LocalLauncher, SlurmLauncher
 from .report import collect_records, plot_results, render_markdown, render_report, summarize, write_report
 from .runner import Logger, MatrixFailed, PlannedRun, check_replaced_runs, plan_runs, run_matrix
@@ -28,6 +28,16 @@ LAUNCH_KEYS = {
     "wait": ("slurm",),
     "accelerate_config": ("slurm",),
 }
+
+
+def methods_help() -> str:
+    """`--methods`' help, from the registry: how many entries the matrix has, the default ones, the others."""
+    default = registry.default_arms()
+    optional = [f"{name} – {arm.description}" for name, arm in registry.MATRIX.items() if name not in default]
+    return (
+        f"methods to run, of the {len(registry.MATRIX)} the matrix knows; default the {len(default)} of "
+        f"{', '.join(default)}; optional: {'; '.join(optional)}"
+    )
 
 
 def help_parser(description: str = "") -> argparse.ArgumentParser:
@@ -56,12 +66,7 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
         "would publish them, into DIR/<study>/<stage>/<name>/ (the project's: model_cards/reference)",
     )
     matrix = parser.add_argument_group("the matrix (also keys of CONFIG.yaml)")
-    matrix.add_argument(
-        "--methods",
-        metavar="A,B",
-        help=f"methods to run (default: {', '.join(registry.default_arms())}); available: "
-        f"{', '.join(registry.MATRIX)}",
-    )
+    matrix.add_argument("--methods", metavar="A,B", help=methods_help())
     matrix.add_argument(
         "--seeds", metavar="N | A,B", help="a count (3 = seeds 0, 1, 2; the default) or a list"
     )
@@ -79,9 +84,11 @@ def help_parser(description: str = "") -> argparse.ArgumentParser:
         action="store_true",
         help="replace finished runs of another configuration in --output_dir (refused otherwise)",
     )
+    owned = {stage: ", ".join(sorted(matrix_keys(stage))) for stage in ("pretrain", "finetune")}
     stages = parser.add_argument_group(
         "recipe keys of one stage (every key `recipes/pretrain.py -h` / `recipes/finetune.py -h` lists; "
-        "values are YAML)"
+        f"values are YAML), but those the matrix sets in each run (pretrain: {owned['pretrain']}; finetune: "
+        f"{owned['finetune']})"
     )
     stages.add_argument("--pretrain.KEY", metavar="VALUE", help="e.g. --pretrain.num_train_epochs 5")
     stages.add_argument(
@@ -206,6 +213,10 @@ def report_only(argv: Sequence[str], *, log=print) -> dict:
     unknown = [a for a in argv if a.startswith("--")]
     if unknown:
         raise ValueError(f"--report takes study folders and --cards DIR only, got {unknown[0]}")
+    if cards is not None:
+        from ..publish.export import check_folder_target
+
+        check_folder_target(cards, "--cards")  # a file there: said now, not as a traceback after the reports
     out: dict = {"results": {}, "cards": {}}
     for folder in argv:
         out["results"][folder] = render_report(folder, log=log)
@@ -239,6 +250,17 @@ def main(
             if not as_script:
                 raise
             help_parser(description).error(str(error))
+    for option in ("--cards", "--report"):
+        if any(a == option or a.startswith(f"{option}=") for a in argv):
+            error = (
+                "--report comes first: ablate.py --report STUDY_DIR [STUDY_DIR ...] [--cards DIR]"
+                if option == "--report"
+                else "--cards needs --report: ablate.py --report STUDY_DIR [STUDY_DIR ...] --cards DIR renders "
+                "finished studies' cards (running a matrix writes none; publish a run with recipes/push.py)"
+            )
+            if not as_script:
+                raise ValueError(error)
+            help_parser(description).error(error)
     overwrite = "--overwrite" in argv
     argv = [a for a in argv if a != "--overwrite"]
     try:

@@ -19,6 +19,51 @@ from ..cli import read_overrides, read_yaml, yaml_value
 RUNNER_KEYS = ("output_dir", "seed", "overwrite_output_dir")
 
 
+def matrix_keys(stage: str) -> dict[str, tuple[str, str]]:
+    """The recipe keys of `stage` that the matrix sets in its runs, each with (why, what to use instead): a
+    value given for one in the ablation config or as `--STAGE.KEY` would be replaced without a word (and
+    still shown in the report's Reproduce line), so it is refused. A stage's base recipe YAML (`config:`)
+    may name them (a recipe's own `seed`, `output_dir`, `method`): those are dropped or replaced by design."""
+    choose = f"choose them with --methods (available: {', '.join(registry.MATRIX)})"
+    keys = {
+        "seed": ("each run's seed comes from `seeds`", "use --seeds 3 (seeds 0, 1, 2) or --seeds 3,4"),
+        "output_dir": (f"each run goes to <output_dir>/{stage}/<name>/seed<N>", "use --output_dir DIR"),
+        "overwrite_output_dir": (
+            "each run resumes or starts over by itself",
+            "use --overwrite to replace finished runs of another configuration",
+        ),
+    }
+    if stage == "finetune":
+        regulated = [set(arm.switches) for arm in registry.MATRIX.values() if arm.method.regulated]
+        for key in {"method"} | set.intersection(*regulated):  # set by every entry that reads it
+            keys[key] = ("each method of the matrix sets it", choose)
+        keys["affect_model_name_or_path"] = (
+            "it trains stage 1 and gives each run its stage-1 model",
+            "configure stage 1 with --pretrain.KEY",
+        )
+    else:
+        variants = ", ".join(registry.STAGE1_VARIANTS)
+        for variant in registry.STAGE1_VARIANTS.values():
+            for key, value in variant.switches.items():
+                if value is not None:  # `None` unsets a key a variant does not use (affective_sources)
+                    keys[key] = (
+                        f"the stage-1 variants {variants} set it, read by the methods that need them",
+                        choose,
+                    )
+    return keys
+
+
+def check_matrix_keys(stage: str, given: dict, where: str) -> None:
+    """Refuse a key of `given` (a stage's keys from the ablation config or the command line) that the matrix
+    sets itself (`matrix_keys`), naming what to use instead."""
+    owned = matrix_keys(stage)
+    for key in given:
+        if key in owned:
+            shown = f"--{stage}.{key}" if where == "command line" else f"{stage}: {{{key}: ...}} in {where}"
+            why, instead = owned[key]
+            raise ValueError(f"{shown}: the matrix sets {key} itself ({why}); {instead}.")
+
+
 @dataclass
 class AblationConfig:
     """`pretrain` / `finetune`: recipe keys for each stage (a `config:` key names a recipe YAML to start
@@ -102,6 +147,41 @@ def _stage_values(value: Any, bases: Sequence[Path], stage: str) -> dict:
     return {**base, **values}
 
 
+def _data(pretrain: dict, finetune: dict) -> list:
+    """The data sets a matrix reads: stage 1's sources (or its target data set) and stage 2's target."""
+    sources = pretrain.get("affective_sources")
+    return [*(sources if isinstance(sources, list) else [sources]), finetune.get("dataset", "cifar10")]
+
+
+def _synthetic(pretrain: dict, finetune: dict) -> bool:
+    """Whether every image the matrix reads is the demo generator's (`data.is_synthetic`, the one rule)."""
+    from ..data import is_synthetic
+    from ..data.targets import resolve_target_spec
+
+    try:
+        sources = [s for s in pretrain.get("affective_sources") or [] if s is not None]
+        return all(map(is_synthetic, sources)) and is_synthetic(
+            resolve_target_spec(finetune.get("dataset", "cifar10"))
+        )
+    except (TypeError, ValueError, AttributeError):  # a source list file, an odd spec: the recipe says why
+        return False
+
+
+def data_title(pretrain: dict, finetune: dict) -> str:
+    """A title naming the data a matrix reads (its `title` when the config file's own was written for other
+    data): `Ablation: fer2013 -> cifar10`."""
+
+    def name(spec) -> str:
+        if isinstance(spec, dict):
+            spec = spec.get("source") or spec.get("preset") or spec.get("data_dir") or spec.get("path")
+        return Path(str(spec).removeprefix("demo:")).name or str(spec)
+
+    *sources, target = _data(pretrain, finetune)
+    shown = ", ".join(name(s) for s in sources if s is not None) or "?"
+    synthetic = " (synthetic data)" if _synthetic(pretrain, finetune) else ""
+    return f"Ablation: {shown} -> {name(target)}{synthetic}"
+
+
 def parse_overrides(argv: Sequence[str]) -> dict:
     """`--a.b.c VALUE` / `--a.b.c=VALUE` -> nested dict; values are YAML (numbers, lists, dicts)."""
     out: dict = {}
@@ -163,12 +243,17 @@ def load_config(
     unknown = sorted(set(raw) - allowed) + sorted(set(extra) - allowed)
     if unknown:
         raise ValueError(f"unknown ablation key(s) {unknown}; allowed: {sorted(allowed)}")
-    stages = {}
+    stages, written = {}, {}
     for stage in ("pretrain", "finetune"):
-        values = _stage_values(raw.get(stage), bases, stage)
+        values = written[stage] = _stage_values(raw.get(stage), bases, stage)
         stage_extra = extra.get(stage) or {}
         if not isinstance(stage_extra, dict):
             raise ValueError(f"--{stage} takes keys: --{stage}.KEY VALUE")
+        if isinstance(raw.get(stage), dict):
+            check_matrix_keys(stage, raw[stage], "the ablation config")
+        check_matrix_keys(
+            stage, stage_extra, "command line" if not isinstance(overrides, dict) else "overrides"
+        )
         if "config" in stage_extra:
             values = _stage_values({"config": stage_extra.pop("config")}, bases, stage)
         stages[stage] = _merge(values, stage_extra)
@@ -177,6 +262,11 @@ def load_config(
             stages[stage].pop(key)
     merged = {k: v for k, v in raw.items() if k not in ("pretrain", "finetune")}
     merged.update({k: v for k, v in extra.items() if k not in ("pretrain", "finetune")})
+    if _synthetic(**written) != _synthetic(**stages):
+        # The file's title and notes were written for its data (the demo's: "synthetic data ... say nothing
+        # about emotion"); the overrides read real data instead (or the other way round): they do not apply.
+        merged["title"] = extra.get("title") or data_title(**stages)
+        merged["notes"] = extra.get("notes", "")
     return AblationConfig(
         pretrain=stages["pretrain"],
         finetune=stages["finetune"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 
 from .. import registry
-from ..run_dir import LAUNCHER_FILES, checkpoint_problem, clear_run_outputs
+from ..run_dir import LAUNCHER_FILES, LOCK_FILE, checkpoint_problem, clear_run_outputs, holds_a_run, run_files
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
 from .config import AblationConfig, stage1_seed
@@ -132,15 +133,27 @@ def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overw
     methods or seeds in a folder are fine: they add runs, and the finished ones of this configuration stay."""
     root = Path(config.output_dir)
     fingerprints: dict[str, str] = {}
-    replaced = []
+    replaced, blocked = [], []
     for run in runs:
         fingerprint = _fingerprint(run.values, fingerprints.get(run.needs) if run.needs else None, root)
         fingerprints[run.key] = fingerprint
         marker = _read_json(run.output_dir / MARKER) or {}
+        finished = (run.output_dir / RECORD_FILE).is_file()
+        if finished and marker.get("fingerprint") == fingerprint:
+            continue  # this configuration's, finished: skipped
         # A record under a marker of another fingerprint (or none) is a finished run of another
         # configuration: a started run of this one has its earlier outputs cleared before it is marked.
-        if (run.output_dir / RECORD_FILE).is_file() and marker.get("fingerprint") != fingerprint:
+        if finished:
             replaced.append(run)
+        kept = [] if _resumable(run.output_dir, fingerprint) else _kept_files(run.output_dir)
+        if kept:
+            blocked.append(f"  {run.output_dir}: {', '.join(kept[:5])}" + (", ..." if len(kept) > 5 else ""))
+    if blocked and (overwrite or not replaced):
+        raise ValueError(
+            f"{len(blocked)} run folder(s) of the matrix hold files that are not a run's, so the recipe would "
+            "refuse to start over there; nothing was run or replaced:\n" + "\n".join(blocked) + "\nMove "
+            "those files elsewhere, or choose another --output_dir."
+        )
     if not replaced or overwrite:
         return
     earlier: dict = {}
@@ -155,7 +168,10 @@ def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overw
     new_values = {**_flat(now["pretrain"], "pretrain"), **_flat(now["finetune"], "finetune")}
     if not earlier:  # a folder from before the matrix kept its config: the first run's own YAML
         first = replaced[0]
-        old_values = _flat(yaml.safe_load((first.output_dir / RUN_CONFIG).read_text()) or {}, first.stage)
+        written = first.output_dir / RUN_CONFIG  # absent: a run the matrix did not start
+        old_values = _flat(
+            (yaml.safe_load(written.read_text()) if written.is_file() else {}) or {}, first.stage
+        )
         new_values = _flat(first.values, first.stage)
     differing = [
         f"  {key}: {json.dumps(old_values.get(key))} in the earlier matrix, {json.dumps(new_values.get(key))} now"
@@ -168,6 +184,24 @@ def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overw
         "would replace; nothing was run. What differs:\n" + "\n".join(differing) + "\nChoose another "
         "--output_dir, or pass --overwrite to replace them."
     )
+
+
+def _resumable(folder: Path, fingerprint: str) -> bool:
+    """A started run of this configuration with a valid checkpoint: it resumes, and nothing is removed."""
+    if (_read_json(folder / MARKER) or {}).get("fingerprint") != fingerprint:
+        return False
+    checkpoints = [c for c in folder.glob("checkpoint-*") if c.is_dir() and CHECKPOINT.fullmatch(c.name)]
+    return any(checkpoint_problem(c) is None for c in checkpoints)
+
+
+def _kept_files(folder: Path) -> list[str]:
+    """What starting a run over in `folder` keeps: all but the earlier run's files (`run_files`; none in a
+    folder that holds no run), the launcher's and set-aside `*.incomplete` checkpoints; someone's notes, say,
+    which the recipe refuses."""
+    if not folder.is_dir():
+        return []
+    own = {*(run_files(folder) if holds_a_run(folder) else []), *LAUNCHER_FILES, LOCK_FILE}
+    return sorted(n for n in os.listdir(folder) if n not in own and not n.endswith(".incomplete"))
 
 
 def _fingerprint(values: dict, upstream: str | None, root: Path) -> str:
@@ -240,10 +274,8 @@ class Cell:
         command that is right for a first start, a resume and a scheduler's requeue alike."""
         folder = self.run.output_dir
         folder.mkdir(parents=True, exist_ok=True)
-        marker = _read_json(folder / MARKER) or {}
-        same = marker.get("fingerprint") == self.fingerprint
-        checkpoints = [c for c in folder.glob("checkpoint-*") if c.is_dir() and CHECKPOINT.fullmatch(c.name)]
-        resumable = same and any(checkpoint_problem(c) is None for c in checkpoints)
+        same = (_read_json(folder / MARKER) or {}).get("fingerprint") == self.fingerprint
+        resumable = _resumable(folder, self.fingerprint)
         if not resumable:
             removed = clear_run_outputs(folder)
             if removed and not same:

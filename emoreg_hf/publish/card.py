@@ -17,6 +17,7 @@ from .. import registry, stats
 from ..taxonomy import taxonomy_name
 from ..templates import read_template
 from .facts import LOCAL_REPO, affect_variant, caps, data_report_table, model_title, needs_remote_code
+from .licenses import check_license
 from .plots import make_plots
 from .results import (
     SPLITS,
@@ -28,14 +29,7 @@ from .results import (
     results_table,
     seed_statistics,
 )
-from .runs import (
-    PathLike,
-    RunDirs,
-    RunFolder,
-    as_run_folders,
-    check_same_configuration,
-    stage1_run,
-)
+from .runs import PathLike, RunDirs, RunFolder, as_run_folders, check_card_runs, stage1_run
 from .scrub import is_hub_id
 
 CARD_NAME = "README.md"
@@ -195,6 +189,7 @@ def card_license(run: RunFolder, stage1: RunFolder | None, given: str | None) ->
     (the affective pathway's data counts too), else `other`, and `unknown` names the data behind that."""
     records = [run.record, *([stage1.record] if stage1 else [])]
     if given:
+        check_license(given)
         return {"id": given, "given": True, "unknown": []}
     known = {_data_license(r) for r in records}
     if len(known) == 1 and None not in known:
@@ -364,9 +359,10 @@ def build_model_card(
     """Render the stage's template from the run folders (several folders = seeds of one configuration);
     paths are read once here, folders already read are used as they are."""
     runs = as_run_folders(run_dirs)
-    check_same_configuration(runs)
+    compare = as_run_folders(compare_dirs) if compare_dirs else []
+    check_card_runs(runs, compare)
     card_data, context = card_context(
-        runs, repo_id=repo_id, plots=plots, compare_dirs=compare_dirs, space_id=space_id, license=license
+        runs, repo_id=repo_id, plots=plots, compare_dirs=compare, space_id=space_id, license=license
     )
     return ModelCard.from_template(card_data, template_str=read_template(TEMPLATES[runs[0].stage]), **context)
 

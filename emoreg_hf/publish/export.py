@@ -69,6 +69,16 @@ def published_traces(run_dir: PathLike) -> list[tuple[Path, str]]:
     return out
 
 
+def check_folder_target(folder: PathLike, option: str) -> None:
+    """A folder to write into is a folder, or can become one: a file there (or above it) is refused with a
+    message, before anything is written, instead of a `NotADirectoryError` half-way."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == folder else f"lies inside {existing}, which is a file"
+        raise ValueError(f"{option} {folder} {where}, not a folder; give a folder. Nothing was written.")
+
+
 def export_for_hub(
     run_dirs: RunDirs | Sequence[RunFolder],
     export_dir: PathLike,
@@ -86,6 +96,7 @@ def export_for_hub(
     """
     runs = as_run_folders(run_dirs)
     source, export_dir = runs[0].path, Path(export_dir)
+    check_folder_target(export_dir, "export folder")
     if export_dir.exists() and any(export_dir.iterdir()):
         raise FileExistsError(f"Export folder {export_dir} is not empty.")
     if not list(source.glob("*.safetensors")):

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .card import CARD_NAME
-from .export import MODEL_FILES, export_for_hub
-from .runs import PathLike, RunDirs, RunFolder, as_run_folders
+from .export import MODEL_FILES, check_folder_target, export_for_hub
+from .licenses import check_license
+from .runs import PathLike, RunDirs, RunFolder, as_run_folders, check_card_runs
 from .space import export_space
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,12 @@ def push_to_hub(
             not isinstance(value, str) or not REPO_ID_RE.match(value)
         ):
             raise ValueError(f"{value!r} is not a Hub {name} repository id: give {flag} as org/name.")
+    check_license(license)
+    if export_dir is not None:
+        check_folder_target(export_dir, "--export_dir")
     runs = as_run_folders(run_dirs)  # each folder read once, then handed to the export, card, plots, Space
     compare = as_run_folders(compare_dirs) if compare_dirs else []
+    check_card_runs(runs, compare)  # a folder twice, a copy, a run compared with itself: nothing is written
     if space_id:
         from ..space.folder import check_example_images
 

@@ -176,6 +176,17 @@ def _same_stage1(a: RunFolder, b: RunFolder) -> bool:
     return True
 
 
+def configuration_differences(first: RunFolder, run: RunFolder) -> list[str]:
+    """The keys in which two runs' configurations differ (the seed and where a run went do not count)."""
+    if run.stage != first.stage or run.method != first.method:
+        return ["stage/method"]
+    a, b = configuration(first), configuration(run)
+    differing = sorted(k for k in set(a) | set(b) if k not in PER_RUN_KEYS and a.get(k) != b.get(k))
+    if AFFECT_KEY in differing and _same_stage1(first, run):
+        differing.remove(AFFECT_KEY)
+    return differing
+
+
 def check_same_configuration(runs: list[RunFolder]) -> None:
     """Averaging over seeds only makes sense if nothing but the seed changed."""
     first = runs[0]
@@ -184,12 +195,45 @@ def check_same_configuration(runs: list[RunFolder]) -> None:
             raise ValueError(
                 f"{run.path} ({run.stage}/{run.method}) is not the configuration of {first.path}."
             )
-        a, b = configuration(first), configuration(run)
-        differing = sorted(k for k in set(a) | set(b) if k not in PER_RUN_KEYS and a.get(k) != b.get(k))
-        if AFFECT_KEY in differing and _same_stage1(first, run):
-            differing.remove(AFFECT_KEY)
+        differing = configuration_differences(first, run)
         if differing:
             raise ValueError(
                 f"{run.path} and {first.path} differ in {', '.join(differing)}; a card averages seeds of one "
                 "configuration only (give other configurations as comparisons)."
+            )
+
+
+def check_card_runs(runs: list[RunFolder], compare: Sequence[RunFolder] = ()) -> None:
+    """What a card may be made of, checked before anything is written: distinct runs, one per seed, of one
+    configuration (a folder given twice, or a copy of one, would be averaged as two seeds: "± 0.00"), and
+    controls that are other configurations (a run compared with itself, or with a seed of its own
+    configuration, gives a "Δ +0.0000" control row). Raises `ValueError` naming the folders."""
+    seen: dict[Path, RunFolder] = {}
+    by_seed: dict[Any, RunFolder] = {}
+    for run in runs:
+        earlier = seen.setdefault(run.path.resolve(), run)
+        if earlier is not run:
+            also = f" (also as {earlier.path})" if str(earlier.path) != str(run.path) else ""
+            raise ValueError(
+                f"{run.path} is given twice{also}: a card averages distinct runs, one per seed; give each run "
+                "folder once."
+            )
+        twin = by_seed.setdefault(run.record.seed, run)
+        if twin is not run:
+            raise ValueError(
+                f"{twin.path} and {run.path} are both seed {run.record.seed} (one run and a copy of it?): "
+                "a card's mean ± std is over seeds, so give each seed's run once."
+            )
+    check_same_configuration(runs)
+    for other in compare:
+        if other.path.resolve() in seen:
+            raise ValueError(
+                f"--compare {other.path} is {seen[other.path.resolve()].path}, a run this card publishes: a "
+                "run compared with itself says nothing; compare with other configurations (baseline, controls)."
+            )
+        if not configuration_differences(runs[0], other):
+            raise ValueError(
+                f"--compare {other.path} (seed {other.record.seed}) is a run of this card's own configuration "
+                f"({runs[0].path}): a control row needs another configuration (baseline, controls); give "
+                "another seed of this one as a run folder (before --compare) to average it."
             )
