@@ -49,7 +49,7 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     missing = missing_training_state(folder)
     if missing and not _at_last_step(state):
         return (
-            f"it holds no {' and no '.join(missing)} (saved with save_only_model, or cut short): resuming it "
+            f"it holds no {' and no '.join(missing)}: saved with save_only_model or cut short, resuming it "
             "would restart the optimizer and the learning-rate schedule"
         )
     return None

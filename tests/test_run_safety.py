@@ -411,7 +411,7 @@ def test_a_checkpoint_without_its_optimizer_or_scheduler_state_is_set_aside(tmp_
         assert resume_checkpoint(str(tmp_path), resume_from_checkpoint=None, overwrite=False) == str(
             tmp_path / "checkpoint-4"
         )
-    assert f"it holds no {' and no '.join(missing)} (saved with save_only_model" in caplog.text
+    assert f"it holds no {' and no '.join(missing)}: saved with save_only_model or cut short" in caplog.text
     assert "would restart the optimizer and the learning-rate schedule" in caplog.text
     assert (tmp_path / "checkpoint-8.incomplete").is_dir() and not (tmp_path / "checkpoint-8").exists()
 
