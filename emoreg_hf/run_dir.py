@@ -409,6 +409,7 @@ def resume_checkpoint(
     if from_hub:
         from .publish.push import download_checkpoint
 
+        check_resumable_into(output_dir, resume_from_checkpoint)
         local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
         logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
         download_checkpoint(resume_from_checkpoint, local, api=hub_api)
@@ -433,6 +434,7 @@ def resume_checkpoint(
         check_overwritable(output_dir)
         return resume_from_checkpoint if explicit else None
     if explicit:
+        check_resumable_into(output_dir, resume_from_checkpoint)
         return resume_from_checkpoint
     ours = holds_a_run(output_dir)
     while (last := get_last_checkpoint(output_dir)) is not None:
@@ -462,6 +464,21 @@ def resume_checkpoint(
             "pass --overwrite_output_dir true to replace the run it holds, or choose another output_dir"
         )
     return None
+
+
+def check_resumable_into(output_dir: str, checkpoint: str) -> None:
+    """`--resume_from_checkpoint` writes the run's model, card and results into `output_dir`, over any file of
+    the same name: the folder must be new or empty, record a run of these recipes, or hold only checkpoints."""
+    if holds_a_run(output_dir):
+        return
+    yours = [n for n in _names(output_dir) if not n.startswith("checkpoint-") and n != HUB_CHECKPOINT_DIR]
+    if yours:
+        shown = ", ".join(yours[:8]) + (", ..." if len(yours) > 8 else "")
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds files ({shown}) but no record of a run: resuming "
+            f"{checkpoint} there would write this run's model, card and results over them, so nothing was "
+            "loaded or trained. Choose a new or empty --output_dir."
+        )
 
 
 def check_overwritable(output_dir: str) -> None:

@@ -261,6 +261,24 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_without_training(stopp
     assert "test_accuracy" in record["results"] and not (run / "run_started.json").exists()
 
 
+def test_an_explicit_checkpoint_never_resumes_over_your_files(tmp_path):
+    """`--resume_from_checkpoint` writes the model, card and results into output_dir: a folder holding your
+    files and no run record is refused (a new or empty one, or one of checkpoints only, is fine)."""
+    checkpoint = write_checkpoint(tmp_path / "elsewhere" / "checkpoint-4")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("# mine")
+    with pytest.raises(RunDirError, match="holds files \\(README.md\\) but no record of a run: resuming"):
+        resume_checkpoint(str(mine), resume_from_checkpoint=str(checkpoint), overwrite=False)
+    assert [p.name for p in mine.iterdir()] == ["README.md"]
+    (mine / "README.md").unlink()
+    write_checkpoint(mine / "checkpoint-2")  # an older version's interrupted run: resumed as you ask
+    for folder in (tmp_path / "new", mine):
+        assert resume_checkpoint(str(folder), resume_from_checkpoint=str(checkpoint), overwrite=False) == str(
+            checkpoint
+        )
+
+
 def test_an_interrupted_run_of_an_older_version_resumes_only_with_its_own_settings(stopped, tmp_path, caplog):
     """No run_started.json (written before it existed): the checkpoint's own training_args.bin says what the
     run was started with."""
