@@ -14,9 +14,8 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-TRAINING_ARGS_FILE = (
-    "training_args.bin"  # what Trainer torch.saves into every checkpoint: its TrainingArguments
-)
+# What Trainer torch.saves into every checkpoint: its TrainingArguments, pickled.
+TRAINING_ARGS_FILE = "training_args.bin"
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
