@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from safetensors import SafetensorError, safe_open
 from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoints import (  # noqa: F401 - checkpoint_problem and its helpers are used from here too
+    TRAINING_ARGS_FILE,
+    checkpoint_problem,
+    saved_training_arguments,
+    sharded_checkpoint_problem,
+    torch_file_problem,
+)
 from .ranks import main_process_decides
 from .run_record import RECORD_FILE, RunRecord, framework_versions, load_run_record
 
@@ -147,8 +153,8 @@ IGNORED_TRAINING_ARGUMENTS = frozenset(
         "eval_strategy", "eval_steps", "eval_delay", "per_device_eval_batch_size", "eval_on_start",
         "eval_do_concat_batches", "eval_use_gather_object", "eval_accumulation_steps", "include_for_metrics",
         "batch_eval_metrics",
-        # checkpoints and publishing
-        "save_only_model", "save_strategy", "save_steps", "save_on_each_node", "save_total_limit",
+        # checkpoints and publishing (not `save_only_model`: its checkpoints cannot resume the run)
+        "save_strategy", "save_steps", "save_on_each_node", "save_total_limit",
         "enable_jit_checkpoint", "restore_callback_states_from_checkpoint", "push_to_hub", "hub_token",
         "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision",
         # how and where it runs: the same arithmetic, another speed or memory
@@ -202,9 +208,14 @@ def run_settings(script_args, training_args) -> dict[str, Any]:
     )
 
 
-def settings_differences(recorded: dict[str, Any], now: dict[str, Any], run: str) -> list[str]:
+def settings_differences(
+    recorded: dict[str, Any], now: dict[str, Any], run: str, defaults: dict[str, Any] | None = None
+) -> list[str]:
     """One line per setting that differs (`seed: 7 in the <run>, 8 now`). A TrainingArguments field only one
-    side knows (a run recorded by an older emoreg-hf or transformers) is not a difference."""
+    side knows (a run recorded by an older emoreg-hf or transformers) is not a difference; an option the
+    record predates counts as its default (`defaults`: `setting_defaults`), the value that run had."""
+    older = {k: v for k, v in (defaults or {}).items() if k not in recorded and k in now}
+    recorded = {**older, **recorded}
     keys = set(recorded) | set(now)
     keys -= {k for k in keys if k.startswith("training_args.") and (k not in recorded or k not in now)}
     return [
@@ -214,12 +225,37 @@ def settings_differences(recorded: dict[str, Any], now: dict[str, Any], run: str
     ]
 
 
+def setting_defaults(script_args) -> dict[str, Any]:
+    """Each setting's default, as `comparable_settings` keys it: the recipe argument dataclass's field
+    defaults, and TrainingArguments' for the hyperparameters. A record written before an option existed
+    was made with its default."""
+    import dataclasses
+    import enum
+
+    from transformers import TrainingArguments
+
+    def defaults(cls) -> dict[str, Any]:
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.default is not dataclasses.MISSING:
+                values[field.name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                values[field.name] = field.default_factory()
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
+
+    summary = {f"hyperparameters.{k}": v for k, v in defaults(TrainingArguments).items()}
+    recipe = defaults(type(script_args)) if dataclasses.is_dataclass(script_args) else {}
+    return json.loads(json.dumps({**recipe, **summary}, default=str))
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def finished_run(output_dir: str, settings: dict[str, Any]) -> RunRecord | None:
+def finished_run(
+    output_dir: str, settings: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> RunRecord | None:
     """The record of a finished run of exactly `settings` in `output_dir` (nothing left to do), or None when
     the folder holds none. A finished run of other settings is refused, listing what differs."""
     if not os.path.isfile(os.path.join(output_dir, RECORD_FILE)):
@@ -232,7 +268,7 @@ def finished_run(output_dir: str, settings: dict[str, Any]) -> RunRecord | None:
             "--overwrite_output_dir true to replace that run, or choose another --output_dir."
         ) from None
     recorded = comparable_settings(record.config, record.hyperparameters, record.training_arguments)
-    differing = settings_differences(recorded, settings, "finished run")
+    differing = settings_differences(recorded, settings, "finished run", defaults)
     if differing:
         raise RunDirError(
             f"output_dir {output_dir!r} holds a finished run with other settings; nothing was loaded or "
@@ -263,13 +299,15 @@ def started_run(output_dir: str | os.PathLike) -> dict[str, Any] | None:
     return started
 
 
-def check_interrupted_run(output_dir: str, settings: dict[str, Any]) -> None:
+def check_interrupted_run(
+    output_dir: str, settings: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> None:
     """A run that started in `output_dir` with other settings and did not finish is refused, listing what
     differs: resuming it with these would make one model of two runs, and record only the second."""
     started = started_run(output_dir)
     if started is None:
         return
-    differing = settings_differences(started["settings"], settings, "interrupted run")
+    differing = settings_differences(started["settings"], settings, "interrupted run", defaults)
     if differing:
         raise RunDirError(
             f"output_dir {output_dir!r} holds an interrupted run with other settings; resuming it with these "
@@ -291,16 +329,18 @@ def _legacy_run_files(names: list[str]) -> list[str]:
 
 
 def holds_a_run(output_dir: str | os.PathLike) -> bool:
-    """Whether the folder records a run: a record, a started run, or (written before runs recorded their
-    files) Trainer checkpoints."""
+    """Whether the folder records a run of these recipes: a record, or a started run. `checkpoint-*` folders
+    alone are not a record: any Trainer writes them (and an emoreg-hf older than `run_started.json`, whose
+    checkpoints `legacy_checkpoint_differences` compares with the command that resumes them)."""
     names = _names(output_dir)
-    return RECORD_FILE in names or STARTED_FILE in names or any(n.startswith("checkpoint-") for n in names)
+    return RECORD_FILE in names or STARTED_FILE in names
 
 
 def run_files(output_dir: str | os.PathLike) -> list[str]:
     """The files in `output_dir` that belong to the run recorded there: the record's `outputs`; for a run
     that started and did not finish, the names the recipes write (`RUN_OUTPUTS`) that were not there before
-    it; for a folder written before runs recorded their files, the names the recipes write."""
+    it; for a record written before records listed their files, the names the recipes write. A folder
+    without a record or a started run holds no run's files."""
     names = _names(output_dir)
     started = started_run(output_dir)
     if RECORD_FILE in names:
@@ -311,7 +351,7 @@ def run_files(output_dir: str | os.PathLike) -> list[str]:
     if started is not None:
         before = set(started.get("preexisting") or [])
         return [n for n in _legacy_run_files(names) if n not in before] + [STARTED_FILE]
-    return _legacy_run_files(names)
+    return _legacy_run_files(names) if RECORD_FILE in names else []
 
 
 def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
@@ -328,81 +368,6 @@ def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
 # -- resume or start over ---------------------------------------------------------------------------------
 
 
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why a checkpoint folder cannot be resumed (None when it can): Trainer writes `trainer_state.json`
-    last, so a save cut short (a crash, a full disk) lacks it; truncated or corrupt weights are refused by
-    `safetensors.safe_open`, which checks that the header's tensors cover the file exactly, and a truncated
-    optimizer, scheduler or RNG state from its zip directory, which `torch.save` writes at the end of the
-    file."""
-    folder = Path(folder)
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError) as error:
-        return f"trainer_state.json is missing or unreadable ({type(error).__name__})"
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        return sharded_checkpoint_problem(folder)
-    for path in weights:
-        try:
-            with safe_open(path, framework="numpy"):
-                pass
-        except OSError as error:
-            return f"{path.name} is unreadable ({error.strerror or type(error).__name__})"
-        except SafetensorError as error:
-            return f"{path.name} is truncated or corrupt ({str(error).splitlines()[0]}, {path.stat().st_size} bytes)"
-    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
-        problem = torch_file_problem(path)
-        if problem:
-            return problem
-    return None
-
-
-def torch_file_problem(path: Path) -> str | None:
-    """Why a `torch.save` file (optimizer.pt, scheduler.pt, rng_state.pth, ...) cannot be loaded: it is a zip
-    archive whose directory comes last, so a file cut short has none (or one pointing past its end). A file
-    in another format (torch's legacy pickles) is not judged."""
-    import zipfile
-
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as error:
-        return f"{path.name} is unreadable ({type(error).__name__})"
-    if not magic:
-        return f"{path.name} is empty"
-    if magic != b"PK\x03\x04":
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            size = path.stat().st_size
-            if any(info.header_offset + info.compress_size > size for info in archive.infolist()):
-                return f"{path.name} is truncated"
-    except (OSError, zipfile.BadZipFile, ValueError) as error:
-        return f"{path.name} is truncated or unreadable ({type(error).__name__})"
-    return None
-
-
-def sharded_checkpoint_problem(folder: Path) -> str | None:
-    """A checkpoint without safetensors can still be whole: FSDP with SHARDED_STATE_DICT writes one
-    torch.distributed.checkpoint folder per model (`pytorch_model_fsdp_0/`, its `.metadata` written last,
-    once every rank's shard is on disk); DeepSpeed writes the folder its `latest` file names (ZeRO-3 without
-    gathering the weights on save). None when such a checkpoint is complete."""
-    fsdp = sorted(p for p in folder.glob("pytorch_model_fsdp_*") if p.is_dir())
-    for shards in fsdp:
-        if not (shards / ".metadata").is_file():
-            return f"{shards.name}/ has no .metadata (a sharded save cut short)"
-        if not any(f.stat().st_size > 0 for f in shards.glob("*.distcp")):
-            return f"{shards.name}/ holds no shard"
-    if fsdp:
-        return None
-    if (folder / "latest").is_file():
-        tag = (folder / "latest").read_text().strip()
-        if not list((folder / tag).glob("*model_states.pt")):
-            return f"the DeepSpeed checkpoint {tag!r} that `latest` names holds no model states"
-        return None
-    return "it holds no *.safetensors weights (nor a sharded FSDP or DeepSpeed checkpoint)"
-
-
 HUB_CHECKPOINT_DIR = (
     "last-checkpoint"  # where `--resume_from_checkpoint org/name` downloads to, in output_dir
 )
@@ -414,7 +379,7 @@ def _is_hub_id(value: str) -> bool:
 
 
 def resume_checkpoint(
-    output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool, hub_api=None
+    output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool, hub_api=None, training_args=None
 ) -> str | None:
     """The checkpoint to resume from, or None for a fresh run.
 
@@ -425,7 +390,9 @@ def resume_checkpoint(
     it is never mistaken for a valid one again). A run that started here and stopped before its first
     checkpoint starts again. A folder holding anything else without a checkpoint is refused (it may hold a
     finished model, or your files); with `overwrite`, only a folder that records a run (or is empty) is
-    accepted, since overwriting removes only what a run recorded.
+    accepted, since overwriting removes only what a run recorded. In a folder with checkpoints but no
+    record of a run, nothing is renamed: its newest checkpoint resumes only when it is complete and the
+    settings it was saved with (its own `training_args.bin`) are those of `training_args`.
     """
     explicit = resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true"
     from_hub = explicit and not os.path.isdir(resume_from_checkpoint) and _is_hub_id(resume_from_checkpoint)
@@ -442,6 +409,7 @@ def resume_checkpoint(
     if from_hub:
         from .publish.push import download_checkpoint
 
+        check_resumable_into(output_dir, resume_from_checkpoint)
         local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
         logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
         download_checkpoint(resume_from_checkpoint, local, api=hub_api)
@@ -466,12 +434,23 @@ def resume_checkpoint(
         check_overwritable(output_dir)
         return resume_from_checkpoint if explicit else None
     if explicit:
+        check_resumable_into(output_dir, resume_from_checkpoint)
         return resume_from_checkpoint
+    ours = holds_a_run(output_dir)
     while (last := get_last_checkpoint(output_dir)) is not None:
         problem = checkpoint_problem(last)
+        if problem is None and not ours:
+            check_legacy_checkpoint(output_dir, last, training_args)
         if problem is None:
             logger.info("Resuming from %s", last)
             return last
+        if not ours:
+            raise RunDirError(
+                f"output_dir {output_dir!r}: {os.path.basename(last)} cannot be resumed ({problem}), and the "
+                f"folder holds no record of a run ({STARTED_FILE} or {RECORD_FILE}), so nothing in it is "
+                "renamed or removed; nothing was loaded or trained. Choose another --output_dir, or pass "
+                "--resume_from_checkpoint with a complete checkpoint."
+            )
         os.replace(last, last + ".incomplete")
         logger.warning(
             "%s cannot be resumed (%s): renamed %s.incomplete", last, problem, os.path.basename(last)
@@ -487,17 +466,95 @@ def resume_checkpoint(
     return None
 
 
+def check_resumable_into(output_dir: str, checkpoint: str) -> None:
+    """`--resume_from_checkpoint` writes the run's model, card and results into `output_dir`, over any file of
+    the same name: the folder must be new or empty, record a run of these recipes, or hold only checkpoints."""
+    if holds_a_run(output_dir):
+        return
+    yours = [n for n in _names(output_dir) if not n.startswith("checkpoint-") and n != HUB_CHECKPOINT_DIR]
+    if yours:
+        shown = ", ".join(yours[:8]) + (", ..." if len(yours) > 8 else "")
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds files ({shown}) but no record of a run: resuming "
+            f"{checkpoint} there would write this run's model, card and results over them, so nothing was "
+            "loaded or trained. Choose a new or empty --output_dir."
+        )
+
+
 def check_overwritable(output_dir: str) -> None:
     """`--overwrite_output_dir true` removes only the files a run recorded in the folder: a folder with no
-    record of a run and anything in it (your README.md, config.json, a project) is refused."""
+    record of a run and anything in it (your README.md, config.json, a project, any Trainer's
+    `checkpoint-*`) is refused."""
     names = _names(output_dir)
     if names and not holds_a_run(output_dir):
         shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        checkpoints = any(n.startswith("checkpoint-") for n in names)
         raise RunDirError(
             f"output_dir {output_dir!r} holds files ({shown}) but no record of a run, so "
             "--overwrite_output_dir true has nothing of a run to replace and removes nothing there; nothing "
-            "was loaded or trained. Choose a new or empty --output_dir."
+            "was loaded or trained. "
+            + (
+                f"Its checkpoint-* carry no {STARTED_FILE} or {RECORD_FILE}: a run of these recipes writes one "
+                "before its first step. To resume a checkpoint saved with this command's settings, run without "
+                "--overwrite_output_dir. "
+                if checkpoints
+                else ""
+            )
+            + "Choose a new or empty --output_dir."
         )
+
+
+def legacy_checkpoint_differences(checkpoint: str, training_args) -> list[str]:
+    """How the TrainingArguments `checkpoint` was saved with (its `training_args.bin`, read without running
+    it) differ from `training_args`, one line each, as `settings_differences` words them; the fields both
+    know and that change training are compared. Raises ValueError when they cannot be known."""
+    if training_args is None:
+        raise ValueError("no settings to compare it with were given")
+    saved = saved_training_arguments(checkpoint)
+    if saved is None:
+        raise ValueError(f"it has no {TRAINING_ARGS_FILE}")
+    now = training_args.to_dict()
+    summary = set(training_summary(training_args, None))
+    ignored = IGNORED_TRAINING_ARGUMENTS
+    if now.get("load_best_model_at_end"):
+        ignored = ignored - BEST_MODEL_SCHEDULE
+    compared = [k for k in now if k in saved and k not in ignored and not k.endswith("_token")]
+
+    def keyed(values: dict[str, Any]) -> dict[str, Any]:
+        named = {f"{'hyperparameters' if k in summary else 'training_args'}.{k}": values[k] for k in compared}
+        return json.loads(json.dumps(named, default=str))
+
+    return settings_differences(keyed(saved), keyed(now), "checkpoint")
+
+
+def check_legacy_checkpoint(output_dir: str, checkpoint: str, training_args) -> None:
+    """A checkpoint in a folder with no record of its run (an emoreg-hf older than `run_started.json`, or
+    another Trainer's) resumes only when the settings it was saved with are this command's; otherwise, or
+    when they cannot be known, it is refused, and nothing in the folder is touched."""
+    name = os.path.basename(checkpoint)
+    try:
+        differing = legacy_checkpoint_differences(checkpoint, training_args)
+    except ValueError as error:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds {name} but no record of the run it belongs to ({STARTED_FILE} or "
+            f"{RECORD_FILE}), and the settings it was saved with cannot be known ({error}); resuming it could "
+            "mix two runs, so nothing was loaded or trained. Choose another --output_dir, or pass "
+            f"--resume_from_checkpoint {checkpoint} to resume it with this command's settings."
+        ) from None
+    if differing:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds {name}, saved with other settings and with no record of its run "
+            f"({STARTED_FILE} or {RECORD_FILE}); resuming it with these would mix two runs, so nothing was "
+            "loaded or trained:\n" + "\n".join(differing) + "\nRun the command it was started with to resume "
+            "it, or choose another --output_dir."
+        )
+    logger.warning(
+        "%s has no record of its run (no %s: an older emoreg-hf): the TrainingArguments it was saved with "
+        "are this command's, so it is resumed; the recipe's own arguments (data, method, models) are not "
+        "stored in a checkpoint and are taken from this command",
+        checkpoint,
+        STARTED_FILE,
+    )
 
 
 @main_process_decides
@@ -510,6 +567,7 @@ def prepare_output_dir(training_args, *, overwrite: bool, hub=None) -> str | Non
         resume_from_checkpoint=training_args.resume_from_checkpoint,
         overwrite=overwrite,
         hub_api=getattr(hub, "api", None),
+        training_args=training_args,
     )
 
 
@@ -548,10 +606,10 @@ def begin_run(training_args, script_args, *, headline: str) -> bool:
         claim_output_dir(output_dir)
     if script_args.overwrite_output_dir:
         return False
-    settings = run_settings(script_args, training_args)
-    record = finished_run(output_dir, settings)
+    settings, defaults = run_settings(script_args, training_args), setting_defaults(script_args)
+    record = finished_run(output_dir, settings, defaults)
     if record is None:
-        check_interrupted_run(output_dir, settings)
+        check_interrupted_run(output_dir, settings, defaults)
         return False
     value = record.results.get(headline, record.results.get("eval_accuracy", float("nan")))
     print(

@@ -433,14 +433,25 @@ def rows_per_split(splits) -> dict[str, int]:
     }
 
 
+# How a full disk reads in each writer's words: the OS's, safetensors' (Rust: "StorageFull", os error 28), and
+# torch.save's zip writer, which loses errno (`PytorchStreamWriter failed writing file data/0: file write
+# failed`, or `unexpected pos N vs M` once a write came up short).
+DISK_FULL_MARKERS = (
+    "No space left on device",
+    "StorageFull",
+    "os error 28",
+    "PytorchStreamWriter failed writing file",
+    "unexpected pos",
+)
+
+
 def _disk_full(error: BaseException) -> bool:
     """torch.save and safetensors report a full disk in their own words; OSError says ENOSPC."""
     import errno
 
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return True
-    text = str(error)
-    return any(marker in text for marker in ("No space left on device", "StorageFull", "os error 28"))
+    return any(marker in str(error) for marker in DISK_FULL_MARKERS)
 
 
 def _checkpoint_step(checkpoint: str) -> int:

@@ -136,11 +136,21 @@ def write_study_run(root: Path, key: str, record: RunRecord) -> Path:
 
 
 def write_checkpoint(folder: Path, step: int = 4) -> Path:
-    """A complete Trainer checkpoint folder as far as resuming checks: weights and trainer_state.json."""
+    """A complete Trainer checkpoint folder as far as resuming checks: weights, optimizer and scheduler
+    states, and trainer_state.json."""
     import torch
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"weight": torch.zeros(4, 4)}, str(folder / "model.safetensors"))
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return folder
+
+
+def write_started(folder: Path) -> Path:
+    """`run_started.json`: the folder holds an interrupted run of these recipes (its checkpoints are its own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run_started.json").write_text(json.dumps({"settings": {}, "preexisting": []}))
     return folder

@@ -166,7 +166,7 @@ def test_accelerate_configs_load_with_accelerates_loader():
 
 
 def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
-    from records import write_checkpoint
+    from records import write_checkpoint, write_started
 
     (tmp_path / "model.safetensors").write_text("a finished model")
     _, training_args, _ = RecipeArgumentParser(FinetuneArguments, RECIPES / "demo" / "finetune.yaml").parse(
@@ -176,6 +176,12 @@ def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
         prepare_output_dir(training_args, overwrite=False)
     assert (tmp_path / "model.safetensors").exists()
     write_checkpoint(tmp_path / "checkpoint-4")
+    # checkpoint-* without a record of its run (any Trainer writes them): neither resumed blindly nor cleared
+    with pytest.raises(ValueError, match="settings it was saved with cannot be known"):
+        prepare_output_dir(training_args, overwrite=False)
+    with pytest.raises(ValueError, match="but no record of a run"):
+        prepare_output_dir(training_args, overwrite=True)
+    write_started(tmp_path)  # an interrupted run of these recipes
     assert prepare_output_dir(training_args, overwrite=False) == str(tmp_path / "checkpoint-4")
     assert prepare_output_dir(training_args, overwrite=True) is None
 

@@ -20,10 +20,19 @@ import pytest
 import torch
 from data_fixtures import CIFAR10_NAMES, png_bytes, write_parquet
 from PIL import Image
-from records import write_checkpoint
+from records import write_checkpoint, write_started
 
 from emoreg_hf.data import load_target_dataset
-from emoreg_hf.run_dir import LOCK_FILE, claim_output_dir, release_output_dirs, resume_checkpoint
+from emoreg_hf.run_dir import (
+    LOCK_FILE,
+    RunDirError,
+    check_interrupted_run,
+    claim_output_dir,
+    release_output_dirs,
+    resume_checkpoint,
+    run_settings,
+    setting_defaults,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "q" * 34
@@ -108,6 +117,7 @@ def test_the_same_command_on_a_finished_run_changes_nothing(finished):
         (["--max_grad_norm", "0.5"], "training_args.max_grad_norm: 1.0 in the finished run, 0.5 now"),
         (["--adam_beta2", "0.99"], "training_args.adam_beta2: 0.999 in the finished run, 0.99 now"),
         (["--data_seed", "3"], "training_args.data_seed: null in the finished run, 3 now"),
+        (["--save_only_model", "true"], "training_args.save_only_model: false in the finished run, true now"),
     ],
 )
 def test_a_finished_run_restarted_with_other_settings_is_refused(finished, change, shown):
@@ -142,6 +152,13 @@ def test_the_finished_record_lists_every_file_the_run_wrote(finished):
     [
         {"README.md": "# my project", "config.json": '{"mine": true}'},
         {"pyproject.toml": "[project]", "src/app.py": "print()"},  # a project root
+        {  # another Trainer's output: checkpoint-* alone is no record of a run of these recipes
+            "README.md": "# mine",
+            "config.json": "{}",
+            "model.safetensors": "weights",
+            "all_results.json": "{}",
+            "checkpoint-500/trainer_state.json": "{}",
+        },
     ],
 )
 def test_overwrite_into_a_folder_that_never_held_a_run_is_refused(tmp_path, files):
@@ -155,6 +172,9 @@ def test_overwrite_into_a_folder_that_never_held_a_run_is_refused(tmp_path, file
     )
     assert code == 2 and "but no record of a run, so --overwrite_output_dir true has nothing" in err, err
     assert sorted(files)[0] in err and snapshot(folder) == before and not (folder / LOCK_FILE).exists()
+    assert ("Its checkpoint-* carry no run_started.json" in err) == (
+        "checkpoint-500/trainer_state.json" in files
+    )
 
 
 def test_overwrite_removes_only_the_files_the_run_recorded(finished, tmp_path):
@@ -241,6 +261,101 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_without_training(stopp
     assert "test_accuracy" in record["results"] and not (run / "run_started.json").exists()
 
 
+def test_an_explicit_checkpoint_never_resumes_over_your_files(tmp_path):
+    """`--resume_from_checkpoint` writes the model, card and results into output_dir: a folder holding your
+    files and no run record is refused (a new or empty one, or one of checkpoints only, is fine)."""
+    checkpoint = write_checkpoint(tmp_path / "elsewhere" / "checkpoint-4")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("# mine")
+    with pytest.raises(RunDirError, match="holds files \\(README.md\\) but no record of a run: resuming"):
+        resume_checkpoint(str(mine), resume_from_checkpoint=str(checkpoint), overwrite=False)
+    assert [p.name for p in mine.iterdir()] == ["README.md"]
+    (mine / "README.md").unlink()
+    write_checkpoint(mine / "checkpoint-2")  # an older version's interrupted run: resumed as you ask
+    for folder in (tmp_path / "new", mine):
+        assert resume_checkpoint(str(folder), resume_from_checkpoint=str(checkpoint), overwrite=False) == str(
+            checkpoint
+        )
+
+
+def test_an_interrupted_run_of_an_older_version_resumes_only_with_its_own_settings(stopped, tmp_path, caplog):
+    """No run_started.json (written before it existed): the checkpoint's own training_args.bin says what the
+    run was started with."""
+    run = Path(shutil.copytree(stopped, tmp_path / "run"))
+    (run / "run_started.json").unlink()
+    before = snapshot(run)
+    code, out, err = recipe(
+        "finetune.py", *BASELINE, *STOPPED, "--learning_rate", "0.01", "--output_dir", run
+    )
+    assert code == 2 and "holds checkpoint-6, saved with other settings and with no record of its run" in err
+    assert "hyperparameters.learning_rate: 0.002 in the checkpoint, 0.01 now" in err, err[-2000:]
+    assert err.count(" in the checkpoint, ") == 1 and snapshot(run) == before
+    with caplog.at_level("WARNING"):
+        code, out, err = recipe("finetune.py", *BASELINE, *STOPPED, "--output_dir", run)
+    assert code == 0 and "has no record of its run" in caplog.text, err[-3000:]
+    assert json.loads((run / "run_info.json").read_text())["hyperparameters"]["learning_rate"] == 0.002
+
+
+def test_a_checkpoint_whose_settings_cannot_be_known_is_refused_and_its_pickle_never_run(tmp_path):
+    from transformers import TrainingArguments
+
+    class Planted:  # what a hostile training_args.bin could hold: unpickling it would run a command
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    write_checkpoint(tmp_path / "run" / "checkpoint-4")
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none")
+    with pytest.raises(RunDirError, match="cannot be known \\(it has no training_args.bin\\)"):
+        resume_checkpoint(
+            str(tmp_path / "run"), resume_from_checkpoint=None, overwrite=False, training_args=args
+        )
+    torch.save(Planted(), tmp_path / "run" / "checkpoint-4" / "training_args.bin")
+    before = snapshot(tmp_path)
+    with pytest.raises(
+        RunDirError, match="cannot be known \\(training_args.bin holds no TrainingArguments\\)"
+    ):
+        resume_checkpoint(
+            str(tmp_path / "run"), resume_from_checkpoint=None, overwrite=False, training_args=args
+        )
+    assert not (tmp_path / "ran").exists() and snapshot(tmp_path) == before
+
+
+def test_an_option_newer_than_the_record_counts_as_its_default(finished, tmp_path):
+    """A record (or run_started.json) written before `class_weighting` existed was made with its default."""
+    run = Path(shutil.copytree(finished, tmp_path / "run"))
+    record = json.loads((run / "run_info.json").read_text())
+    for key in ("class_weighting", "class_balanced_sampler"):
+        del record["config"][key]
+    del record["hyperparameters"]["warmup_ratio"]
+    (run / "run_info.json").write_text(json.dumps(record, indent=2))
+    before = snapshot(run)
+    code, out, err = recipe("finetune.py", *BASELINE, "--output_dir", run)
+    assert code == 0 and "holds this run, finished" in out, err[-2000:]
+    code, out, err = recipe("finetune.py", *BASELINE, "--seed", "8", "--output_dir", run)
+    assert code == 2 and "hyperparameters.seed: 7 in the finished run, 8 now" in err, err[-2000:]
+    assert err.count(" in the finished run, ") == 1 and snapshot(run) == before  # only the real change
+
+    from emoreg_hf.cli import RecipeArgumentParser
+    from emoreg_hf.configs import FinetuneArguments
+
+    parser = RecipeArgumentParser(FinetuneArguments, ROOT / "recipes" / "demo" / "finetune.yaml")
+    script_args, training_args, _ = parser.parse([*BASELINE, "--output_dir", str(tmp_path / "started")])
+    settings = run_settings(script_args, training_args)
+    older = {k: v for k, v in settings.items() if k not in ("class_weighting", "class_balanced_sampler")}
+    write_started(tmp_path / "started").joinpath("run_started.json").write_text(
+        json.dumps({"settings": older})
+    )
+    check_interrupted_run(str(tmp_path / "started"), settings, setting_defaults(script_args))
+    training_args.seed = 8
+    with pytest.raises(RunDirError) as refused:
+        check_interrupted_run(str(tmp_path / "started"), run_settings(script_args, training_args),
+                              setting_defaults(script_args))  # fmt: skip
+    assert str(refused.value).count(" in the interrupted run, ") == 1 and "seed: 7 in the" in str(
+        refused.value
+    )
+
+
 def test_a_second_run_into_a_folder_in_use_refuses_at_once(finished):
     before = snapshot(finished)
     claim_output_dir(str(finished))  # a run holding the folder
@@ -259,6 +374,7 @@ def test_an_unwritable_output_dir_fails_before_loading_data(tmp_path):
 
 
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_newest_valid_one_resumed(tmp_path, caplog):
+    write_started(tmp_path)
     write_checkpoint(tmp_path / "checkpoint-4", step=4)
     truncated = write_checkpoint(tmp_path / "checkpoint-8", step=8)
     weights = (truncated / "model.safetensors").read_bytes()
@@ -274,10 +390,12 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_newest_valid_one_resum
         "checkpoint-12.incomplete",
         "checkpoint-4",
         "checkpoint-8.incomplete",
+        "run_started.json",
     ]
 
 
 def test_a_truncated_optimizer_state_is_set_aside_like_bad_weights(tmp_path, caplog):
+    write_started(tmp_path)
     for step in (4, 8):
         write_checkpoint(tmp_path / f"checkpoint-{step}", step=step)
         torch.save(
@@ -291,13 +409,77 @@ def test_a_truncated_optimizer_state_is_set_aside_like_bad_weights(tmp_path, cap
             tmp_path / "checkpoint-4"
         )
     assert "optimizer.pt is truncated" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-8.incomplete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-4",
+        "checkpoint-8.incomplete",
+        "run_started.json",
+    ]
+
+
+@pytest.mark.parametrize("missing", [("optimizer.pt", "scheduler.pt"), ("optimizer.pt",), ("scheduler.pt",)])
+def test_a_checkpoint_without_its_optimizer_or_scheduler_state_is_set_aside(tmp_path, caplog, missing):
+    """`save_only_model` (or a save cut short) leaves no optimizer or schedule to resume: Trainer would
+    restart both silently and train other weights, so it is set aside like a truncated checkpoint."""
+    write_started(tmp_path)
+    write_checkpoint(tmp_path / "checkpoint-4", step=4)
+    newest = write_checkpoint(tmp_path / "checkpoint-8", step=8)
+    for name in missing:
+        (newest / name).unlink()
+    with caplog.at_level("WARNING"):
+        assert resume_checkpoint(str(tmp_path), resume_from_checkpoint=None, overwrite=False) == str(
+            tmp_path / "checkpoint-4"
+        )
+    assert f"it holds no {' and no '.join(missing)}: saved with save_only_model or cut short" in caplog.text
+    assert "would restart the optimizer and the learning-rate schedule" in caplog.text
+    assert (tmp_path / "checkpoint-8.incomplete").is_dir() and not (tmp_path / "checkpoint-8").exists()
+
+
+def test_checkpoints_that_keep_their_optimizer_elsewhere_still_resume(tmp_path):
+    """A checkpoint at its run's last step needs no optimizer (it is finished, not trained); FSDP keeps the
+    optimizer in `optimizer.bin` or `optimizer_0/`, DeepSpeed in the folder `latest` names."""
+    from emoreg_hf.run_dir import checkpoint_problem
+
+    last, fsdp_full, fsdp_sharded, deepspeed = (
+        write_checkpoint(tmp_path / name) for name in ("last", "full", "sharded", "deepspeed")
+    )
+    (last / "trainer_state.json").write_text(json.dumps({"global_step": 6, "max_steps": 6}))
+    (fsdp_full / "optimizer.pt").rename(fsdp_full / "optimizer.bin")
+    (fsdp_sharded / "optimizer.pt").unlink()
+    (fsdp_sharded / "optimizer_0").mkdir()  # accelerate's sharded optimizer state
+    (deepspeed / "latest").write_text("global_step4")
+    (deepspeed / "global_step4").mkdir()
+    (deepspeed / "global_step4" / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    for folder in (last, deepspeed):
+        (folder / "optimizer.pt").unlink()
+        (folder / "scheduler.pt").unlink()
+    assert [checkpoint_problem(f) for f in (last, fsdp_full, fsdp_sharded, deepspeed)] == [None] * 4
+    (last / "trainer_state.json").write_text(json.dumps({"global_step": 5, "max_steps": 6}))
+    assert "it holds no optimizer.pt and no scheduler.pt" in checkpoint_problem(last)
+
+
+def test_a_checkpoint_without_a_run_record_is_never_renamed(tmp_path):
+    """A folder with checkpoint-* but no run_started.json / run_info.json is not ours: a checkpoint there
+    that cannot be resumed is reported, not renamed `*.incomplete`."""
+    write_checkpoint(tmp_path / "checkpoint-4", step=4)
+    (tmp_path / "checkpoint-500").mkdir()
+    (tmp_path / "checkpoint-500" / "trainer_state.json").write_text("{}")  # no weights
+    (tmp_path / "README.md").write_text("# mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(RunDirError, match="checkpoint-500 cannot be resumed .* nothing in it is renamed"):
+        resume_checkpoint(str(tmp_path), resume_from_checkpoint=None, overwrite=False)
+    assert snapshot(tmp_path) == before and not list(tmp_path.glob("*.incomplete"))
 
 
 @pytest.mark.parametrize(
     "error",
     [
         RuntimeError("[enforce fail] PytorchStreamWriter failed writing file: No space left on device"),
+        # torch.save's zip writer on a full disk, writing optimizer.pt: no errno, no "No space" words
+        RuntimeError(
+            "[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        ),  # fmt: skip
+        RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0"),
         "safetensors",  # what save_pretrained raises when a checkpoint's weights do not fit
     ],
 )
