@@ -73,7 +73,7 @@ class RunRecord:
         None  # class_weighting, sampler, train_counts, loss_weights (emoreg_hf.balance); None: neither used
     )
     files: dict[str, str] = field(default_factory=dict)  # role -> file this run wrote (e.g. predictions)
-    # every TrainingArguments value that changes training, as the run was started (run_dir.training_arguments)
+    # every TrainingArguments value that changes training, as the run was started (run_settings.training_arguments)
     training_arguments: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)  # every file and folder this run wrote into its folder
     config_file: str | None = None

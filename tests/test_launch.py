@@ -21,7 +21,8 @@ from emoreg_hf.ablation.launch import LocalLauncher, SlurmLauncher, sbatch_argum
 from emoreg_hf.callbacks import CheckpointOnStopRequest
 from emoreg_hf.cli import run_script
 from emoreg_hf.preemption import PREEMPTED_EXIT, STOP_FILE_ENV, TrainingPreempted
-from emoreg_hf.run_dir import resume_checkpoint, training_summary
+from emoreg_hf.run_dir import resume_checkpoint
+from emoreg_hf.run_settings import training_summary
 from emoreg_hf.training_options import optimizer_steps
 
 REPO = Path(__file__).resolve().parents[1]

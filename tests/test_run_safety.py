@@ -30,9 +30,8 @@ from emoreg_hf.run_dir import (
     claim_output_dir,
     release_output_dirs,
     resume_checkpoint,
-    run_settings,
-    setting_defaults,
 )
+from emoreg_hf.run_settings import run_settings, setting_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "q" * 34
@@ -129,7 +128,7 @@ def test_a_finished_run_restarted_with_other_settings_is_refused(finished, chang
 
 def test_settings_that_do_not_change_training_find_the_finished_run(finished):
     """What is logged, evaluated along the way, saved or how fast it loads is not the run: the deliberately
-    ignored TrainingArguments (run_dir.IGNORED_TRAINING_ARGUMENTS)."""
+    ignored TrainingArguments (run_settings.IGNORED_TRAINING_ARGUMENTS)."""
     before = snapshot(finished)
     other = ["--logging_steps", "3", "--eval_strategy", "no", "--save_total_limit", "2"]
     code, out, err = recipe("finetune.py", *BASELINE, *other, "--dataloader_num_workers", "1", "--output_dir",
