@@ -481,9 +481,10 @@ def begin_run(training_args, script_args, *, headline: str) -> bool:
     if record is None:
         check_interrupted_run(output_dir, settings, defaults)
         return False
-    value = record.results.get(headline, record.results.get("eval_accuracy", float("nan")))
+    shown = headline if headline in record.results else "eval_accuracy"  # no test split: say which figure
+    value = record.results.get(shown, float("nan"))
     print(
-        f"{os.path.abspath(output_dir)} holds this run, finished ({headline}={value:.4f}); nothing to do. "
+        f"{os.path.abspath(output_dir)} holds this run, finished ({shown}={value:.4f}); nothing to do. "
         "Pass --overwrite_output_dir true to train it again."
     )
     return True
