@@ -127,6 +127,12 @@ def prepare_training(training_args, given: set[str]):
     itself (and the current model at every save with `hub_strategy: every_save`); Trainer never pushes.
     """
     check_training_options(training_args, given)
+    if training_args.save_only_model and training_args.save_strategy != IntervalStrategy.NO:
+        logger.warning(
+            "--save_only_model true: checkpoints keep the weights only (no optimizer or scheduler state), so "
+            "an interrupted run cannot resume from them: the same command sets them aside and starts again "
+            "from step 0"
+        )
     push, training_args.push_to_hub = training_args.push_to_hub, False
     # The token lives in the push target only: Trainer pickles its arguments into training_args.bin.
     token, training_args.hub_token = training_args.hub_token, None

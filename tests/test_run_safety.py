@@ -327,7 +327,9 @@ def test_an_option_newer_than_the_record_counts_as_its_default(finished, tmp_pat
     for key in ("class_weighting", "class_balanced_sampler"):
         del record["config"][key]
     del record["hyperparameters"]["warmup_ratio"]
-    del record["results"]["test_accuracy"]  # a target without a test split: the line names the figure it shows
+    del record["results"][
+        "test_accuracy"
+    ]  # a target without a test split: the line names the figure it shows
     (run / "run_info.json").write_text(json.dumps(record, indent=2))
     before = snapshot(run)
     code, out, err = recipe("finetune.py", *BASELINE, "--output_dir", run)
@@ -432,6 +434,24 @@ def test_a_checkpoint_without_its_optimizer_or_scheduler_state_is_set_aside(tmp_
     assert f"it holds no {' and no '.join(missing)}: saved with save_only_model or cut short" in caplog.text
     assert "would restart the optimizer and the learning-rate schedule" in caplog.text
     assert (tmp_path / "checkpoint-8.incomplete").is_dir() and not (tmp_path / "checkpoint-8").exists()
+
+
+@pytest.mark.parametrize(
+    "save", [["--save_strategy", "steps", "--save_steps", "3"], ["--save_strategy", "no"]]
+)
+def test_save_only_model_warns_up_front_that_its_checkpoints_cannot_resume(tmp_path, caplog, save):
+    from emoreg_hf.cli import RecipeArgumentParser
+    from emoreg_hf.configs import FinetuneArguments
+    from emoreg_hf.training_options import prepare_training
+
+    argv = ["--method", "baseline", "--output_dir", str(tmp_path), "--save_only_model", "true", *save]
+    _, training_args, _ = RecipeArgumentParser(FinetuneArguments, ROOT / "recipes/demo/finetune.yaml").parse(
+        argv
+    )
+    with caplog.at_level("WARNING"):
+        prepare_training(training_args, set())
+    warned = "an interrupted run cannot resume from them" in caplog.text
+    assert warned == (save[1] != "no")  # no checkpoints, nothing to warn about
 
 
 def test_checkpoints_that_keep_their_optimizer_elsewhere_still_resume(tmp_path):
