@@ -94,8 +94,12 @@ def _png(rng, side: int, mode: str) -> bytes:
     return buf.getvalue()
 
 
-def write_data(root: Path, train_rows: int = 48, test_rows: int = 8, per_emotion: int = 8) -> dict:
-    """A CIFAR-100 parquet layout and a FER-like affective image folder, random pixels, real schemas."""
+def write_data(root: Path, train_rows: int = 200, test_rows: int = 8, per_emotion: int = 8) -> dict:
+    """A CIFAR-100 parquet layout and a FER-like affective image folder, random pixels, real schemas.
+
+    The training rows go round all 100 fine classes (2 each by default), so the task head has CIFAR-100's
+    real 100 outputs; the test rows draw only labels the training rows have, because the data layer refuses
+    a test class no training row has (`drop_unseen_classes`). Every emotion has train and test images."""
     import datasets
     import numpy as np
 
@@ -111,8 +115,9 @@ def write_data(root: Path, train_rows: int = 48, test_rows: int = 8, per_emotion
         }
     )
     cifar = root / "cifar100"
-    for split, n in (("train", train_rows), ("test", test_rows)):
-        labels = [int(x) for x in rng.integers(0, 100, n)]
+    train_labels = [int(x) for x in rng.permutation(np.arange(train_rows) % len(fine))]
+    test_labels = [int(x) for x in rng.choice(sorted(set(train_labels)), test_rows)]
+    for split, labels in (("train", train_labels), ("test", test_labels)):
         columns = {
             "img": [{"bytes": _png(rng, 32, "RGB"), "path": None} for _ in labels],
             "fine_label": labels,
