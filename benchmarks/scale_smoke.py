@@ -10,8 +10,10 @@ and `--method baseline`) as subprocesses, with command-line overrides only:
   ViT-B/16), `{model_type: resnet}` (ResNet-50), `{model_type: timm_wrapper, architecture: convnext_tiny}`,
   and `--image_size 224`;
 - tiny local data in the real schemas, written here into the work folder: a CIFAR-100 parquet layout
-  (`plain_text/{train,test}-00000-of-00001.parquet`: `img`, `fine_label` (100 names), `coarse_label` (20))
-  and an affective image folder (`train|test/<FER-2013 adjective>/*.png`, 48-px grayscale, mapped onto the
+  (`plain_text/{train,test}-00000-of-00001.parquet`: `img`, `fine_label` (100 names), `coarse_label` (20);
+  200 training rows, 2 per fine class, so the task head has CIFAR-100's 100 outputs, and 8 test rows of
+  classes the training rows have, as the data layer's unseen-class check requires) and an affective image
+  folder (`train|test/<FER-2013 adjective>/*.png`, 48-px grayscale, 8 + 2 per emotion, mapped onto the
   recipes' `valence3`);
 - 3 optimizer steps, `--per_device_train_batch_size 2`, no saving or evaluation during training, the final
   evaluation capped at 2 images per split, `--warmup_steps 0` (so the YAML's learning rate acts);
