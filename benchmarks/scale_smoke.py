@@ -55,8 +55,6 @@ import threading
 import time
 from pathlib import Path
 
-from emoreg_hf import registry
-
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -174,6 +172,8 @@ CASE_ARGS = {
 
 
 def recipe_command(recipe: str, case: str, stage: str, out: Path, data: dict, affect: Path | None, args):
+    from emoreg_hf import registry  # imports torch: not at module level, so --help answers at once
+
     model = RECIPES[recipe]
     common = [
         "--output_dir", str(out), "--overwrite_output_dir", "true", "--image_size", "224",
@@ -411,6 +411,8 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     env.pop("HF_TOKEN", None)
+    from emoreg_hf import registry
+
     started = time.perf_counter()
     load_before = os.getloadavg()
     data = write_data(work / "data")
