@@ -64,3 +64,8 @@ def test_smoke_data_passes_both_stages_data_checks(smoke_data, recipe, monkeypat
         assert splits["validation"].features["label"].num_classes == 100  # CIFAR-100's real head
         assert len(splits["test"]) == 8
         assert not any(report.get("unseen_class_dropped") for report in splits.load_report.values())
+        # The validation split is carved from train after that check (at random: 20 rows cannot stratify 100
+        # classes); with the YAMLs' seed no class is left without training rows.
+        assert set(splits["validation"]["label"]) | set(splits["test"]["label"]) <= set(
+            splits["train"]["label"]
+        )
