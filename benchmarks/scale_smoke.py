@@ -10,8 +10,10 @@ and `--method baseline`) as subprocesses, with command-line overrides only:
   ViT-B/16), `{model_type: resnet}` (ResNet-50), `{model_type: timm_wrapper, architecture: convnext_tiny}`,
   and `--image_size 224`;
 - tiny local data in the real schemas, written here into the work folder: a CIFAR-100 parquet layout
-  (`plain_text/{train,test}-00000-of-00001.parquet`: `img`, `fine_label` (100 names), `coarse_label` (20))
-  and an affective image folder (`train|test/<FER-2013 adjective>/*.png`, 48-px grayscale, mapped onto the
+  (`plain_text/{train,test}-00000-of-00001.parquet`: `img`, `fine_label` (100 names), `coarse_label` (20);
+  200 training rows, 2 per fine class, so the task head has CIFAR-100's 100 outputs, and 8 test rows of
+  classes the training rows have, as the data layer's unseen-class check requires) and an affective image
+  folder (`train|test/<FER-2013 adjective>/*.png`, 48-px grayscale, 8 + 2 per emotion, mapped onto the
   recipes' `valence3`);
 - 3 optimizer steps, `--per_device_train_batch_size 2`, no saving or evaluation during training, the final
   evaluation capped at 2 images per split, `--warmup_steps 0` (so the YAML's learning rate acts);
@@ -53,8 +55,6 @@ import threading
 import time
 from pathlib import Path
 
-from emoreg_hf import registry
-
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -94,8 +94,12 @@ def _png(rng, side: int, mode: str) -> bytes:
     return buf.getvalue()
 
 
-def write_data(root: Path, train_rows: int = 48, test_rows: int = 8, per_emotion: int = 8) -> dict:
-    """A CIFAR-100 parquet layout and a FER-like affective image folder, random pixels, real schemas."""
+def write_data(root: Path, train_rows: int = 200, test_rows: int = 8, per_emotion: int = 8) -> dict:
+    """A CIFAR-100 parquet layout and a FER-like affective image folder, random pixels, real schemas.
+
+    The training rows go round all 100 fine classes (2 each by default), so the task head has CIFAR-100's
+    real 100 outputs; the test rows draw only labels the training rows have, because the data layer refuses
+    a test class no training row has (`drop_unseen_classes`). Every emotion has train and test images."""
     import datasets
     import numpy as np
 
@@ -111,8 +115,9 @@ def write_data(root: Path, train_rows: int = 48, test_rows: int = 8, per_emotion
         }
     )
     cifar = root / "cifar100"
-    for split, n in (("train", train_rows), ("test", test_rows)):
-        labels = [int(x) for x in rng.integers(0, 100, n)]
+    train_labels = [int(x) for x in rng.permutation(np.arange(train_rows) % len(fine))]
+    test_labels = [int(x) for x in rng.choice(sorted(set(train_labels)), test_rows)]
+    for split, labels in (("train", train_labels), ("test", test_labels)):
         columns = {
             "img": [{"bytes": _png(rng, 32, "RGB"), "path": None} for _ in labels],
             "fine_label": labels,
@@ -167,6 +172,8 @@ CASE_ARGS = {
 
 
 def recipe_command(recipe: str, case: str, stage: str, out: Path, data: dict, affect: Path | None, args):
+    from emoreg_hf import registry  # imports torch: not at module level, so --help answers at once
+
     model = RECIPES[recipe]
     common = [
         "--output_dir", str(out), "--overwrite_output_dir", "true", "--image_size", "224",
@@ -404,6 +411,8 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     env.pop("HF_TOKEN", None)
+    from emoreg_hf import registry
+
     started = time.perf_counter()
     load_before = os.getloadavg()
     data = write_data(work / "data")
