@@ -331,3 +331,24 @@ def test_rows_a_data_set_asked_to_drop_are_in_the_run_record_and_on_the_card(tmp
     card = (run / "README.md").read_text()
     assert "validation 2 images; left out on loading: 3 test row(s) of a class no training row has " \
         "(drop_unseen_classes)" in card  # fmt: skip
+
+
+def test_a_random_validation_carve_keeps_a_training_row_of_every_class():
+    """Where a class is too rare to stratify (fewer validation rows than classes), the fallback carve must not
+    move a class wholly into validation: the model would never see it, while validation and test score it."""
+    from emoreg_hf.data.splits import carve_validation
+
+    labels = [c for c in range(40) for _ in range(2)]  # 40 classes, 2 rows each; 8 validation rows
+    features = datasets.Features(
+        {"label": datasets.ClassLabel(num_classes=40), "row": datasets.Value("int64")}
+    )
+    ds = datasets.Dataset.from_dict({"label": labels, "row": list(range(len(labels)))}, features=features)
+    for seed in range(5):
+        train, validation = carve_validation(ds, 0.1, seed, "tiny")
+        assert set(train["label"]) == set(range(40)) and len(validation) == 8
+        assert sorted([*train["row"], *validation["row"]]) == list(range(80))  # a partition of the rows
+    one_each = datasets.Dataset.from_dict(  # nothing can move: every row is its class's only one
+        {"label": list(range(10))}, features=datasets.Features({"label": datasets.ClassLabel(num_classes=10)})
+    )
+    train, validation = carve_validation(one_each, 0.5, 0, "tiny")
+    assert len(train) == 10 and len(validation) == 0

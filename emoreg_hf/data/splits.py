@@ -4,6 +4,7 @@ splits of a streamed source, counting and permuting labels (the shuffled-emotion
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 
@@ -14,15 +15,28 @@ logger = logging.getLogger(__name__)
 
 
 def carve_validation(ds: datasets.Dataset, size: float, seed: int, source: str):
-    """Stratified, seeded train/validation split; unstratified if a class is too rare to stratify."""
+    """Stratified, seeded train/validation split; where a class is too rare to stratify, a random one that
+    still keeps one training row of every class (a class carved wholly into validation would be one the
+    model never sees, while validation and test score it)."""
     try:
         parts = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+        return parts["train"], parts["test"]
     except ValueError as err:
         logger.warning(
-            "source %r: stratified validation split impossible (%s); using a random one", source, err
+            "source %r: stratified validation split impossible (%s); using a random one that keeps a "
+            "training row of every class",
+            source,
+            err,
         )
-        parts = ds.train_test_split(test_size=size, seed=seed)
-    return parts["train"], parts["test"]
+    order = np.random.default_rng(seed).permutation(len(ds))
+    labels = np.asarray(ds["label"])[order]
+    _, first = np.unique(labels, return_index=True)  # the first row of each class in the shuffled order
+    kept = set(order[first].tolist())
+    wanted = int(size) if size >= 1 else math.ceil(size * len(ds))
+    pool = [int(i) for i in order if int(i) not in kept]
+    validation = sorted(pool[: min(wanted, len(pool))])
+    chosen = set(validation)
+    return ds.select([i for i in range(len(ds)) if i not in chosen]), ds.select(validation)
 
 
 def stream_validation_rows(ds: datasets.IterableDataset, size: float, spec) -> int:
