@@ -13,12 +13,13 @@ from typing import Any
 import yaml
 
 from . import registry
+from .configuration_emoreg import COLOR_MODES as MODEL_COLOR_MODES
 from .configuration_emoreg import EmoRegOptions
 
 CLASS_WEIGHTINGS = ("none", "balanced")  # emoreg_hf.balance computes them (torch stays out of parsing)
 AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
 AFFECT_INITS = ("pretrained", "random")
-COLOR_MODES = ("auto", "rgb", "grayscale")
+COLOR_MODES = ("auto", *MODEL_COLOR_MODES)  # the model's modes (configuration_emoreg), or inferred from data
 
 
 # PretrainedConfig keywords every family takes besides its own (`__init__` pops them from kwargs).

@@ -565,7 +565,7 @@ def test_cards_without_report_and_cards_into_a_file_say_so_and_write_nothing(tmp
 def test_help_counts_and_names_the_matrix_from_the_registry():
     from emoreg_hf import registry
     from emoreg_hf.configs import PretrainArguments
-    from emoreg_hf.data.sources import SOURCE_PRESETS
+    from emoreg_hf.data.specs import SOURCE_PRESETS
 
     text = ablation.help_parser().format_help()
     flat = " ".join(text.split())

@@ -11,7 +11,7 @@ from data_fixtures import *  # noqa: F403
 from data_fixtures import CIFAR10_NAMES, MIKELS_NAMES, png_bytes, write_parquet
 
 from emoreg_hf.data import SourceSpec, load_affective_mixture, load_target_dataset
-from emoreg_hf.data.streaming import STREAM_FEATURES
+from emoreg_hf.data.schema import STREAM_FEATURES
 from emoreg_hf.taxonomy import UnmappedLabelError
 
 FEATURES = ["image", "label", "source"]

@@ -1,10 +1,12 @@
-"""Data layer: sources as data (`sources`), affective mixtures (`mixture`), target data sets
-(`targets`), the loader/device split of the input path (`transforms`: uint8 on the host, resize +
-normalise on the device), and the embedded synthetic demo (`demo`)."""
+"""Data layer: the shared schema and codes (`schema`), sources as data (`specs`), loading one source
+(`sources`) and bringing its splits to the schema (`prepare`), affective mixtures (`mixture`), target data
+sets (`targets`), streamed training splits (`streaming`), the loader/device split of the input path
+(`transforms`: uint8 on the host, resize + normalise on the device), and the embedded synthetic demo
+(`demo`)."""
 
 from .demo import DEMO_NAMES, ensure_demo
 from .mixture import load_affective_mixture
-from .sources import SourceSpec, check_sources_available, is_synthetic, missing_sources
+from .specs import SourceSpec, check_sources_available, is_synthetic, missing_sources
 from .stage1 import load_stage1_data
 from .targets import TARGET_PRESETS, load_target_dataset, resolve_target_spec
 from .transforms import (

@@ -12,15 +12,10 @@ from typing import Any
 import datasets
 
 from ..taxonomy import LabelSpace, get_label_space
-from .sources import (
-    SourceSpec,
-    check_policy,
-    find_validation,
-    label_vocabulary,
-    load_with_train_split,
-    pick_column,
-    prepare_split,
-)
+from .prepare import check_policy, label_vocabulary, pick_column, prepare_split
+from .schema import SHUFFLE_BUFFER
+from .sources import find_validation, load_with_train_split
+from .specs import SourceSpec
 from .splits import (
     carve_validation,
     count_labels,
@@ -29,7 +24,7 @@ from .splits import (
     rows_dropped,
     stream_validation_rows,
 )
-from .streaming import SHUFFLE_BUFFER, as_stream_rows
+from .streaming import as_stream_rows
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..taxonomy import get_label_space
 from .mixture import load_affective_mixture
 from .pseudo_labels import kmeans_relabel
-from .sources import SourceSpec
+from .specs import SourceSpec
 from .splits import count_labels, rows_before_cap
 from .targets import load_target_dataset, resolve_target_spec
 

@@ -25,21 +25,15 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from .images import CAREFUL_MODES
+from .schema import STREAM_FEATURES, UNLABELED, UNMAPPED
+from .specs import SourceSpec
+from .targets import resolve_target_spec
 
 logger = logging.getLogger(__name__)
 
-UNLABELED, UNMAPPED = -1, -2  # label codes of rows dropped (and counted) at the source's request
 # Per source: rows trained on, and rows dropped as they streamed (bad images, no label, no place in the taxonomy)
 COUNTS = ("rows", "bad_images", "unlabeled_dropped", "unmapped_dropped")
 BAD, DROPPED = 1, {UNLABELED: 2, UNMAPPED: 3}  # where each kind of dropped row is counted
-SHUFFLE_BUFFER = 1_000  # rows each reader holds to shuffle a stream (datasets' default): encoded bytes only
-STREAM_FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(decode=False),
-        "label": datasets.Value("int64"),
-        "source": datasets.Value("string"),
-    }
-)
 
 
 def as_stream_rows(split: datasets.Dataset) -> datasets.IterableDataset:
@@ -202,9 +196,6 @@ class KeepSources:
 def source_names(data_args) -> list[str]:
     """The names a recipe's training rows carry in `source`: its affective sources, or its target (stage 2's
     `dataset`, or stage 1's `target_dataset`, the positive control)."""
-    from .sources import SourceSpec
-    from .targets import resolve_target_spec
-
     if getattr(data_args, "affective_sources", None):
         return [SourceSpec.from_any(spec).display_name for spec in data_args.affective_sources]
     target = getattr(data_args, "target_dataset", None) or data_args.dataset

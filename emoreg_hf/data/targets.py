@@ -11,19 +11,11 @@ from typing import Any
 
 import datasets
 
-from .sources import (
-    SOURCE_PRESETS,
-    SourceSpec,
-    check_policy,
-    declared_class_names,
-    find_validation,
-    label_vocabulary,
-    load_with_train_split,
-    pick_column,
-    prepare_split,
-)
+from .prepare import check_policy, label_vocabulary, pick_column, prepare_split
+from .schema import SHUFFLE_BUFFER
+from .sources import declared_class_names, find_validation, load_with_train_split
+from .specs import SOURCE_PRESETS, SourceSpec
 from .splits import carve_validation, column_values, read_into_memory, rows_dropped, stream_validation_rows
-from .streaming import SHUFFLE_BUFFER
 
 logger = logging.getLogger(__name__)
 

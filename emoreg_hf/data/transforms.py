@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as tvF
 
+from ..configuration_emoreg import COLOR_MODES  # the model's own, defined once there (remote code)
+
 AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
-COLOR_MODES = ("rgb", "grayscale")
 # PIL modes with one colour channel: images of such a source are grayscale.
 GRAYSCALE_PIL_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
