@@ -39,7 +39,7 @@ def config_from_dict(model_config: dict, names, image_size: int | None):
 
 def geometry(name_or_path: str | None, image_size: int | None) -> dict:
     """Input size / mean / std of a checkpoint's processor; defaults for a model built from scratch."""
-    from .modeling_emoreg import _processor_geometry
+    from .backbones import _processor_geometry
 
     found = _processor_geometry(name_or_path) if name_or_path else {}
     size = found.get("size") or ([image_size, image_size] if image_size else None)
