@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import registry
+from .. import registry, stage1_variants
 from ..cli import read_overrides, read_yaml, yaml_value
 
 # The matrix's entries ("methods" on the command line: baseline, transfer, emoreg_fixed, ..., and the
@@ -42,8 +42,8 @@ def matrix_keys(stage: str) -> dict[str, tuple[str, str]]:
             "configure stage 1 with --pretrain.KEY",
         )
     else:
-        variants = ", ".join(registry.STAGE1_VARIANTS)
-        for variant in registry.STAGE1_VARIANTS.values():
+        variants = ", ".join(stage1_variants.STAGE1_VARIANTS)
+        for variant in stage1_variants.STAGE1_VARIANTS.values():
             for key, value in variant.switches.items():
                 if value is not None:  # `None` unsets a key a variant does not use (affective_sources)
                     keys[key] = (
