@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import registry, stage1_variants
-from ..cli import read_overrides, read_yaml, yaml_value
+from ..config_reading import read_overrides, read_yaml, yaml_value
 
 # The matrix's entries ("methods" on the command line: baseline, transfer, emoreg_fixed, ..., and the
 # controls) and the stage-1 variants they read are declared in `emoreg_hf.registry` (MATRIX, CONTROLS,
