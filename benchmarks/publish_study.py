@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from emoreg_hf.ablation.records import RECORDS  # noqa: E402
-from emoreg_hf.cli import read_yaml  # noqa: E402
+from emoreg_hf.config_reading import read_yaml  # noqa: E402
 from emoreg_hf.publish.scrub import ABS_PATH_RE, PLACEHOLDER  # noqa: E402
 
 STAGES = ("pretrain", "finetune")

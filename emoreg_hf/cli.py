@@ -5,6 +5,8 @@ line overrides them, `-h` lists every key (the recipe's own and `TrainingArgumen
 default, grouped. Values are YAML on the command line too, so structured keys work
 (`--dataset '{path: parquet, data_dir: ./cifar}'`); YAML 1.1's `no` stays the word for strategy fields;
 unknown keys fail with the closest known names. With no CONFIG the recipe's demo YAML is used (and said).
+The config file and the raw tokens are read by `config_reading`; `run_script` turns a bad input into a
+one-line error and exit status 2.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .config_reading import ConfigError, read_overrides, read_yaml, split_config_argument, yaml_value
 from .configs import DataArguments
 from .configuration_emoreg import EmoRegOptions, option_choices
 from .training_options import check_training_values
@@ -34,88 +36,6 @@ EXCLUSIVE_KEYS = (("model_name_or_path", "model_config"), ("task_model_name_or_p
 
 # A negative number as argparse should see it: -1, -0.5, -.5, and with an exponent, -1e-3.
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-class ConfigError(ValueError):
-    """A config file or command line that cannot be read; the message names the file, line or key."""
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from a file; a syntax error names the file and the line."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(
-            f"config file {str(path)!r} is a directory; a config must be a YAML file (CONFIG.yaml)"
-        )
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(values).__name__}")
-    return values
-
-
-def yaml_value(raw: str) -> Any:
-    """A command-line value read as YAML (numbers, lists, dicts); YAML 1.1 booleans spelled as words
-    (`no`, `on`, ...) stay words, since `--eval_strategy no` means the string."""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise ConfigError(
-            f"cannot read {raw!r} as a YAML value: {getattr(error, 'problem', error)}"
-        ) from None
-    if isinstance(value, bool) and raw.lower() not in ("true", "false"):
-        return raw
-    return value
-
-
-def read_overrides(argv: list[str]) -> dict[str, str]:
-    """`--key value`, `--key=value` and bare `--flag` (true) -> {key: raw string}; `-` in keys reads as `_`."""
-    overrides, i = {}, 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--"):
-            raise ConfigError(
-                f"unexpected argument {token!r}: options are --key value (the config file comes first)"
-            )
-        key = token[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            value = argv[i + 1]
-            i += 2
-        else:  # a bare flag: --push_to_hub
-            value = "true"
-            i += 1
-        overrides[key.replace("-", "_")] = value
-    return overrides
-
-
-def split_config_argument(argv: list[str]) -> tuple[str | None, list[str]]:
-    """The config file and the other arguments. The file comes first (`recipe.py CONFIG.yaml ...`) or as
-    `--config CONFIG.yaml` anywhere (`--config=...` too), the way TRL, timm and the alignment-handbook take it."""
-    argv = list(argv)
-    config_path = argv.pop(0) if argv and not argv[0].startswith("-") else None
-    for i, token in enumerate(argv):
-        if token == "--config" or token.startswith("--config="):
-            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else None)
-            if not value or value.startswith("-"):
-                raise ConfigError("--config needs a file: --config CONFIG.yaml")
-            if config_path is not None:
-                raise ConfigError(
-                    f"two config files: {config_path!r} and --config {value!r}; give one (first, or as --config)"
-                )
-            config_path = value
-            del argv[i : i + (1 if "=" in token else 2)]
-            break
-    return config_path, argv
 
 
 def _members(tp) -> list:

@@ -1,11 +1,12 @@
 """Argument dataclasses of the recipes: what `recipes/pretrain.py` and `recipes/finetune.py` accept besides
-`TrainingArguments`. Each field's `help` is what `-h` prints; `__post_init__` checks values before any work.
-The parser (YAML + command line) is `emoreg_hf.cli`.
+`TrainingArguments`. Each field's `help` is what `-h` prints; a choice option declares its words
+(`choices`, as EmoReg's options do: `-h` lists them and a word outside them is refused at parse time);
+`__post_init__` checks values before any work. The parser (YAML + command line) is `emoreg_hf.cli`.
 """
 
 from __future__ import annotations
 
-import typing
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ import yaml
 
 from . import registry
 from .configuration_emoreg import COLOR_MODES as MODEL_COLOR_MODES
-from .configuration_emoreg import EmoRegOptions
+from .configuration_emoreg import EmoRegOptions, option_choices
 
 CLASS_WEIGHTINGS = ("none", "balanced")  # emoreg_hf.balance computes them (torch stays out of parsing)
 AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
 AFFECT_INITS = ("pretrained", "random")
+ON_BAD_IMAGE = ("error", "skip")
 COLOR_MODES = ("auto", *MODEL_COLOR_MODES)  # the model's modes (configuration_emoreg), or inferred from data
 
 
@@ -55,10 +57,17 @@ def check_model_config(option: str, model_config: dict) -> None:
         )
 
 
-def _choice(name: str, value: Any, allowed: typing.Iterable) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(f"--{name} {value!r} is not valid; allowed values: {', '.join(map(str, allowed))}")
+def check_choices(args: Any) -> None:
+    """The parse-time refusal of every choice option (a field whose metadata declares `choices`): a word
+    outside them is a `ValueError` that names the option and the allowed words."""
+    for option in dataclasses.fields(args):
+        if option.metadata.get("choices") is None:
+            continue
+        allowed, value = tuple(option_choices(option)), getattr(args, option.name)
+        if value not in allowed:
+            raise ValueError(
+                f"--{option.name} {value!r} is not valid; allowed values: {', '.join(map(str, allowed))}"
+            )
 
 
 @dataclass
@@ -68,8 +77,9 @@ class DataArguments:
     augmentation: str = field(
         default="basic",
         metadata={
-            "help": f"Train-time augmentation: {', '.join(AUGMENTATIONS)} (basic: random resized crop + flip; "
-            "padcrop: reflect-pad an eighth of the side, random crop, flip - the small-image policy)."
+            "help": "Train-time augmentation (basic: random resized crop + flip; padcrop: reflect-pad an eighth "
+            "of the side, random crop, flip - the small-image policy):",
+            "choices": AUGMENTATIONS,
         },
     )
     mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup alpha in the collator (0 = off)."})
@@ -77,8 +87,9 @@ class DataArguments:
     class_weighting: str = field(
         default="none",
         metadata={
-            "help": "Class imbalance in the loss: `none`, or `balanced` (weights n/(K*n_c) from the training "
-            "split's counts on every cross-entropy term, EmoReg's three included; recorded and on the card)."
+            "help": "Class imbalance in the loss (`balanced`: weights n/(K*n_c) from the training split's "
+            "counts on every cross-entropy term, EmoReg's three included; recorded and on the card):",
+            "choices": CLASS_WEIGHTINGS,
         },
     )
     class_balanced_sampler: bool = field(
@@ -95,7 +106,8 @@ class DataArguments:
         },
     )
     on_bad_image: str = field(
-        default="error", metadata={"help": "An unreadable image: `error` (names it) or `skip`."}
+        default="error",
+        metadata={"help": "An unreadable image (`error` names it):", "choices": ON_BAD_IMAGE},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Cap the train split (quick runs)."}
@@ -113,9 +125,7 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        _choice("augmentation", self.augmentation, AUGMENTATIONS)
-        _choice("on_bad_image", self.on_bad_image, ("error", "skip"))
-        _choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
+        check_choices(self)  # the choice options of every stage (this class and its subclasses)
         if not 0 < self.validation_split_size < 1:
             raise ValueError(f"--validation_split_size must be in (0, 1), got {self.validation_split_size}")
 
@@ -168,15 +178,15 @@ class PretrainArguments(DataArguments):
     color_mode: str = field(
         default="auto",
         metadata={
-            "help": "The pathway's input colour: grayscale (every image becomes its luminance), rgb, or auto "
-            "(grayscale when the training images have one channel, as FER-2013's faces). Recorded in the "
-            "checkpoint's config (`input_color_mode`); EmoReg converts its input to it."
+            "help": "The pathway's input colour (grayscale: every image becomes its luminance; auto: grayscale "
+            "when the training images have one channel, as FER-2013's faces). Recorded in the checkpoint's "
+            "config (`input_color_mode`); EmoReg converts its input to it:",
+            "choices": COLOR_MODES,
         },
     )
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("color_mode", self.color_mode, COLOR_MODES)
         if isinstance(self.affective_sources, str):  # a YAML file holding the list, shared by recipes
             self.affective_sources = read_source_list(self.affective_sources)
         if self.target_dataset is not None and self.affective_sources:
@@ -207,7 +217,12 @@ class FinetuneArguments(DataArguments, EmoRegOptions):
     )
     method: str = field(
         default=registry.DEFAULT_METHOD,
-        metadata={"help": "; ".join(f"{m.name} = {m.description}" for m in registry.METHODS.values()) + "."},
+        metadata={
+            "help": "The stage-2 method ("
+            + "; ".join(f"{m.name} = {m.description}" for m in registry.METHODS.values())
+            + "):",
+            "choices": tuple(registry.METHODS),
+        },
     )
     affect_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Stage-1 checkpoint (Hub id or local dir) for the affective pathway."}
@@ -215,7 +230,8 @@ class FinetuneArguments(DataArguments, EmoRegOptions):
     affect_init: str = field(
         default="pretrained",
         metadata={
-            "help": "`pretrained`, or `random` for the no-pretraining control (same architecture, random weights)."
+            "help": "The affective pathway's weights (`random`: the no-pretraining control, same architecture):",
+            "choices": AFFECT_INITS,
         },
     )
     task_model_name_or_path: str | None = field(
@@ -231,17 +247,15 @@ class FinetuneArguments(DataArguments, EmoRegOptions):
     affect_color_mode: str = field(
         default="auto",
         metadata={
-            "help": "What the affective pathway is given: auto (what stage 1 recorded: grayscale faces -> the "
-            "luminance of the task image), rgb, or grayscale."
+            "help": "What the affective pathway is given (auto: what stage 1 recorded, grayscale faces -> the "
+            "luminance of the task image):",
+            "choices": COLOR_MODES,
         },
     )
 
     def __post_init__(self):
         super().__post_init__()
         self.check_emoreg_options()  # checked here, when the command line is parsed: before any data is read
-        _choice("method", self.method, registry.METHODS)
-        _choice("affect_init", self.affect_init, AFFECT_INITS)
-        _choice("affect_color_mode", self.affect_color_mode, COLOR_MODES)
         method = registry.METHODS[self.method]
         if method.uses_affect and not self.affect_model_name_or_path:
             raise ValueError(

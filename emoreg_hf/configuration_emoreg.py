@@ -24,7 +24,6 @@ from .configuration_small_resnet import SmallResNetConfig
 if SmallResNetConfig.model_type not in CONFIG_MAPPING:
     AutoConfig.register(SmallResNetConfig.model_type, SmallResNetConfig)
 
-INFLUENCE_MODES = ("concat", "film")
 AFFECT_TRAINABLE_MODES = ("frozen", "all")
 AFFECT_NORM_MODES = ("none", "layernorm")
 COLOR_MODES = ("rgb", "grayscale")
@@ -38,6 +37,14 @@ def regulation_modes() -> tuple[str, ...]:
     from .regulation_emoreg import REGULATIONS
 
     return tuple(REGULATIONS)
+
+
+def influence_modes() -> tuple[str, ...]:
+    """The influence modes: each one's layers, initialisation and influenced features are declared together
+    in `influence_emoreg.INFLUENCES` (imported on use; it is light: torch only, no model code)."""
+    from .influence_emoreg import INFLUENCES
+
+    return tuple(INFLUENCES)
 
 
 # ImageNet statistics: what most backbones (ResNet, ConvNeXt, Swin, DeiT, timm) were trained with.
@@ -87,7 +94,7 @@ def _option(default: Any, help: str, *, choices=None, low: float = 0.0, high: fl
 class EmoRegOptions:
     """The regulation options of an EmoReg model (docs/method.md)."""
 
-    influence: str = _option("concat", "How emotion enters the emotional response:", choices=INFLUENCE_MODES)
+    influence: str = _option("concat", "How emotion enters the emotional response:", choices=influence_modes)
     regulation: str = _option("adaptive", "ρ:", choices=regulation_modes)
     rho_init: float = _option(0.5, "Initial regulation strength in [0, 1].", high=1.0)
     aux_loss_weight: float = _option(0.5, "Weight of ½(CE(z_N) + CE(z_E)).")
@@ -265,6 +272,7 @@ __all__ = [
     "EmoRegOptions",
     "default_custom_pipelines",
     "emoreg_options",
+    "influence_modes",
     "option_choices",
     "pipeline_class",
     "regulation_modes",

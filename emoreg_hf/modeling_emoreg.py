@@ -17,13 +17,22 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import AutoModelForImageClassification, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .backbones import classify, feature_dim, pooled_features
-from .configuration_emoreg import IMAGENET_MEAN, IMAGENET_STD, LUMA_WEIGHTS, EmoRegConfig
+from .backbones import (
+    _affect_pixels,
+    _image_classifier_from_config,
+    _processor_geometry,
+    classify,
+    feature_dim,
+    pooled_features,
+    present_no_split_modules,
+)
+from .configuration_emoreg import EmoRegConfig
 from .configuration_small_resnet import SmallResNetConfig
+from .influence_emoreg import INFLUENCES, InfluenceMode
 from .modeling_small_resnet import SmallResNetForImageClassification
 from .regulation_emoreg import REGULATIONS, RegulationMode
 
@@ -62,9 +71,8 @@ class EmoRegPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = "image"
     accepts_loss_kwargs = False  # the loss is a per-batch mean; Trainer scales it for gradient accumulation
-    supports_gradient_checkpointing = (
-        True  # delegated to the pathways that train (_set_gradient_checkpointing)
-    )
+    # delegated to the pathways that train (_set_gradient_checkpointing)
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -72,10 +80,9 @@ class EmoRegPreTrainedModel(PreTrainedModel):
         cfg = self.config
         if REGULATIONS[cfg.regulation].init(self, module, cfg.rho_init):
             return
-        if module is getattr(self, "film", None):
-            init.zeros_(module.weight)
-            init.zeros_(module.bias)
-        elif module is getattr(self, "affect_norm", None) or module is getattr(self, "emotion_norm", None):
+        if INFLUENCES[cfg.influence].init(self, module):
+            return
+        if module is getattr(self, "affect_norm", None) or module is getattr(self, "emotion_norm", None):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
@@ -98,12 +105,9 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         layernorm = config.affect_norm == "layernorm"
         self.affect_norm = nn.LayerNorm(d_affect) if layernorm else None
         self.emotion_norm = nn.LayerNorm(n_emotions) if layernorm else None
-        if config.influence == "concat":
-            self.film = None
-            self.emotional_head = nn.Linear(d_task + d_affect + n_emotions, n_labels)
-        else:
-            self.film = nn.Linear(n_emotions + d_affect, 2 * d_task)
-            self.emotional_head = nn.Linear(d_task, n_labels)
+        self.influence_mode.build(
+            self, d_task, d_affect, n_emotions, n_labels
+        )  # film (or None), emotional_head
         self.regulator, self.rho_logit = None, None  # the regulation mode adds the ones it uses
         self.regulation_mode.build(self, d_task, n_emotions)
         self.post_init()
@@ -113,6 +117,10 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
     @property
     def regulation_mode(self) -> RegulationMode:
         return REGULATIONS[self.config.regulation]
+
+    @property
+    def influence_mode(self) -> InfluenceMode:
+        return INFLUENCES[self.config.influence]
 
     # -- construction ---------------------------------------------------------------------------------
 
@@ -270,25 +278,6 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
 
     # -- forward --------------------------------------------------------------------------------------
 
-    def _affect_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Convert task-normalised pixels to the affective pathway's colour mode, size and normalisation."""
-        cfg = self.config
-        if not cfg.converts_affect_input:
-            return pixel_values
-
-        def stats(prefix: str, key: str, default: list[float]) -> torch.Tensor:
-            value = getattr(cfg, f"{prefix}_image_{key}") or default
-            return torch.tensor(value, dtype=pixel_values.dtype, device=pixel_values.device).view(1, 3, 1, 1)
-
-        rgb = pixel_values * stats("task", "std", IMAGENET_STD) + stats("task", "mean", IMAGENET_MEAN)
-        if cfg.affect_grayscale:  # a pathway trained on grayscale faces is given luminance, as PIL makes it
-            luma = torch.tensor(LUMA_WEIGHTS, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-            rgb = (rgb * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-        size = tuple(cfg.affect_image_size or pixel_values.shape[-2:])
-        if tuple(rgb.shape[-2:]) != size:
-            rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return (rgb - stats("affect", "mean", IMAGENET_MEAN)) / stats("affect", "std", IMAGENET_STD)
-
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         if pixel_values is None or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             shape = None if pixel_values is None else tuple(pixel_values.shape)
@@ -343,7 +332,7 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         cfg = self.config
         h_task = pooled_features(self.task_model, pixel_values)
 
-        affect_pixels = self._affect_pixels(pixel_values)
+        affect_pixels = _affect_pixels(cfg, pixel_values)
         with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.affect_trainable == "all"):
             h_affect = pooled_features(self.affect_model, affect_pixels)
             emotion_logits = classify(self.affect_model, h_affect)
@@ -381,65 +370,10 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
         affect, emotion = h_affect, emotion_probs
         if self.affect_norm is not None:
             affect, emotion = self.affect_norm(h_affect), self.emotion_norm(emotion_probs)
-        if self.film is None:
-            influenced = torch.cat([h_task, affect, emotion], dim=-1)
-        else:
-            gamma, beta = self.film(torch.cat([emotion, affect], dim=-1)).chunk(2, dim=-1)
-            influenced = h_task * (1 + gamma) + beta
-        logits_emotional = self.emotional_head(influenced)
+        logits_emotional = self.emotional_head(self.influence_mode.influence(self, h_task, affect, emotion))
         rho = self.regulation_mode.rho(self, h_task, emotion_probs)
         logits = (1 - rho)[:, None] * logits_non_emotional + rho[:, None] * logits_emotional
         return EmoRegResponses(logits, rho, logits_non_emotional, logits_emotional)
-
-
-def present_no_split_modules(model: nn.Module) -> set[str]:
-    """The model's `_no_split_modules` (its pathways' layer classes, gathered by `post_init`) that it
-    contains: FSDP's transformer-based wrapping shards one unit per such layer, and refuses a name it cannot
-    find (transformers' timm wrapper names `TimmWrapperModel`, which its classifier does not contain)."""
-    present = {type(module).__name__ for module in model.modules()}
-    return {name for name in (model._no_split_modules or ()) if name in present}
-
-
-def _image_classifier_from_config(config) -> PreTrainedModel:
-    """`AutoModelForImageClassification.from_config`, also for families mapped to several classes (DeiT).
-    The small-image ResNet is built by this file's sibling directly: as remote code, the config may be
-    another copy of its class (loaded through configuration_emoreg.py), which the Auto mapping keys apart."""
-    if config.model_type == SmallResNetConfig.model_type:
-        return SmallResNetForImageClassification(config)
-    if not config.architectures:
-        model_class = AutoModelForImageClassification._model_mapping[type(config)]
-        if isinstance(model_class, (list, tuple)):
-            config.architectures = [model_class[0].__name__]
-    return AutoModelForImageClassification.from_config(config)
-
-
-def _processor_geometry(name_or_path: str) -> dict:
-    """`{"size": [h, w], "mean": [...], "std": [...]}` of the input a checkpoint's image processor makes."""
-    try:
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
-    except (OSError, ValueError):
-        return {}
-    data_config = getattr(processor, "data_config", None)  # timm processors
-    if data_config:
-        return {
-            "size": list(data_config["input_size"][-2:]),
-            "mean": list(data_config["mean"]),
-            "std": list(data_config["std"]),
-        }
-    size = getattr(processor, "size", None) or {}
-    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
-    if crop:
-        hw = [crop["height"], crop["width"]]
-    elif "height" in size:
-        hw = [size["height"], size["width"]]
-    elif "shortest_edge" in size:
-        hw = [size["shortest_edge"]] * 2
-    else:
-        hw = None
-    geometry = {"mean": list(processor.image_mean), "std": list(processor.image_std)}
-    if hw is not None:
-        geometry["size"] = [int(v) for v in hw]
-    return geometry
 
 
 __all__ = [

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 
-from . import registry
+from . import registry, stage1_variants
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def config_from_dict(model_config: dict, names, image_size: int | None):
 
 def geometry(name_or_path: str | None, image_size: int | None) -> dict:
     """Input size / mean / std of a checkpoint's processor; defaults for a model built from scratch."""
-    from .modeling_emoreg import _processor_geometry
+    from .backbones import _processor_geometry
 
     found = _processor_geometry(name_or_path) if name_or_path else {}
     size = found.get("size") or ([image_size, image_size] if image_size else None)
@@ -216,7 +216,7 @@ def build_pretrain_model(args, emotion_names, color_mode: str = "rgb", taxonomy:
     # Provenance that travels inside config.json, so stage 2 (and its card) knows what the experience means.
     model.config.emotion_taxonomy = args.taxonomy if taxonomy is None else taxonomy
     # e.g. shuffled_emotion_labels, kmeans_labels (non-emotion control), target_task_labels (positive control)
-    for flag, value in registry.stage1_checkpoint_flags(args).items():
+    for flag, value in stage1_variants.stage1_checkpoint_flags(args).items():
         setattr(model.config, flag, value)
     # What the pathway saw: EmoReg feeds it the same (grayscale faces -> the luminance of a colour image).
     model.config.input_color_mode = color_mode

@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Any
 
-from . import registry
+from . import registry, stage1_variants
 from .configuration_emoreg import emoreg_options
 from .data import SourceSpec, is_synthetic
 from .models import emotion_labels
@@ -52,7 +52,7 @@ def pretrain_fields(
         },
         "base_models": [args.model_name_or_path] if args.model_name_or_path else [],
         "taxonomy": taxonomy,
-        "controls": registry.stage1_controls(args),
+        "controls": stage1_variants.stage1_controls(args),
         "data_report": data_report,
     }
 
@@ -95,7 +95,7 @@ def finetune_fields(
         if emotions
         else None,
         "emoreg": dataclasses.asdict(emoreg_options(args)) if method.regulated else None,
-        "controls": registry.control_flags(vars(args), registry.stage1_variant_of(affect_config)),
+        "controls": registry.control_flags(vars(args), stage1_variants.stage1_variant_of(affect_config)),
     }
 
 

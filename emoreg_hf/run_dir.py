@@ -60,6 +60,7 @@ RUN_OUTPUTS = (
     "backbones.py",
     "pipeline_emoreg.py",
     "regulation_emoreg.py",
+    "influence_emoreg.py",
     "configuration_small_resnet.py",
     "modeling_small_resnet.py",
     "training_args.bin",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .modeling_emoreg import present_no_split_modules
+from .backbones import present_no_split_modules
 
 logger = logging.getLogger(__name__)
 

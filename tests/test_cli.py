@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emoreg_hf.cli import ConfigError, RecipeArgumentParser, read_yaml
+from emoreg_hf.cli import RecipeArgumentParser
+from emoreg_hf.config_reading import ConfigError, read_yaml
 from emoreg_hf.configs import FinetuneArguments, PretrainArguments
 from emoreg_hf.training_options import check_training_options, choose_intervals, optimizer_steps
 
@@ -207,7 +208,7 @@ def test_config_flag_is_the_positional_config(capsys):
 
 def test_ablate_takes_config_flag(tmp_path):
     from emoreg_hf.ablation import load_config
-    from emoreg_hf.cli import split_config_argument
+    from emoreg_hf.config_reading import split_config_argument
 
     path, rest = split_config_argument(["--config", "recipes/ablations/demo.yaml", "--seeds", "2"])
     assert path == "recipes/ablations/demo.yaml" and rest == ["--seeds", "2"]

@@ -256,7 +256,8 @@ def test_deepspeed_configs_translate(config, stage):
 def test_deepspeed_without_the_package_is_one_line(tmp_path, monkeypatch):
     import importlib.util
 
-    from emoreg_hf.cli import ConfigError, RecipeArgumentParser
+    from emoreg_hf.cli import RecipeArgumentParser
+    from emoreg_hf.config_reading import ConfigError
     from emoreg_hf.configs import FinetuneArguments
 
     real = importlib.util.find_spec

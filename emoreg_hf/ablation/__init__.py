@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import registry
-from ..cli import read_overrides, split_config_argument, yaml_value
+from ..config_reading import read_overrides, split_config_argument, yaml_value
 from .config import AblationConfig, load_config, matrix_keys, parse_overrides
 from .launch import LocalLauncher, SlurmLauncher
 from .report import collect_records, plot_results, render_markdown, render_report, summarize, write_report

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import registry
-from ..cli import read_overrides, read_yaml, yaml_value
+from .. import registry, stage1_variants
+from ..config_reading import read_overrides, read_yaml, yaml_value
 
 # The matrix's entries ("methods" on the command line: baseline, transfer, emoreg_fixed, ..., and the
 # controls) and the stage-1 variants they read are declared in `emoreg_hf.registry` (MATRIX, CONTROLS,
@@ -42,8 +42,8 @@ def matrix_keys(stage: str) -> dict[str, tuple[str, str]]:
             "configure stage 1 with --pretrain.KEY",
         )
     else:
-        variants = ", ".join(registry.STAGE1_VARIANTS)
-        for variant in registry.STAGE1_VARIANTS.values():
+        variants = ", ".join(stage1_variants.STAGE1_VARIANTS)
+        for variant in stage1_variants.STAGE1_VARIANTS.values():
             for key, value in variant.switches.items():
                 if value is not None:  # `None` unsets a key a variant does not use (affective_sources)
                     keys[key] = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from .. import registry, stats
+from .. import registry, stage1_variants, stats
 from ..metrics import METRIC_NAMES
 from ..run_record import RECORD_FILE, RunRecord, load_run_record
 from ..templates import read_template
@@ -34,7 +34,7 @@ def collect_records(
     found: dict[str, dict[str, dict[int, RunRecord]]] = {"finetune": {}, "pretrain": {}}
     for stage, names, stage_seeds in (
         ("finetune", methods, seeds),
-        ("pretrain", list(registry.STAGE1_VARIANTS), seeds if stage1_seeds is None else stage1_seeds),
+        ("pretrain", list(stage1_variants.STAGE1_VARIANTS), seeds if stage1_seeds is None else stage1_seeds),
     ):
         for name in names:
             for seed in stage_seeds:
@@ -272,7 +272,7 @@ def _stage1(summary: dict) -> list[dict]:
     for variant, runs in (summary.get("stage1") or {}).items():
         check = checks.get(variant) or {}
         test, majority = described(runs, "test_accuracy"), (check.get("majority_accuracy") or {}).get("mean")
-        declared = registry.STAGE1_VARIANTS.get(variant)
+        declared = stage1_variants.STAGE1_VARIANTS.get(variant)
         out.append(
             {
                 "variant": variant,

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .. import registry
+from .. import registry, stage1_variants
 from ..run_dir import LAUNCHER_FILES, LOCK_FILE, checkpoint_problem, clear_run_outputs, holds_a_run, run_files
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
@@ -66,16 +66,16 @@ def plan_runs(config: AblationConfig) -> list[PlannedRun]:
     for seed in config.seeds:
         variants = {registry.MATRIX[method].stage1 for method in config.methods} - {None}
         first = stage1_seed(config, seed)
-        for variant in [v for v in registry.STAGE1_VARIANTS if v in variants]:
+        for variant in [v for v in stage1_variants.STAGE1_VARIANTS if v in variants]:
             if f"pretrain/{variant}/seed{first}" in planned:
                 continue
             planned.add(f"pretrain/{variant}/seed{first}")
             run_dir = out_root / "pretrain" / variant / f"seed{first}"
             switches = {
                 key: _from_finetune(config.finetune, value)
-                if isinstance(value, registry.FromFinetune)
+                if isinstance(value, stage1_variants.FromFinetune)
                 else value
-                for key, value in registry.STAGE1_VARIANTS[variant].switches.items()
+                for key, value in stage1_variants.STAGE1_VARIANTS[variant].switches.items()
             }
             values = {**config.pretrain, **switches, "seed": first, "output_dir": str(run_dir)}
             runs.append(

@@ -13,7 +13,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .. import registry, stats
+from .. import registry, stage1_variants, stats
 from ..taxonomy import taxonomy_name
 from ..templates import read_template
 from .facts import LOCAL_REPO, affect_variant, caps, data_report_table, model_title, needs_remote_code
@@ -306,7 +306,7 @@ def card_context(
         "emoreg_hf_version": record.emoreg_hf_version,
         "regulation_formula": _regulation_formula(record.emoreg) if method and method.regulated else None,
         "affect_variant": affect_variant(record) if run.stage == "finetune" else None,
-        "stage1_variant": dataclasses.asdict(registry.stage1_variant(record.controls))
+        "stage1_variant": dataclasses.asdict(stage1_variants.stage1_variant(record.controls))
         if run.stage == "pretrain"
         else None,
         "training": {

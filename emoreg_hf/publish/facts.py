@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import registry
+from .. import registry, stage1_variants
 from .results import configuration_label
 from .runs import RunFolder, read_json
 from .scrub import is_hub_id
@@ -132,7 +132,7 @@ def model_title(run: RunFolder, data_names: Sequence[str]) -> str:
     record = run.record
     data = ", ".join(data_names) or "unknown data"
     if run.stage == "pretrain":
-        variant = registry.stage1_variant(record.controls).name
+        variant = stage1_variants.stage1_variant(record.controls).name
         kind = f"stage 1{STAGE1_TITLES.get(variant, f' ({variant})')}"
         return f"emoreg-hf {kind} · {record.models.get('architecture') or '?'} · {data}"
     models = record.models
@@ -153,7 +153,9 @@ def affect_variant(record) -> str | None:
     """The stage-1 variant of a stage-2 run's affective pathway, from its control flags (None: the normal one
     or no affective pathway): what its classes are, emotions or a control's own."""
     for control in registry.CONTROLS.values():
-        if control.stage1 not in (None, registry.NORMAL_STAGE1) and record.controls.get(control.record_flag):
+        if control.stage1 not in (None, stage1_variants.NORMAL_STAGE1) and record.controls.get(
+            control.record_flag
+        ):
             return control.stage1
     return None
 

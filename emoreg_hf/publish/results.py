@@ -8,7 +8,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from .. import registry, stats
+from .. import registry, stage1_variants, stats
 from ..metrics import METRIC_NAMES
 from .runs import RunFolder
 
@@ -211,7 +211,7 @@ def comparisons(runs: list[RunFolder], others: Sequence[RunFolder]) -> dict[str,
     decisive = {
         c.label
         for c in registry.CONTROLS.values()
-        if c.attributes_emotion and c.stage1 and not registry.STAGE1_VARIANTS[c.stage1].emotion_labels
+        if c.attributes_emotion and c.stage1 and not stage1_variants.STAGE1_VARIANTS[c.stage1].emotion_labels
     }
     return {
         "split": SPLITS[prefix],
