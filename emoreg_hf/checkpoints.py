@@ -1,21 +1,31 @@
-"""Checkpoint folders, read without trusting them: whether one can be resumed (`checkpoint_problem`), and
-the TrainingArguments it was saved with (`saved_training_arguments`), read from its pickled
-`training_args.bin` without running any code the pickle names."""
+"""Checkpoints, read without trusting them, and every resume decision: whether a checkpoint folder can be
+resumed (`checkpoint_problem`), which checkpoint a run resumes from (`resume_checkpoint`: its folder's newest
+valid one, a folder given, or the Hub's `last-checkpoint`), and what resuming one carries over (the
+whole-run loss, a checkpoint saved at its run's last step finished from its weights alone)."""
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 import os
-import pickle
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
+from transformers.trainer_utils import get_last_checkpoint
 
-# What Trainer torch.saves into every checkpoint: its TrainingArguments, pickled.
-TRAINING_ARGS_FILE = "training_args.bin"
+from .run_folder import STARTED_FILE, RunDirError, _names, check_overwritable, holds_a_run, started_run
+from .run_record import RECORD_FILE
+from .run_settings import legacy_checkpoint_differences
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import Trainer
+
+logger = logging.getLogger(__name__)
+
+# EmoRegRunLoss's key in trainer_state.json's stateful_callbacks (`training.RUN_LOSS`, its class name).
+RUN_LOSS = "EmoRegRunLoss"
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
@@ -123,62 +133,218 @@ def sharded_checkpoint_problem(folder: Path) -> str | None:
     return "it holds no *.safetensors weights (nor a sharded FSDP or DeepSpeed checkpoint)"
 
 
-class _Inert:
-    """Stands for any object a pickle names: keeps the arguments and state it was rebuilt from, and runs
-    none of the code of the class it stands for."""
-
-    args: tuple = ()
-    state: Any = None
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
+# -- which checkpoint a run resumes from ------------------------------------------------------------------
 
 
-class _InertUnpickler(pickle.Unpickler):
-    """Reads a pickle without importing or calling anything it names: every class or function it names is an
-    `_Inert` stand-in, so an untrusted file runs no code (transformers' own `torch.load(weights_only=False)`
-    would run whatever it names)."""
+HUB_CHECKPOINT_DIR = (
+    "last-checkpoint"  # where `--resume_from_checkpoint org/name` downloads to, in output_dir
+)
 
-    def find_class(self, module: str, name: str):
-        return type(name, (_Inert,), {"pickled_as": f"{module}.{name}"})
 
-    def persistent_load(self, pid):  # a tensor's storage: no TrainingArguments field holds one
+def _is_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "~")) and not os.path.exists(value)
+
+
+def resume_checkpoint(
+    output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool, hub_api=None, training_args=None
+) -> str | None:
+    """The checkpoint to resume from, or None for a fresh run.
+
+    An explicit `resume_from_checkpoint` wins: a checkpoint folder, or a Hub model id whose branch
+    `last-checkpoint` a run with `hub_strategy: checkpoint` pushed (downloaded into
+    `output_dir/last-checkpoint` first, with `hub_api` or the logged-in token); otherwise the newest valid
+    `checkpoint-*` in `output_dir` (an incomplete or corrupt one is renamed `*.incomplete`, with a warning, so
+    it is never mistaken for a valid one again). A run that started here and stopped before its first
+    checkpoint starts again. A folder holding anything else without a checkpoint is refused (it may hold a
+    finished model, or your files); with `overwrite`, only a folder that records a run (or is empty) is
+    accepted, since overwriting removes only what a run recorded. In a folder with checkpoints but no
+    record of a run, nothing is renamed: its newest checkpoint resumes only when it is complete and the
+    settings it was saved with (its own `training_args.bin`) are those of `training_args`.
+    """
+    explicit = resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true"
+    from_hub = explicit and not os.path.isdir(resume_from_checkpoint) and _is_hub_id(resume_from_checkpoint)
+    if (
+        explicit
+        and overwrite
+        and (from_hub or Path(resume_from_checkpoint).resolve().is_relative_to(Path(output_dir).resolve()))
+    ):
+        raise RunDirError(
+            f"resume_from_checkpoint={resume_from_checkpoint!r} is (or would be downloaded) in output_dir "
+            f"{output_dir!r}, which --overwrite_output_dir true clears first: resume without overwriting, or "
+            "start over without --resume_from_checkpoint"
+        )
+    if from_hub:
+        from .publish.push import download_checkpoint
+
+        check_resumable_into(output_dir, resume_from_checkpoint)
+        local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
+        logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
+        download_checkpoint(resume_from_checkpoint, local, api=hub_api)
+        problem = checkpoint_problem(local)
+        if problem:
+            raise RunDirError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r}: the checkpoint downloaded into {local} "
+                f"cannot be resumed: {problem}"
+            )
+        return local
+    if explicit:
+        if not os.path.isdir(resume_from_checkpoint):
+            raise RunDirError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
+        problem = checkpoint_problem(resume_from_checkpoint)
+        if problem:
+            raise RunDirError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r} cannot be resumed: {problem}"
+            )
+    if not os.path.isdir(output_dir):
+        return resume_from_checkpoint if explicit else None
+    if overwrite:
+        check_overwritable(output_dir)
+        return resume_from_checkpoint if explicit else None
+    if explicit:
+        check_resumable_into(output_dir, resume_from_checkpoint)
+        return resume_from_checkpoint
+    ours = holds_a_run(output_dir)
+    while (last := get_last_checkpoint(output_dir)) is not None:
+        problem = checkpoint_problem(last)
+        if problem is None and not ours:
+            check_legacy_checkpoint(output_dir, last, training_args)
+        if problem is None:
+            logger.info("Resuming from %s", last)
+            return last
+        if not ours:
+            raise RunDirError(
+                f"output_dir {output_dir!r}: {os.path.basename(last)} cannot be resumed ({problem}), and the "
+                f"folder holds no record of a run ({STARTED_FILE} or {RECORD_FILE}), so nothing in it is "
+                "renamed or removed; nothing was loaded or trained. Choose another --output_dir, or pass "
+                "--resume_from_checkpoint with a complete checkpoint."
+            )
+        os.replace(last, last + ".incomplete")
+        logger.warning(
+            "%s cannot be resumed (%s): renamed %s.incomplete", last, problem, os.path.basename(last)
+        )
+    if started_run(output_dir) is not None:
+        logger.info("%s holds a run that stopped before its first checkpoint: starting it again", output_dir)
         return None
+    if [name for name in _names(output_dir) if not name.endswith(".incomplete")]:
+        raise RunDirError(
+            f"output_dir {output_dir!r} is not empty and holds no checkpoint to resume from; "
+            "pass --overwrite_output_dir true to replace the run it holds, or choose another output_dir"
+        )
+    return None
 
 
-def _plain(value: Any) -> Any:
-    """Plain values from what `_InertUnpickler` rebuilt: an object becomes the dict of its fields, an
-    enum member (or a device) the value it was made from."""
-    if isinstance(value, _Inert):
-        state = value.state
-        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            return {str(k): _plain(v) for k, v in state.items()}
-        return _plain(value.args[0]) if len(value.args) == 1 else f"<{value.pickled_as}>"
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+def check_resumable_into(output_dir: str, checkpoint: str) -> None:
+    """`--resume_from_checkpoint` writes the run's model, card and results into `output_dir`, over any file of
+    the same name: the folder must be new or empty, record a run of these recipes, or hold only checkpoints."""
+    if holds_a_run(output_dir):
+        return
+    yours = [n for n in _names(output_dir) if not n.startswith("checkpoint-") and n != HUB_CHECKPOINT_DIR]
+    if yours:
+        shown = ", ".join(yours[:8]) + (", ..." if len(yours) > 8 else "")
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds files ({shown}) but no record of a run: resuming "
+            f"{checkpoint} there would write this run's model, card and results over them, so nothing was "
+            "loaded or trained. Choose a new or empty --output_dir."
+        )
 
 
-def saved_training_arguments(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The fields of the TrainingArguments a checkpoint was saved with (its `training_args.bin`, a
-    `torch.save` zip archive holding one pickle), as plain values; None when the checkpoint has no such
-    file. Raises ValueError when it cannot be read."""
-    path = Path(folder) / TRAINING_ARGS_FILE
-    if not path.is_file():
-        return None
+def check_legacy_checkpoint(output_dir: str, checkpoint: str, training_args) -> None:
+    """A checkpoint in a folder with no record of its run (an emoreg-hf older than `run_started.json`, or
+    another Trainer's) resumes only when the settings it was saved with are this command's; otherwise, or
+    when they cannot be known, it is refused, and nothing in the folder is touched."""
+    name = os.path.basename(checkpoint)
     try:
-        with zipfile.ZipFile(path) as archive:
-            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-            fields = _plain(_InertUnpickler(io.BytesIO(archive.read(name))).load())
-    except Exception as error:  # noqa: BLE001 - nothing runs: any failure is an unreadable file
-        raise ValueError(f"{TRAINING_ARGS_FILE} cannot be read ({type(error).__name__})") from None
-    if not isinstance(fields, dict) or "learning_rate" not in fields:
-        raise ValueError(f"{TRAINING_ARGS_FILE} holds no TrainingArguments")
-    return fields
+        differing = legacy_checkpoint_differences(checkpoint, training_args)
+    except ValueError as error:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds {name} but no record of the run it belongs to ({STARTED_FILE} or "
+            f"{RECORD_FILE}), and the settings it was saved with cannot be known ({error}); resuming it could "
+            "mix two runs, so nothing was loaded or trained. Choose another --output_dir, or pass "
+            f"--resume_from_checkpoint {checkpoint} to resume it with this command's settings."
+        ) from None
+    if differing:
+        raise RunDirError(
+            f"output_dir {output_dir!r} holds {name}, saved with other settings and with no record of its run "
+            f"({STARTED_FILE} or {RECORD_FILE}); resuming it with these would mix two runs, so nothing was "
+            "loaded or trained:\n" + "\n".join(differing) + "\nRun the command it was started with to resume "
+            "it, or choose another --output_dir."
+        )
+    logger.warning(
+        "%s has no record of its run (no %s: an older emoreg-hf): the TrainingArguments it was saved with "
+        "are this command's, so it is resumed; the recipe's own arguments (data, method, models) are not "
+        "stored in a checkpoint and are taken from this command",
+        checkpoint,
+        STARTED_FILE,
+    )
+
+
+# -- resuming: the whole-run loss, a checkpoint at its run's last step -----------------------------------
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    import json
+
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        return int(json.load(f).get("global_step", 0))
+
+
+def _run_loss_at(checkpoint: str | None) -> dict | None:
+    """The whole-run loss sum a checkpoint of EmoRegTrainer carries (None for other checkpoints)."""
+    import json
+
+    if checkpoint is None:
+        return None
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    stash = (state.get("stateful_callbacks") or {}).get(RUN_LOSS)
+    stash = (stash or {}).get("attributes", stash)  # ExportableState's layout (earlier versions: flat)
+    return stash if stash and stash.get("global_step") == state.get("global_step") else None
+
+
+def _is_last_step(checkpoint: str) -> bool:
+    """Whether a checkpoint was saved at its run's last optimizer step (Trainer saves one there): the run
+    was stopped while saving or evaluating the finished model, and nothing is left to train."""
+    import json
+
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    return 0 < int(state.get("max_steps") or 0) <= int(state.get("global_step") or 0)
+
+
+def finish_from_last_checkpoint(trainer: Trainer, checkpoint: str, stash: dict | None) -> dict:
+    """The trained model and state from a checkpoint at the run's last step, without a training step.
+
+    Resuming there with `Trainer.train` would train one step past the end when the last epoch is partial
+    (the resumed epoch runs a step before it checks `max_steps`)."""
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    load_checkpoint_weights(trainer.model, checkpoint)
+    trainer.state = state
+    logger.warning(
+        "%s was saved at the run's last step (%d of %d): finishing it (save, evaluate, record) without training",
+        checkpoint,
+        state.global_step,
+        state.max_steps,
+    )
+    metrics = {"epoch": state.epoch, "total_flos": state.total_flos}
+    if stash:
+        metrics["train_loss"] = stash["loss_sum"] / max(1, state.global_step)
+    return metrics
+
+
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint: str) -> None:
+    """A Trainer checkpoint's safetensors weights (one file or shards) into `model`; every key must match."""
+    from safetensors.torch import load_file
+
+    state_dict = {}
+    for path in sorted(p for p in os.listdir(checkpoint) if p.endswith(".safetensors")):
+        state_dict.update(load_file(os.path.join(checkpoint, path)))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(
+            f"{checkpoint} does not hold this model's weights (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )

@@ -1,5 +1,5 @@
-"""The run folder's lifecycle: resume or start fresh, clear an earlier run's outputs on overwrite, and, at
-the end, write the run record, the model card and the summary line (and push when asked).
+"""The run folder itself: its lock, the finished or interrupted run it may hold, the run's own files and the
+overwrite that clears them, and the recipes' steps on it (`begin_run`, `prepare_output_dir`, `begin_training`).
 
 A run folder holds its own run only. Just before training a run writes `run_started.json` (the settings it
 was started with and the files that were in the folder before it); its record (`run_info.json`) lists at the
@@ -18,33 +18,19 @@ import fnmatch
 import json
 import logging
 import os
-import shlex
 import shutil
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from transformers.trainer_utils import get_last_checkpoint
 
-from .checkpoints import (  # noqa: F401 - checkpoint_problem and its helpers are used from here too
-    checkpoint_problem,
-    sharded_checkpoint_problem,
-    torch_file_problem,
-)
+from .checkpoints import resume_checkpoint
 from .ranks import main_process_decides
-from .run_record import RECORD_FILE, RunRecord, framework_versions, load_run_record
-from .run_settings import (
-    comparable_settings,
-    legacy_checkpoint_differences,
-    run_settings,
-    setting_defaults,
-    settings_differences,
-    training_arguments,
-    training_summary,
-)
+from .run_folder import LAUNCHER_FILES, LOCK_FILE, STARTED_FILE, RunDirError, _names, started_run
+from .run_record import RECORD_FILE, RunRecord, load_run_record
+from .run_settings import comparable_settings, run_settings, setting_defaults, settings_differences
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +65,8 @@ RUN_OUTPUTS = (
     "last-checkpoint",  # downloaded by --resume_from_checkpoint org/name
 )
 DATA_REPORT_FILE = "data_report.json"
-LOCK_FILE = ".emoreg-run.lock"  # held by the running process (claim_output_dir); it says who holds it
-STARTED_FILE = "run_started.json"  # written just before training, removed when the run is recorded
-# Files a launcher keeps beside the run it starts (the ablation runner's per-run config, marker and log):
-# they are written before the recipe runs, so they are neither the user's nor the run's.
-LAUNCHER_FILES = ("ablation_run.yaml", "ablation_run.json", "ablation_stdout.log")
 _LOCKS: list = []  # (FileLock held, its path, whether this run created the folder), until exit
 atexit.register(lambda: release_output_dirs())
-
-
-class RunDirError(ValueError):
-    """An output_dir a run cannot use as asked; the message says why and what to do."""
 
 
 def claim_output_dir(output_dir: str) -> None:
@@ -172,25 +149,7 @@ def finished_run(
     return record
 
 
-# -- a run that started and has not finished --------------------------------------------------------------
-
-
-def started_run(output_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """`run_started.json` of a run that started training in `output_dir` and has not been recorded yet
-    (`{"settings": ..., "preexisting": [...]}`), or None."""
-    path = Path(output_dir) / STARTED_FILE
-    if not path.is_file():
-        return None
-    try:
-        started = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(started, dict) or not isinstance(started.get("settings"), dict):
-            raise ValueError("no settings")
-    except (OSError, ValueError) as error:
-        raise RunDirError(
-            f"output_dir {str(output_dir)!r} holds a {STARTED_FILE} that cannot be read ({error}); pass "
-            "--overwrite_output_dir true to replace that run, or choose another --output_dir."
-        ) from None
-    return started
+# -- a run that started and has not finished, and the files of a run ---------------------------------------
 
 
 def check_interrupted_run(
@@ -211,23 +170,8 @@ def check_interrupted_run(
         )
 
 
-def _names(folder: str | os.PathLike) -> list[str]:
-    """The entries of a run folder that are someone's files: not the lock, not a launcher's own files."""
-    if not os.path.isdir(folder):
-        return []
-    return sorted(n for n in os.listdir(folder) if n != LOCK_FILE and n not in LAUNCHER_FILES)
-
-
 def _legacy_run_files(names: list[str]) -> list[str]:
     return [n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in RUN_OUTPUTS)]
-
-
-def holds_a_run(output_dir: str | os.PathLike) -> bool:
-    """Whether the folder records a run of these recipes: a record, or a started run. `checkpoint-*` folders
-    alone are not a record: any Trainer writes them (and an emoreg-hf older than `run_started.json`, whose
-    checkpoints `legacy_checkpoint_differences` compares with the command that resumes them)."""
-    names = _names(output_dir)
-    return RECORD_FILE in names or STARTED_FILE in names
 
 
 def run_files(output_dir: str | os.PathLike) -> list[str]:
@@ -259,173 +203,7 @@ def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:
     return removed
 
 
-# -- resume or start over ---------------------------------------------------------------------------------
-
-
-HUB_CHECKPOINT_DIR = (
-    "last-checkpoint"  # where `--resume_from_checkpoint org/name` downloads to, in output_dir
-)
-
-
-def _is_hub_id(value: str) -> bool:
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "~")) and not os.path.exists(value)
-
-
-def resume_checkpoint(
-    output_dir: str, *, resume_from_checkpoint: str | None, overwrite: bool, hub_api=None, training_args=None
-) -> str | None:
-    """The checkpoint to resume from, or None for a fresh run.
-
-    An explicit `resume_from_checkpoint` wins: a checkpoint folder, or a Hub model id whose branch
-    `last-checkpoint` a run with `hub_strategy: checkpoint` pushed (downloaded into
-    `output_dir/last-checkpoint` first, with `hub_api` or the logged-in token); otherwise the newest valid
-    `checkpoint-*` in `output_dir` (an incomplete or corrupt one is renamed `*.incomplete`, with a warning, so
-    it is never mistaken for a valid one again). A run that started here and stopped before its first
-    checkpoint starts again. A folder holding anything else without a checkpoint is refused (it may hold a
-    finished model, or your files); with `overwrite`, only a folder that records a run (or is empty) is
-    accepted, since overwriting removes only what a run recorded. In a folder with checkpoints but no
-    record of a run, nothing is renamed: its newest checkpoint resumes only when it is complete and the
-    settings it was saved with (its own `training_args.bin`) are those of `training_args`.
-    """
-    explicit = resume_from_checkpoint and str(resume_from_checkpoint).lower() != "true"
-    from_hub = explicit and not os.path.isdir(resume_from_checkpoint) and _is_hub_id(resume_from_checkpoint)
-    if (
-        explicit
-        and overwrite
-        and (from_hub or Path(resume_from_checkpoint).resolve().is_relative_to(Path(output_dir).resolve()))
-    ):
-        raise RunDirError(
-            f"resume_from_checkpoint={resume_from_checkpoint!r} is (or would be downloaded) in output_dir "
-            f"{output_dir!r}, which --overwrite_output_dir true clears first: resume without overwriting, or "
-            "start over without --resume_from_checkpoint"
-        )
-    if from_hub:
-        from .publish.push import download_checkpoint
-
-        check_resumable_into(output_dir, resume_from_checkpoint)
-        local = os.path.join(output_dir, HUB_CHECKPOINT_DIR)
-        logger.info("Downloading the last checkpoint of %s into %s", resume_from_checkpoint, local)
-        download_checkpoint(resume_from_checkpoint, local, api=hub_api)
-        problem = checkpoint_problem(local)
-        if problem:
-            raise RunDirError(
-                f"resume_from_checkpoint={resume_from_checkpoint!r}: the checkpoint downloaded into {local} "
-                f"cannot be resumed: {problem}"
-            )
-        return local
-    if explicit:
-        if not os.path.isdir(resume_from_checkpoint):
-            raise RunDirError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
-        problem = checkpoint_problem(resume_from_checkpoint)
-        if problem:
-            raise RunDirError(
-                f"resume_from_checkpoint={resume_from_checkpoint!r} cannot be resumed: {problem}"
-            )
-    if not os.path.isdir(output_dir):
-        return resume_from_checkpoint if explicit else None
-    if overwrite:
-        check_overwritable(output_dir)
-        return resume_from_checkpoint if explicit else None
-    if explicit:
-        check_resumable_into(output_dir, resume_from_checkpoint)
-        return resume_from_checkpoint
-    ours = holds_a_run(output_dir)
-    while (last := get_last_checkpoint(output_dir)) is not None:
-        problem = checkpoint_problem(last)
-        if problem is None and not ours:
-            check_legacy_checkpoint(output_dir, last, training_args)
-        if problem is None:
-            logger.info("Resuming from %s", last)
-            return last
-        if not ours:
-            raise RunDirError(
-                f"output_dir {output_dir!r}: {os.path.basename(last)} cannot be resumed ({problem}), and the "
-                f"folder holds no record of a run ({STARTED_FILE} or {RECORD_FILE}), so nothing in it is "
-                "renamed or removed; nothing was loaded or trained. Choose another --output_dir, or pass "
-                "--resume_from_checkpoint with a complete checkpoint."
-            )
-        os.replace(last, last + ".incomplete")
-        logger.warning(
-            "%s cannot be resumed (%s): renamed %s.incomplete", last, problem, os.path.basename(last)
-        )
-    if started_run(output_dir) is not None:
-        logger.info("%s holds a run that stopped before its first checkpoint: starting it again", output_dir)
-        return None
-    if [name for name in _names(output_dir) if not name.endswith(".incomplete")]:
-        raise RunDirError(
-            f"output_dir {output_dir!r} is not empty and holds no checkpoint to resume from; "
-            "pass --overwrite_output_dir true to replace the run it holds, or choose another output_dir"
-        )
-    return None
-
-
-def check_resumable_into(output_dir: str, checkpoint: str) -> None:
-    """`--resume_from_checkpoint` writes the run's model, card and results into `output_dir`, over any file of
-    the same name: the folder must be new or empty, record a run of these recipes, or hold only checkpoints."""
-    if holds_a_run(output_dir):
-        return
-    yours = [n for n in _names(output_dir) if not n.startswith("checkpoint-") and n != HUB_CHECKPOINT_DIR]
-    if yours:
-        shown = ", ".join(yours[:8]) + (", ..." if len(yours) > 8 else "")
-        raise RunDirError(
-            f"output_dir {output_dir!r} holds files ({shown}) but no record of a run: resuming "
-            f"{checkpoint} there would write this run's model, card and results over them, so nothing was "
-            "loaded or trained. Choose a new or empty --output_dir."
-        )
-
-
-def check_overwritable(output_dir: str) -> None:
-    """`--overwrite_output_dir true` removes only the files a run recorded in the folder: a folder with no
-    record of a run and anything in it (your README.md, config.json, a project, any Trainer's
-    `checkpoint-*`) is refused."""
-    names = _names(output_dir)
-    if names and not holds_a_run(output_dir):
-        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        checkpoints = any(n.startswith("checkpoint-") for n in names)
-        raise RunDirError(
-            f"output_dir {output_dir!r} holds files ({shown}) but no record of a run, so "
-            "--overwrite_output_dir true has nothing of a run to replace and removes nothing there; nothing "
-            "was loaded or trained. "
-            + (
-                f"Its checkpoint-* carry no {STARTED_FILE} or {RECORD_FILE}: a run of these recipes writes one "
-                "before its first step. To resume a checkpoint saved with this command's settings, run without "
-                "--overwrite_output_dir. "
-                if checkpoints
-                else ""
-            )
-            + "Choose a new or empty --output_dir."
-        )
-
-
-def check_legacy_checkpoint(output_dir: str, checkpoint: str, training_args) -> None:
-    """A checkpoint in a folder with no record of its run (an emoreg-hf older than `run_started.json`, or
-    another Trainer's) resumes only when the settings it was saved with are this command's; otherwise, or
-    when they cannot be known, it is refused, and nothing in the folder is touched."""
-    name = os.path.basename(checkpoint)
-    try:
-        differing = legacy_checkpoint_differences(checkpoint, training_args)
-    except ValueError as error:
-        raise RunDirError(
-            f"output_dir {output_dir!r} holds {name} but no record of the run it belongs to ({STARTED_FILE} or "
-            f"{RECORD_FILE}), and the settings it was saved with cannot be known ({error}); resuming it could "
-            "mix two runs, so nothing was loaded or trained. Choose another --output_dir, or pass "
-            f"--resume_from_checkpoint {checkpoint} to resume it with this command's settings."
-        ) from None
-    if differing:
-        raise RunDirError(
-            f"output_dir {output_dir!r} holds {name}, saved with other settings and with no record of its run "
-            f"({STARTED_FILE} or {RECORD_FILE}); resuming it with these would mix two runs, so nothing was "
-            "loaded or trained:\n" + "\n".join(differing) + "\nRun the command it was started with to resume "
-            "it, or choose another --output_dir."
-        )
-    logger.warning(
-        "%s has no record of its run (no %s: an older emoreg-hf): the TrainingArguments it was saved with "
-        "are this command's, so it is resumed; the recipe's own arguments (data, method, models) are not "
-        "stored in a checkpoint and are taken from this command",
-        checkpoint,
-        STARTED_FILE,
-    )
+# -- the recipes' steps on the folder ----------------------------------------------------------------------
 
 
 @main_process_decides
@@ -489,85 +267,3 @@ def begin_run(training_args, script_args, *, headline: str) -> bool:
         "Pass --overwrite_output_dir true to train it again."
     )
     return True
-
-
-# -- the end of a run --------------------------------------------------------------------------------------
-
-
-def command_line() -> str:
-    """How this run was started, for the model card's reproduce section."""
-    launcher = (
-        "accelerate launch"
-        if "ACCELERATE_MIXED_PRECISION" in os.environ or "ACCELERATE_USE_CPU" in os.environ
-        else "python"
-    )
-    return " ".join([launcher, *map(shlex.quote, sys.argv)])
-
-
-def started_training_arguments(output_dir: str, training_args) -> dict[str, Any]:
-    """The TrainingArguments values the run in `output_dir` was started with (`run_started.json`)."""
-    started = started_run(output_dir)
-    if started is None:
-        return training_arguments(training_args)
-    prefix = "training_args."
-    return {k.removeprefix(prefix): v for k, v in started["settings"].items() if k.startswith(prefix)}
-
-
-def finish_run(
-    training_args,
-    script_args,
-    *,
-    config_path: str | None,
-    image_size,
-    results: dict,
-    files: dict[str, str],
-    push,
-    headline: str,
-    **record_fields,
-) -> RunRecord:
-    """Main process, after training: the run record (`run_info.json`: what the card, the export and the
-    ablation report read, and every file this run wrote), the model card, the push if asked, and one summary
-    line with the `headline` metric. `record_fields` are the stage's own `RunRecord` fields (stage, label
-    names, data, models, ...)."""
-    from . import __version__
-    from .publish import load_run_folder, push_from_training_args, write_model_card
-
-    output_dir = training_args.output_dir
-    files = dict(files)
-    if record_fields.get("data_report") is not None:  # stage 1's per-source counts, also as a file of its own
-        Path(output_dir, DATA_REPORT_FILE).write_text(json.dumps(record_fields["data_report"], indent=2))
-        files["data_report"] = DATA_REPORT_FILE
-    record = RunRecord(
-        seed=training_args.seed,
-        command=command_line(),
-        config=vars(script_args),
-        config_file=config_path,
-        hyperparameters=training_summary(training_args, image_size),
-        training_arguments=started_training_arguments(output_dir, training_args),
-        results=results,
-        files=files,
-        emoreg_hf_version=__version__,
-        framework_versions=framework_versions(),
-        **record_fields,
-    )
-    record.write(output_dir)
-    run = load_run_folder(output_dir)  # read once, for the card and the push
-    write_model_card(run, repo_id=training_args.hub_model_id)
-    record.outputs = sorted({*(n for n in run_files(output_dir) if n != STARTED_FILE), RECORD_FILE})
-    record.write(output_dir)
-    for recorded in (run.record, run.recorded):
-        if recorded is not None:
-            recorded.outputs = list(record.outputs)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(output_dir, STARTED_FILE))
-    if push:  # the HubTarget checked before training (or True)
-        push_from_training_args(run, training_args, None if push is True else push)
-    if headline in results:
-        print(f"{headline}={results[headline]:.4f} -> {os.path.abspath(output_dir)}")
-    else:  # e.g. a target without a test split: say so, with the figure there is
-        split = headline.split("_")[0]
-        print(
-            f"no {split} split, so no {headline}; eval_accuracy={results.get('eval_accuracy', float('nan')):.4f} "
-            f"(validation) -> {os.path.abspath(output_dir)}"
-        )
-    return record

@@ -1,7 +1,7 @@
 """The run record: one typed description of a finished run, written into its folder as `run_info.json`.
 
 The run folder is the only interface between training and everything after it (model cards, export, push,
-ablation tables). `recording` describes the run, `run_dir.finish_run` writes the `RunRecord`, and
+ablation tables). `finish` describes the run and `finish.finish_run` writes the `RunRecord`, and
 publishing and the ablation report read it back with `load_run_record`, which names the file and the field
 when something is missing or comes from a newer schema. The fields are documented in docs/run-record.md.
 """

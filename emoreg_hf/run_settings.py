@@ -1,13 +1,20 @@
 """What makes two runs the same run: the settings a run folder is compared on when it is used again (the
 recipe arguments, the hyperparameters and every TrainingArguments value that changes what is trained), their
-defaults for a record that predates an option, and the differences worded for a refusal."""
+defaults for a record that predates an option, the differences worded for a refusal, and the TrainingArguments
+a checkpoint was saved with (its pickled `training_args.bin`, read without running any code the pickle names)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
 from typing import Any
 
-from .checkpoints import TRAINING_ARGS_FILE, saved_training_arguments
+# What Trainer torch.saves into every checkpoint: its TrainingArguments, pickled.
+TRAINING_ARGS_FILE = "training_args.bin"
 
 # TrainingArguments that do not change what is trained (where the run goes, what is logged or saved, how
 # fast or where it runs); every other field is compared when a run folder is used again.
@@ -177,3 +184,67 @@ def legacy_checkpoint_differences(checkpoint: str, training_args) -> list[str]:
         return json.loads(json.dumps(named, default=str))
 
     return settings_differences(keyed(saved), keyed(now), "checkpoint")
+
+
+# -- a checkpoint's training_args.bin, read without running it ---------------------------------------------
+
+
+class _Inert:
+    """Stands for any object a pickle names: keeps the arguments and state it was rebuilt from, and runs
+    none of the code of the class it stands for."""
+
+    args: tuple = ()
+    state: Any = None
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Reads a pickle without importing or calling anything it names: every class or function it names is an
+    `_Inert` stand-in, so an untrusted file runs no code (transformers' own `torch.load(weights_only=False)`
+    would run whatever it names)."""
+
+    def find_class(self, module: str, name: str):
+        return type(name, (_Inert,), {"pickled_as": f"{module}.{name}"})
+
+    def persistent_load(self, pid):  # a tensor's storage: no TrainingArguments field holds one
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """Plain values from what `_InertUnpickler` rebuilt: an object becomes the dict of its fields, an
+    enum member (or a device) the value it was made from."""
+    if isinstance(value, _Inert):
+        state = value.state
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            return {str(k): _plain(v) for k, v in state.items()}
+        return _plain(value.args[0]) if len(value.args) == 1 else f"<{value.pickled_as}>"
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def saved_training_arguments(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The fields of the TrainingArguments a checkpoint was saved with (its `training_args.bin`, a
+    `torch.save` zip archive holding one pickle), as plain values; None when the checkpoint has no such
+    file. Raises ValueError when it cannot be read."""
+    path = Path(folder) / TRAINING_ARGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+            fields = _plain(_InertUnpickler(io.BytesIO(archive.read(name))).load())
+    except Exception as error:  # noqa: BLE001 - nothing runs: any failure is an unreadable file
+        raise ValueError(f"{TRAINING_ARGS_FILE} cannot be read ({type(error).__name__})") from None
+    if not isinstance(fields, dict) or "learning_rate" not in fields:
+        raise ValueError(f"{TRAINING_ARGS_FILE} holds no TrainingArguments")
+    return fields

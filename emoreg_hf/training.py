@@ -15,6 +15,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .backbones import present_no_split_modules
+from .checkpoints import _checkpoint_step, _is_last_step, _run_loss_at, finish_from_last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -454,78 +455,10 @@ def _disk_full(error: BaseException) -> bool:
     return any(marker in str(error) for marker in DISK_FULL_MARKERS)
 
 
-def _checkpoint_step(checkpoint: str) -> int:
-    import json
-
-    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-        return int(json.load(f).get("global_step", 0))
-
-
-def _run_loss_at(checkpoint: str | None) -> dict | None:
-    """The whole-run loss sum a checkpoint of EmoRegTrainer carries (None for other checkpoints)."""
-    import json
-
-    if checkpoint is None:
-        return None
-    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-        state = json.load(f)
-    stash = (state.get("stateful_callbacks") or {}).get(RUN_LOSS)
-    stash = (stash or {}).get("attributes", stash)  # ExportableState's layout (earlier versions: flat)
-    return stash if stash and stash.get("global_step") == state.get("global_step") else None
-
-
 def _stop_request(trainer):
     from .callbacks import CheckpointOnStopRequest
 
     return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CheckpointOnStopRequest))
-
-
-def _is_last_step(checkpoint: str) -> bool:
-    """Whether a checkpoint was saved at its run's last optimizer step (Trainer saves one there): the run
-    was stopped while saving or evaluating the finished model, and nothing is left to train."""
-    import json
-
-    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-        state = json.load(f)
-    return 0 < int(state.get("max_steps") or 0) <= int(state.get("global_step") or 0)
-
-
-def finish_from_last_checkpoint(trainer: EmoRegTrainer, checkpoint: str, stash: dict | None) -> dict:
-    """The trained model and state from a checkpoint at the run's last step, without a training step.
-
-    Resuming there with `Trainer.train` would train one step past the end when the last epoch is partial
-    (the resumed epoch runs a step before it checks `max_steps`)."""
-    from transformers import TrainerState
-
-    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-    load_checkpoint_weights(trainer.model, checkpoint)
-    trainer.state = state
-    logger.warning(
-        "%s was saved at the run's last step (%d of %d): finishing it (save, evaluate, record) without training",
-        checkpoint,
-        state.global_step,
-        state.max_steps,
-    )
-    metrics = {"epoch": state.epoch, "total_flos": state.total_flos}
-    if stash:
-        metrics["train_loss"] = stash["loss_sum"] / max(1, state.global_step)
-    return metrics
-
-
-def load_checkpoint_weights(model: torch.nn.Module, checkpoint: str) -> None:
-    """A Trainer checkpoint's safetensors weights (one file or shards) into `model`; every key must match."""
-    from safetensors.torch import load_file
-
-    state_dict = {}
-    for path in sorted(p for p in os.listdir(checkpoint) if p.endswith(".safetensors")):
-        state_dict.update(load_file(os.path.join(checkpoint, path)))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    if unexpected or set(missing) - tied:
-        raise RuntimeError(
-            f"{checkpoint} does not hold this model's weights (missing {sorted(set(missing) - tied)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]})"
-        )
 
 
 def _streamed_counts(trainer: EmoRegTrainer, train) -> dict | None:

@@ -25,9 +25,9 @@ def main() -> None:
     from emoreg_hf.callbacks import PushAtEverySave
     from emoreg_hf.data import load_target_dataset, resolve_target_spec
     from emoreg_hf.data.splits import rows_before_cap
+    from emoreg_hf.finish import finetune_fields, finish_run
     from emoreg_hf.models import build_finetune_model, check_checkpoints, emotion_labels
-    from emoreg_hf.recording import finetune_fields
-    from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
+    from emoreg_hf.run_dir import begin_run, begin_training, prepare_output_dir
     from emoreg_hf.training import (
         EmoRegTrainer,
         build_compute_metrics,

@@ -28,9 +28,9 @@ def main() -> None:
         resolve_target_spec,
     )
     from emoreg_hf.data.streaming import with_streamed_counts
+    from emoreg_hf.finish import finish_run, pretrain_fields
     from emoreg_hf.models import build_pretrain_model, check_checkpoints
-    from emoreg_hf.recording import pretrain_fields
-    from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
+    from emoreg_hf.run_dir import begin_run, begin_training, prepare_output_dir
     from emoreg_hf.training import (
         EmoRegTrainer,
         build_compute_metrics,

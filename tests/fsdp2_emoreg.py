@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import resnet_config, vit_config  # noqa: E402
 
 from emoreg_hf import EmoRegConfig, EmoRegForImageClassification  # noqa: E402
-from emoreg_hf.run_dir import checkpoint_problem  # noqa: E402
+from emoreg_hf.checkpoints import checkpoint_problem  # noqa: E402
 
 
 def build() -> EmoRegForImageClassification:

@@ -47,7 +47,7 @@ training.EmoRegTrainer.__init__ = patched
 # Every rank vetting checkpoints for itself raced: the slower one found a checkpoint the other had just
 # renamed (FileNotFoundError). Slowing the check makes that race certain if anything but rank 0 checks.
 SLOW_CHECKPOINT_CHECK = """
-import emoreg_hf.run_dir as run_dir
+import emoreg_hf.checkpoints as run_dir
 check = run_dir.checkpoint_problem
 def slow(folder):
     time.sleep(0.5)

@@ -18,9 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emoreg_hf.callbacks import PushAtEverySave
+from emoreg_hf.checkpoints import resume_checkpoint
 from emoreg_hf.publish import push as push_module
 from emoreg_hf.publish.push import CHECKPOINT_BRANCH, HubTarget
-from emoreg_hf.run_dir import release_output_dirs, resume_checkpoint
+from emoreg_hf.run_dir import release_output_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "org/emoreg-demo"

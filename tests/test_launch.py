@@ -19,9 +19,9 @@ from transformers import TrainerControl
 from emoreg_hf import ablation
 from emoreg_hf.ablation.launch import LocalLauncher, SlurmLauncher, sbatch_arguments
 from emoreg_hf.callbacks import CheckpointOnStopRequest
+from emoreg_hf.checkpoints import resume_checkpoint
 from emoreg_hf.cli import run_script
 from emoreg_hf.preemption import PREEMPTED_EXIT, STOP_FILE_ENV, TrainingPreempted
-from emoreg_hf.run_dir import resume_checkpoint
 from emoreg_hf.run_settings import training_summary
 from emoreg_hf.training_options import optimizer_steps
 

@@ -19,15 +19,11 @@ import torch
 from records import write_checkpoint
 from transformers import AutoModelForImageClassification, ResNetConfig, TrainingArguments
 
+from emoreg_hf.checkpoints import _run_loss_at, checkpoint_problem
 from emoreg_hf.data import Collator
-from emoreg_hf.run_dir import (
-    LOCK_FILE,
-    RunDirError,
-    checkpoint_problem,
-    claim_output_dir,
-    release_output_dirs,
-)
-from emoreg_hf.training import RUN_LOSS, EmoRegTrainer, _run_loss_at
+from emoreg_hf.run_dir import claim_output_dir, release_output_dirs
+from emoreg_hf.run_folder import LOCK_FILE, RunDirError
+from emoreg_hf.training import RUN_LOSS, EmoRegTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -589,7 +589,8 @@ def test_missing_credentials_and_no_hub_give_clear_messages(
 
 
 def test_overwrite_clears_the_earlier_runs_outputs_and_keeps_the_users_files(demo_runs, tmp_path):
-    from emoreg_hf.run_dir import STARTED_FILE, clear_run_outputs, prepare_output_dir
+    from emoreg_hf.run_dir import clear_run_outputs, prepare_output_dir
+    from emoreg_hf.run_folder import STARTED_FILE
 
     run = Path(shutil.copytree(demo_runs.finetune, tmp_path / "run"))
     outputs = json.loads((run / "run_info.json").read_text())["outputs"]

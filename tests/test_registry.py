@@ -18,9 +18,9 @@ from emoreg_hf.cli import RecipeArgumentParser
 from emoreg_hf.configs import FinetuneArguments
 from emoreg_hf.configuration_emoreg import EmoRegConfig, EmoRegOptions, emoreg_options
 from emoreg_hf.data import SourceSpec
+from emoreg_hf.finish import finetune_fields
 from emoreg_hf.modeling_emoreg import EmoRegForImageClassification
 from emoreg_hf.publish import card_context, load_run_folder
-from emoreg_hf.recording import finetune_fields
 from emoreg_hf.regulation_emoreg import REGULATIONS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,15 +22,10 @@ from data_fixtures import CIFAR10_NAMES, png_bytes, write_parquet
 from PIL import Image
 from records import write_checkpoint, write_started
 
+from emoreg_hf.checkpoints import resume_checkpoint
 from emoreg_hf.data import load_target_dataset
-from emoreg_hf.run_dir import (
-    LOCK_FILE,
-    RunDirError,
-    check_interrupted_run,
-    claim_output_dir,
-    release_output_dirs,
-    resume_checkpoint,
-)
+from emoreg_hf.run_dir import check_interrupted_run, claim_output_dir, release_output_dirs
+from emoreg_hf.run_folder import LOCK_FILE, RunDirError
 from emoreg_hf.run_settings import run_settings, setting_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -457,7 +452,7 @@ def test_save_only_model_warns_up_front_that_its_checkpoints_cannot_resume(tmp_p
 def test_checkpoints_that_keep_their_optimizer_elsewhere_still_resume(tmp_path):
     """A checkpoint at its run's last step needs no optimizer (it is finished, not trained); FSDP keeps the
     optimizer in `optimizer.bin` or `optimizer_0/`, DeepSpeed in the folder `latest` names."""
-    from emoreg_hf.run_dir import checkpoint_problem
+    from emoreg_hf.checkpoints import checkpoint_problem
 
     last, fsdp_full, fsdp_sharded, deepspeed = (
         write_checkpoint(tmp_path / name) for name in ("last", "full", "sharded", "deepspeed")

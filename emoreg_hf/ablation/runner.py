@@ -28,7 +28,9 @@ from typing import Any
 import yaml
 
 from .. import registry, stage1_variants
-from ..run_dir import LAUNCHER_FILES, LOCK_FILE, checkpoint_problem, clear_run_outputs, holds_a_run, run_files
+from ..checkpoints import checkpoint_problem
+from ..run_dir import clear_run_outputs, run_files
+from ..run_folder import LAUNCHER_FILES, LOCK_FILE, holds_a_run
 from ..run_record import RECORD_FILE, load_run_record
 from .analysis import register_plan
 from .config import AblationConfig, stage1_seed
