@@ -317,6 +317,8 @@ def test_deepspeed_zero3_trains_emoreg_on_two_cpu_ranks_and_resumes(tmp_path, de
 
     from transformers import AutoModelForImageClassification
 
+    import emoreg_hf  # noqa: F401 - registers the emoreg model type (else the load asks for remote code)
+
     model = AutoModelForImageClassification.from_pretrained(out)  # the gathered 16-bit save, whole
     assert model.config.model_type == "emoreg" and not any(
         p.requires_grad for p in model.affect_model.parameters()
