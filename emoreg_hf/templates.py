@@ -7,7 +7,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-TEMPLATES = ("affect_card.md", "emoreg_card.md", "ablation_results.md")
+TEMPLATES = ("affect_card.md", "emoreg_card.md", "ablation_results.md", "card_blocks.md")
+# The blocks both card templates share (macros only), prepended to each when it is read: ModelCard.from_template
+# renders a string, with no loader for `{% include %}` / `{% import %}`.
+CARD_BLOCKS = "card_blocks.md"
+CARD_TEMPLATES = ("affect_card.md", "emoreg_card.md")
 
 
 def template_dir():
@@ -25,5 +29,10 @@ def template_dir():
 
 
 def read_template(name: str) -> str:
-    """The text of a shipped template (`emoreg_card.md`, `affect_card.md`, `ablation_results.md`)."""
-    return template_dir().joinpath(name).read_text(encoding="utf-8")
+    """The text of a shipped template (`emoreg_card.md`, `affect_card.md`, `ablation_results.md`); a card
+    template comes with the shared blocks (`card_blocks.md`) in front."""
+    folder = template_dir()
+    text = folder.joinpath(name).read_text(encoding="utf-8")
+    if name in CARD_TEMPLATES:
+        text = folder.joinpath(CARD_BLOCKS).read_text(encoding="utf-8") + text
+    return text

@@ -155,7 +155,8 @@ def prepare_training(training_args, given: set[str]):
         training_args.dataloader_pin_memory = False  # nothing to pin for
     if not push or training_args.process_index != 0:
         return None
-    from .publish.push import HubPushError, start_push
+    from .publish.hub import HubPushError
+    from .publish.push import start_push
 
     try:
         return start_push(training_args, token=token)

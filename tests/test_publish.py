@@ -709,7 +709,7 @@ def test_an_export_that_fails_half_way_leaves_nothing_behind(demo_runs, tmp_path
 
 
 def test_real_data_runs_get_no_space_examples_from_their_test_split(tmp_path):
-    from emoreg_hf.publish.space import demo_examples
+    from emoreg_hf.space.examples import demo_examples
 
     run = write_run(tmp_path / "run", finetune_record())  # CIFAR-10: its images may not be redistributed
     assert demo_examples(run, tmp_path / "examples") == []

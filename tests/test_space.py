@@ -29,7 +29,7 @@ from tiny_models import CIFAR10, EKMAN7
 
 pytest.importorskip("gradio", reason="the demo needs the `space` extra: pip install -e '.[space]'")
 
-from emoreg_hf.space import app, build_space_folder  # noqa: E402
+from emoreg_hf.space import app, build_space_folder, classifier  # noqa: E402
 from emoreg_hf.space.folder import SPACE_PACKAGES  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -89,18 +89,20 @@ def offline_env(**extra) -> dict:
 
 
 def test_app_is_standalone_and_turns_gradio_telemetry_off():
-    """The Space runs this very file: it may import gradio/transformers/torch/PIL/numpy (and pandas, which
-    gradio installs), never emoreg_hf."""
-    tree = ast.parse(Path(app.__file__).read_text(encoding="utf-8"))
-    modules = {
-        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0)
-        for alias in node.names
-    }
-    third_party = modules - set(sys.stdlib_module_names) - {"__future__"}
-    assert third_party <= {"gradio", "transformers", "torch", "PIL", "numpy", "pandas"}, third_party
-    assert not any(node.level for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))
+    """The Space runs these very files (app.py and the classifier.py it imports): they may import
+    gradio/transformers/torch/PIL/numpy (and pandas, which gradio installs) and each other, never emoreg_hf."""
+    for module in (app, classifier):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        modules = {
+            (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0)
+            for alias in node.names
+        }
+        third_party = modules - set(sys.stdlib_module_names) - {"__future__", "classifier"}
+        assert third_party <= {"gradio", "transformers", "torch", "PIL", "numpy", "pandas"}, third_party
+        relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+        assert all(node.level == 1 and node.module == "classifier" for node in relative)
 
     import gradio.analytics
 
@@ -274,7 +276,12 @@ def test_the_page_says_what_e_x_was_trained_on_and_links_the_reliance(
     assert "a stage-1 model trained on FER-2013 to recognise the 7 emotions of the `ekman7` taxonomy" in text
     assert "it is that model's reading of the image, not a measured emotion" in text
     kmeans = app.Classifier(
-        "org/x", None, True, CIFAR10, ["cluster 1"], affect={"control": app.STAGE1_CONTROLS["kmeans_labels"]}
+        "org/x",
+        None,
+        True,
+        CIFAR10,
+        ["cluster 1"],
+        affect={"control": classifier.STAGE1_CONTROLS["kmeans_labels"]},
     )
     assert "to recognise k-means clusters of its images (the non-emotion control)" in app.describe_emotions(
         kmeans
@@ -290,7 +297,9 @@ def test_the_page_says_what_e_x_was_trained_on_and_links_the_reliance(
     (tmp_path / "stage1" / "run_info.json").write_text(
         json.dumps({"datasets": [{"id": "x", "name": "FER-2013"}]})
     )
-    assert app.affect_provenance(emoreg_classifier.pipeline.model.config, record)["data"] == ["FER-2013"]
+    assert classifier.affect_provenance(emoreg_classifier.pipeline.model.config, record)["data"] == [
+        "FER-2013"
+    ]
 
 
 # -- the Space folder -------------------------------------------------------------------------------------
@@ -312,6 +321,7 @@ def test_space_folder_has_app_requirements_readme_and_examples(tmp_path, photo):
     assert names == [
         "README.md",
         "app.py",
+        "classifier.py",
         "emoreg_space.json",
         "examples/photo.png",
         "examples/photo_2.png",

@@ -3,15 +3,9 @@ export (allow-list, scrubbing, checks) and the push. Everything is read through 
 
 from .card import CARD_NAME, build_model_card, card_context, write_model_card
 from .export import EXPORT_FILES, check_export, export_for_hub
+from .hub import CardExistsError, HubCredentialsError, HubPushError, HubUnreachableError
 from .plots import make_plots
-from .push import (
-    CardExistsError,
-    HubCredentialsError,
-    HubPushError,
-    HubUnreachableError,
-    push_from_training_args,
-    push_to_hub,
-)
+from .push import push_from_training_args, push_to_hub
 from .results import reported_metrics
 from .runs import RunFolder, load_run_folder
 from .scrub import scrub

@@ -21,7 +21,7 @@ def run_folder_examples(argv: list[str]):
     if args.example or not model or not os.path.isfile(os.path.join(model, "run_info.json")):
         yield []
         return
-    from ..publish.space import demo_examples
+    from .examples import demo_examples
 
     with tempfile.TemporaryDirectory(prefix="emoreg-space-examples-") as folder:
         try:

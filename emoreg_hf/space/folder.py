@@ -2,7 +2,8 @@
 
     build_space_folder("your-org/emoreg-demo", "space", example_images=[("cat.jpg", "A cat (CC0)")])
 
-gives `app.py` (a verbatim copy of `emoreg_hf/space/app.py`: standalone, the model brings its own code),
+gives `app.py` and `classifier.py` (verbatim copies of `emoreg_hf/space/app.py` and the model half it imports:
+standalone, the model brings its own code),
 `emoreg_space.json` (the model id, title and examples the app starts with; `EMOREG_MODEL` overrides the
 model), `requirements.txt` (pinned to this environment), `README.md` (Space metadata) and `examples/`.
 Nothing here needs gradio installed, except to read its version for `sdk_version`.
@@ -22,6 +23,8 @@ from pathlib import Path
 from huggingface_hub import SpaceCardData
 
 APP_SOURCE = Path(__file__).resolve().parent / "app.py"
+# The app's own modules, copied next to it: it imports `classifier` (loading the checkpoint, predicting).
+APP_MODULES = (APP_SOURCE, APP_SOURCE.parent / "classifier.py")
 SPACE_CONFIG = "emoreg_space.json"  # the name app.py reads (app.SPACE_CONFIG)
 # What the Space installs: the app (gradio), the model's remote code (torch, transformers, and torchvision for
 # the image processors, timm for timm backbones) and the image stack.
@@ -90,9 +93,9 @@ def build_space_folder(
         path.write_text(text, encoding="utf-8")
         written.append(path)
 
-    app = out / "app.py"
-    shutil.copyfile(APP_SOURCE, app)
-    written.append(app)
+    for source in APP_MODULES:
+        shutil.copyfile(source, out / source.name)
+        written.append(out / source.name)
 
     examples = _copy_examples(example_images, out / "examples")
     written.extend(out / item["path"] for item in examples)
@@ -180,6 +183,9 @@ def _readme_body(model_repo_id: str, title: str, examples: list[dict]) -> str:
         "The model is loaded with `trust_remote_code=True`: its repository carries the EmoReg code, "
         "including the `emoreg-image-classification` pipeline this app uses. Set the `EMOREG_MODEL` "
         "variable in the Space settings to demo another checkpoint.",
+        "",
+        "`app.py` (the page) and `classifier.py` (loading the checkpoint and classifying an image) are the "
+        "demo of emoreg-hf, copied unchanged.",
     ]
     if examples:
         lines += ["", "## Example images", ""]
