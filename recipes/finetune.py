@@ -25,18 +25,12 @@ def main() -> None:
     from emoreg_hf.callbacks import PushAtEverySave
     from emoreg_hf.data import load_target_dataset, resolve_target_spec
     from emoreg_hf.data.splits import rows_before_cap
+    from emoreg_hf.evaluation import build_compute_metrics, keep_logits_for_metrics
     from emoreg_hf.models import build_finetune_model, check_checkpoints, emotion_labels
     from emoreg_hf.recording import finetune_fields
     from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
-    from emoreg_hf.training import (
-        EmoRegTrainer,
-        build_compute_metrics,
-        cap,
-        input_pipeline,
-        keep_logits_for_metrics,
-        setup_logging,
-        train_and_evaluate,
-    )
+    from emoreg_hf.trainer import EmoRegTrainer
+    from emoreg_hf.training import cap, input_pipeline, setup_logging, train_and_evaluate
     from emoreg_hf.training_options import (
         check_streaming,
         choose_intervals,

@@ -28,18 +28,12 @@ def main() -> None:
         resolve_target_spec,
     )
     from emoreg_hf.data.streaming import with_streamed_counts
+    from emoreg_hf.evaluation import build_compute_metrics, stage1_label_statistics
     from emoreg_hf.models import build_pretrain_model, check_checkpoints
     from emoreg_hf.recording import pretrain_fields
     from emoreg_hf.run_dir import begin_run, begin_training, finish_run, prepare_output_dir
-    from emoreg_hf.training import (
-        EmoRegTrainer,
-        build_compute_metrics,
-        cap,
-        input_pipeline,
-        setup_logging,
-        stage1_label_statistics,
-        train_and_evaluate,
-    )
+    from emoreg_hf.trainer import EmoRegTrainer
+    from emoreg_hf.training import cap, input_pipeline, setup_logging, train_and_evaluate
     from emoreg_hf.training_options import (
         check_streaming,
         choose_intervals,

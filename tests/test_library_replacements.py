@@ -27,7 +27,8 @@ from emoreg_hf.run_dir import (
     claim_output_dir,
     release_output_dirs,
 )
-from emoreg_hf.training import RUN_LOSS, EmoRegTrainer, _run_loss_at
+from emoreg_hf.trainer import RUN_LOSS, EmoRegTrainer
+from emoreg_hf.training import _run_loss_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
