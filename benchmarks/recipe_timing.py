@@ -43,7 +43,7 @@ class Timeline:
 def install(timeline: Timeline) -> None:
     from transformers import Trainer, TrainerCallback
 
-    from emoreg_hf.training import EmoRegTrainer
+    from emoreg_hf.trainer import EmoRegTrainer
 
     original = Trainer.get_batch_samples
 

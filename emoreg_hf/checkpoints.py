@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# EmoRegRunLoss's key in trainer_state.json's stateful_callbacks (`training.RUN_LOSS`, its class name).
+# EmoRegRunLoss's key in trainer_state.json's stateful_callbacks (`trainer.RUN_LOSS`, its class name).
 RUN_LOSS = "EmoRegRunLoss"
 
 

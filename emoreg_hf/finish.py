@@ -38,8 +38,8 @@ def pretrain_fields(
     """The stage-1 fields of `RunRecord`: the classes, each source with the rows it gave per split (after
     caps), the backbone, the taxonomy, the stage-1 variant's switches and the data report. `specs` and
     `taxonomy`: what `data.load_stage1_data` read (by default the affective sources and their taxonomy)."""
+    from .evaluation import rows_per_source
     from .taxonomy import get_label_space
-    from .training import rows_per_source
 
     if taxonomy is None:
         space = get_label_space(args.taxonomy)
@@ -74,7 +74,7 @@ def finetune_fields(
     has), the target data set, the emotion taxonomy and EmoReg's options (regulated methods), and the
     control flags (`registry.control_flags`: from the arguments and the affective checkpoint's variant).
     `rows_dropped`: what loading the target left out, by split and reason (`load_target_dataset`'s)."""
-    from .training import rows_per_split
+    from .evaluation import rows_per_split
 
     method = registry.METHODS[args.method]
     task = args.task_model_name_or_path if method.uses_task else None

@@ -365,7 +365,7 @@ class EmoRegForImageClassification(EmoRegPreTrainedModel):
     ) -> EmoRegResponses:
         """Both responses and their regulated blend from the pooled features h_T, h_A and e(x): everything
         `forward` computes after the two pathways. Called with h_A and e(x) permuted across images or
-        replaced by their mean, it measures how much the output relies on them (`training.affect_reliance`)."""
+        replaced by their mean, it measures how much the output relies on them (`evaluation.affect_reliance`)."""
         logits_non_emotional = classify(self.task_model, h_task)
         affect, emotion = h_affect, emotion_probs
         if self.affect_norm is not None:

@@ -31,7 +31,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 CRASH_AT_STEP = """
 from transformers import TrainerCallback
-import emoreg_hf.training as training
+import emoreg_hf.trainer as training
 
 class Crash(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):

@@ -7,7 +7,7 @@ from transformers import TrainingArguments
 from transformers.utils import find_labels
 
 from emoreg_hf import EmoRegConfig, EmoRegForImageClassification
-from emoreg_hf.training import EmoRegTrainer
+from emoreg_hf.trainer import EmoRegTrainer
 
 PIXELS = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 LABELS = torch.tensor([0, 3, 7, 9])

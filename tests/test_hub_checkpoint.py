@@ -140,7 +140,7 @@ def test_a_preempted_run_resumes_from_the_hub_on_another_machine(tmp_path, monke
     """The demo pretrain pushes its checkpoints while it trains; the machine is lost after the step-2 push;
     the same command with `--resume_from_checkpoint org/name` elsewhere finishes the run from step 2 and ends
     with the weights of the run that was never interrupted."""
-    from emoreg_hf.training import EmoRegTrainer
+    from emoreg_hf.trainer import EmoRegTrainer
 
     hub = FakeHub(tmp_path / "hub")
     monkeypatch.setattr(push_module, "_hf_api", lambda token=None: hub)

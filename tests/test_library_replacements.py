@@ -23,7 +23,7 @@ from emoreg_hf.checkpoints import _run_loss_at, checkpoint_problem
 from emoreg_hf.data import Collator
 from emoreg_hf.run_dir import claim_output_dir, release_output_dirs
 from emoreg_hf.run_folder import LOCK_FILE, RunDirError
-from emoreg_hf.training import RUN_LOSS, EmoRegTrainer
+from emoreg_hf.trainer import RUN_LOSS, EmoRegTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

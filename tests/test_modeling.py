@@ -272,7 +272,7 @@ def test_label_smoothing_applies_to_every_loss_term():
 def _trainer(model, tmp_path, **args):
     from transformers import TrainingArguments
 
-    from emoreg_hf.training import EmoRegTrainer
+    from emoreg_hf.trainer import EmoRegTrainer
 
     examples = [{"pixel_values": PIXELS[i], "labels": int(LABELS[i])} for i in range(4)]
     arguments = TrainingArguments(

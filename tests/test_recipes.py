@@ -192,7 +192,7 @@ def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
 INTERRUPT_AFTER = """
 import runpy, sys
 from transformers import TrainerCallback
-import emoreg_hf.training as training
+import emoreg_hf.trainer as training
 
 class Interrupt(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
@@ -279,7 +279,7 @@ def test_mixup_mixes_training_batches_only(tmp_path):
     from transformers import AutoModelForImageClassification, ResNetConfig, TrainingArguments
 
     from emoreg_hf.data import Collator
-    from emoreg_hf.training import EmoRegTrainer
+    from emoreg_hf.trainer import EmoRegTrainer
 
     examples = [
         {"pixel_values": torch.full((3, 8, 8), 10 * i, dtype=torch.uint8), "labels": i} for i in range(4)

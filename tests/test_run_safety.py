@@ -198,7 +198,7 @@ STOPPED = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", 
 def stopped(tmp_path_factory):
     """A run killed after its final checkpoint (checkpoint-6 of 6 steps), while saving the finished model:
     64 rows at batch 16 are 4 steps an epoch, so the last epoch is cut at step 2 of 4."""
-    from emoreg_hf import training
+    from emoreg_hf import trainer as training
 
     folder = tmp_path_factory.mktemp("stopped") / "run"
 

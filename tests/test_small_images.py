@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForImageClassification
 from emoreg_hf import EmoRegConfig, EmoRegForImageClassification, SmallResNetConfig
 from emoreg_hf.configs import FinetuneArguments
 from emoreg_hf.data import LoaderTransform, infer_color_mode
-from emoreg_hf.training import affect_reliance, keep_logits_for_metrics
+from emoreg_hf.evaluation import affect_reliance, keep_logits_for_metrics
 
 HALF = ([0.5] * 3, [0.5] * 3)
 

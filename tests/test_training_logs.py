@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForImageClassification, ResNetConfig, TrainingArguments
 
 from emoreg_hf.callbacks import PublishableTensorBoardCallback, RegulationDetailsCallback
-from emoreg_hf.training import EmoRegTrainer, scalars
+from emoreg_hf.evaluation import scalars
+from emoreg_hf.trainer import EmoRegTrainer
 
 EVAL = {
     "eval_loss": 1.0,
