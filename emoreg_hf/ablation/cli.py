@@ -22,8 +22,8 @@ from .slurm import SlurmLauncher
 # Where the runs execute, by name (`--launcher NAME`): each launcher class declares its `name`, its `summary`,
 # its options (`arguments`) and how it is built from them (`from_options`); a new launcher is one entry here.
 LAUNCHERS = {launcher.name: launcher for launcher in (LocalLauncher, SlurmLauncher)}
-# Its options are not part of the matrix (they change no result, and the report does not name them): each
-# -> the launchers that take it (`--sbatch.KEY`, a family of options, is read apart).
+# The launchers' options, not part of the matrix (they change no result, and the report does not name them):
+# option -> the launchers that take it (`--sbatch.KEY`, a family of options, is read apart).
 LAUNCH_KEYS = {
     "launcher": tuple(LAUNCHERS),
     **{
