@@ -35,7 +35,7 @@ the published studies' into `model_cards/reference/`).
 
 from pathlib import Path
 
-from emoreg_hf.ablation import main
+from emoreg_hf.ablation.cli import main
 
 HERE = Path(__file__).parent
 

@@ -17,7 +17,8 @@ import pytest
 from transformers import TrainerControl
 
 from emoreg_hf import ablation
-from emoreg_hf.ablation.launch import LocalLauncher, SlurmLauncher, sbatch_arguments
+from emoreg_hf.ablation.local import LocalLauncher
+from emoreg_hf.ablation.slurm import SlurmLauncher, sbatch_arguments
 from emoreg_hf.callbacks import CheckpointOnStopRequest
 from emoreg_hf.checkpoints import resume_checkpoint
 from emoreg_hf.cli import run_script

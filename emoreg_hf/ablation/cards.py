@@ -22,7 +22,7 @@ from ..publish.card import CARD_NAME, build_model_card, write_model_card
 from ..publish.plots import PLOTS_DIR, plot_paths
 from ..publish.runs import RunFolder, load_run_folder
 from .records import RECORDS, STUDY_FILE, load_study
-from .report import collect_records
+from .summary import collect_records
 
 STAGES = ("finetune", "pretrain")
 # The namespace the reference cards name (a card needs a repo id: its title and its usage code read it).

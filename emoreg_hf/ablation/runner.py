@@ -1,108 +1,30 @@
-"""Running the matrix: every (stage, method or variant, seed) as a process of the recipes.
-
-Each run gets a YAML written into its own folder and is `python recipes/{pretrain,finetune}.py <yaml>`
-(or `accelerate launch ...` when it trains on several GPUs), so the matrix runs exactly the code users run.
-Stage-1 models are trained once per (variant, seed) and shared. A finished run (its record exists and its
-fingerprint matches) is skipped on restart; an unfinished one resumes from its newest valid checkpoint, or
-starts over when its configuration changed. Where the runs execute (one after another here, several at
-once here, or as Slurm job arrays) is the launcher's business (`launch.py`). Each finished run's record,
-results and log history are copied into `<output_dir>/records/` (`records.store_run`), where the report
-reads them.
-"""
+"""Running the matrix: its planned runs not finished yet, handed to the caller's launcher (`local.py`,
+`slurm.py`). A finished run (its record exists and its fingerprint matches) is skipped on restart, finished runs
+of another configuration are never replaced silently, and each finished run's record, results and log history
+are copied into `<output_dir>/records/` (`records.store_run`), where the report reads them."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .. import registry, stage1_variants
-from ..checkpoints import checkpoint_problem
-from ..run_dir import clear_run_outputs, run_files
+from ..run_dir import run_files
 from ..run_folder import LAUNCHER_FILES, LOCK_FILE, holds_a_run
-from ..run_record import RECORD_FILE, load_run_record
+from ..run_record import RECORD_FILE
 from .analysis import register_plan
-from .config import AblationConfig, stage1_seed
+from .cell import MARKER, RUN_CONFIG, Cell, _read_json, _resumable
+from .config import AblationConfig
+from .plan import PlannedRun, plan_runs
 from .records import RECORDS, store_run
-
-
-@dataclass
-class PlannedRun:
-    """One recipe run of the matrix: a stage-1 variant or a stage-2 method, for one seed."""
-
-    stage: str  # pretrain | finetune
-    key: str  # e.g. pretrain/normal/seed0, finetune/baseline/seed0
-    method: str | None
-    seed: int
-    output_dir: Path
-    values: dict
-    needs: str | None = None  # key of the stage-1 run this one reads
-
-
-def _from_finetune(finetune: dict, key: str):
-    """The finetune stage's value of `key`: the config's, else the recipe's default."""
-    if key in finetune:
-        return finetune[key]
-    from ..configs import FinetuneArguments
-
-    return {f.name: f.default for f in dataclasses.fields(FinetuneArguments)}[str(key)]
-
-
-def plan_runs(config: AblationConfig) -> list[PlannedRun]:
-    """All runs in execution order: seed by seed (a paired set is complete early), stage 1 first (with
-    `stage1_seeds`, each stage-1 run before the first stage-2 seed that reads it)."""
-    out_root = Path(config.output_dir)
-    runs: list[PlannedRun] = []
-    planned: set[str] = set()
-    for seed in config.seeds:
-        variants = {registry.MATRIX[method].stage1 for method in config.methods} - {None}
-        first = stage1_seed(config, seed)
-        for variant in [v for v in stage1_variants.STAGE1_VARIANTS if v in variants]:
-            if f"pretrain/{variant}/seed{first}" in planned:
-                continue
-            planned.add(f"pretrain/{variant}/seed{first}")
-            run_dir = out_root / "pretrain" / variant / f"seed{first}"
-            switches = {
-                key: _from_finetune(config.finetune, value)
-                if isinstance(value, stage1_variants.FromFinetune)
-                else value
-                for key, value in stage1_variants.STAGE1_VARIANTS[variant].switches.items()
-            }
-            values = {**config.pretrain, **switches, "seed": first, "output_dir": str(run_dir)}
-            runs.append(
-                PlannedRun("pretrain", f"pretrain/{variant}/seed{first}", None, first, run_dir, values)
-            )
-        for method in config.methods:
-            arm = registry.MATRIX[method]
-            variant, switches = arm.stage1, arm.switches
-            run_dir = out_root / "finetune" / method / f"seed{seed}"
-            values = {**config.finetune, **switches, "seed": seed, "output_dir": str(run_dir)}
-            needs = None
-            if variant is not None:
-                needs = f"pretrain/{variant}/seed{first}"
-                values["affect_model_name_or_path"] = str(out_root / "pretrain" / variant / f"seed{first}")
-            else:
-                values.pop("affect_model_name_or_path", None)
-            runs.append(
-                PlannedRun("finetune", f"finetune/{method}/seed{seed}", method, seed, run_dir, values, needs)
-            )
-    return runs
-
-
-RUN_CONFIG, MARKER, RUN_LOG = LAUNCHER_FILES  # per run: its YAML, its marker, its log (run_dir knows them)
-CHECKPOINT = re.compile(r"checkpoint-\d+")  # Trainer's; `checkpoint-N.incomplete` is one set aside
-
 
 CONFIG_FILE = "ablation_config.yaml"
 
@@ -188,14 +110,6 @@ def check_replaced_runs(config: AblationConfig, runs: list[PlannedRun], *, overw
     )
 
 
-def _resumable(folder: Path, fingerprint: str) -> bool:
-    """A started run of this configuration with a valid checkpoint: it resumes, and nothing is removed."""
-    if (_read_json(folder / MARKER) or {}).get("fingerprint") != fingerprint:
-        return False
-    checkpoints = [c for c in folder.glob("checkpoint-*") if c.is_dir() and CHECKPOINT.fullmatch(c.name)]
-    return any(checkpoint_problem(c) is None for c in checkpoints)
-
-
 def _kept_files(folder: Path) -> list[str]:
     """What starting a run over in `folder` keeps: all but the earlier run's files (`run_files`; none in a
     folder that holds no run), the launcher's and set-aside `*.incomplete` checkpoints; someone's notes, say,
@@ -214,20 +128,6 @@ def _fingerprint(values: dict, upstream: str | None, root: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 class Logger:
     """Progress lines to stdout and `<output_dir>/ablation.log`."""
 
@@ -243,84 +143,6 @@ class Logger:
                 f.write(line + "\n")
 
 
-@dataclass
-class Cell:
-    """A planned run that is not finished yet: what a launcher starts, and how its outcome is read."""
-
-    run: PlannedRun
-    fingerprint: str
-    tag: str  # "[3/6] finetune/baseline/seed0", for progress lines
-    resuming: bool = False  # set by `prepare`: a valid checkpoint of this configuration is there
-
-    @property
-    def key(self) -> str:
-        return self.run.key
-
-    @property
-    def config_file(self) -> Path:
-        return self.run.output_dir / RUN_CONFIG
-
-    @property
-    def log_file(self) -> Path:
-        return self.run.output_dir / RUN_LOG
-
-    def recipe_args(self, recipes_dir: str | Path) -> list[str]:
-        """The recipe and its arguments; the same whether the run starts fresh, resumes or is requeued."""
-        script = Path(recipes_dir).resolve() / f"{self.run.stage}.py"
-        return [str(script), str(self.config_file.resolve()), "--overwrite_output_dir", "false"]
-
-    def prepare(self, log: Callable[[str], None]) -> None:
-        """Write the run's YAML and marker. A run resumes from its newest valid checkpoint when its
-        configuration is unchanged; otherwise what an earlier attempt wrote is removed (the launcher's files
-        and anything else stay), so the recipe starts fresh with `--overwrite_output_dir false`, the one
-        command that is right for a first start, a resume and a scheduler's requeue alike."""
-        folder = self.run.output_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        same = (_read_json(folder / MARKER) or {}).get("fingerprint") == self.fingerprint
-        resumable = _resumable(folder, self.fingerprint)
-        if not resumable:
-            removed = clear_run_outputs(folder)
-            if removed and not same:
-                log(
-                    f"{self.tag}: configuration changed since it ran; its earlier outputs are removed, starting over"
-                )
-            elif removed:
-                log(f"{self.tag}: an unfinished earlier attempt left no checkpoint to resume; starting over")
-        self.config_file.write_text(
-            "# Written by emoreg_hf.ablation; rerun alone with:\n"
-            f"#   python recipes/{self.run.stage}.py {self.config_file}\n"
-            + yaml.safe_dump(self.run.values, sort_keys=False)
-        )
-        self.write_marker("ready")
-        self.resuming = resumable
-
-    def status(self) -> str | None:
-        """The marker's status: ready, running, submitted, done or failed (None before the first start)."""
-        return (_read_json(self.run.output_dir / MARKER) or {}).get("status")
-
-    def write_marker(self, status: str, **extra: Any) -> None:
-        payload = {"fingerprint": self.fingerprint, "key": self.key, "status": status, **extra}
-        (self.run.output_dir / MARKER).write_text(json.dumps(payload, indent=2))
-
-    def collect(self, log: Callable[[str], None], seconds: float | None = None) -> bool:
-        """Whether the run finished (its record exists); marks it done and logs its headline metric."""
-        if not (self.run.output_dir / RECORD_FILE).is_file():
-            return False
-        results = load_run_record(self.run.output_dir).results
-        self.write_marker("done", **({"seconds": seconds} if seconds is not None else {}))
-        metric = "test_accuracy" if "test_accuracy" in results else "eval_accuracy"
-        if seconds is not None:
-            took = f" in {seconds:.0f} s"
-        else:  # run elsewhere (a scheduler): the training time the run recorded
-            took = f", trained {results.get('train_runtime', float('nan')):.0f} s"
-        log(f"{self.tag}: done{took}, {metric}={results.get(metric, float('nan')):.4f}")
-        return True
-
-    def failure(self, reason: str) -> str:
-        """A failed run, named, with its log and the log's last lines."""
-        return f"{self.key} {reason}; last lines of {self.log_file}:\n{log_tail(self.log_file)}"
-
-
 class MatrixFailed(RuntimeError):
     """Runs of the matrix failed; the message names each with its log. Rerunning the command retries them
     (finished runs are kept)."""
@@ -333,18 +155,17 @@ def run_matrix(
     python: str = sys.executable,
     env: dict | None = None,
     log: Callable[[str], None] | None = None,
-    launcher=None,
+    launcher,
     overwrite: bool = False,
 ) -> dict:
-    """Run every planned run not finished yet, with `launcher` (default: here, one at a time).
+    """Run every planned run not finished yet, with `launcher` (the caller's: `LocalLauncher`, `SlurmLauncher`,
+    any object with `describe()` and `execute(cells, ...)` returning an `Outcome`).
 
     Returns `{"ran": [...], "skipped": [...], "seconds": {...}, "waiting": [...]}`; `waiting` lists runs a
     scheduler still holds when the launcher does not wait for them. Raises `MatrixFailed` naming each failed run.
     Finished runs of another configuration in the same folder are never replaced silently: without `overwrite`
     the matrix is refused before anything runs, listing what differs.
     """
-    from .launch import LocalLauncher
-
     out_root = Path(config.output_dir)
     runs = plan_runs(config)
     check_replaced_runs(config, runs, overwrite=overwrite)
@@ -353,7 +174,6 @@ def run_matrix(
     (out_root / CONFIG_FILE).write_text(yaml.safe_dump(_stored_config(config), sort_keys=False))
     if config.analysis is not None:  # pre-registered: recorded before the first run, never rewritten
         register_plan(out_root, config.analysis)
-    launcher = launcher or LocalLauncher()
     fingerprints: dict[str, str] = {}
     summary: dict[str, Any] = {"ran": [], "skipped": [], "seconds": {}, "waiting": []}
     log(

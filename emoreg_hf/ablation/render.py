@@ -1,0 +1,326 @@
+"""`results.md` and `results.png` from `results.json`'s summary: every sentence of `results.md` is in the
+shipped template `model_cards/ablation_results.md`, fed values only; `results.png` is one bar chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+
+from .. import registry, stage1_variants, stats
+from ..templates import read_template
+
+
+def _pct(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:+.{digits}f}" if sign else f"{100 * value:.{digits}f}"
+
+
+def _mean_std(stat: dict | None, scale: float = 100.0, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    mean = f"{scale * stat['mean']:.{digits}f}"
+    return mean if stat.get("std") is None else f"{mean} ± {scale * stat['std']:.{digits}f}"
+
+
+def _interval(stat: dict | None, scale: float = 100.0, sign: bool = False) -> str:
+    if not stat or stat.get("ci_low") is None:
+        return "–"
+    fmt = "{:+.2f}" if sign else "{:.2f}"
+    return f"[{fmt.format(scale * stat['ci_low'])}, {fmt.format(scale * stat['ci_high'])}]"
+
+
+def _difference(method: str, versus: str, difference: dict, degenerate: set[str]) -> dict:
+    """A paired difference as the template words it: `mean` and `ci` in pp, the verdict and its words."""
+    return {
+        "method": method,
+        "versus": versus,
+        "mean": _pct(difference["mean"], sign=True),
+        "ci": _interval(difference, sign=True),
+        "n": difference["n"],
+        "verdict": difference["verdict"],
+        "words": stats.difference_words(difference),
+        "degenerate": bool({method, versus} & degenerate),
+    }
+
+
+def _conclusion(comparison: dict, degenerate: set[str]) -> dict | None:
+    """What the report concludes from a method against its control, as values for the template's
+    conclusion block of that control (`registry.Control.conclusion`); None when the control draws none,
+    and the `degenerate` block (no conclusion) when either side reads a degenerate stage 1."""
+    control = registry.CONTROLS.get(comparison["versus"])
+    if control is None or control.conclusion is None:
+        return None
+    arm = registry.MATRIX.get(comparison["method"])
+    stuck = {comparison["method"], comparison["versus"]} & degenerate
+    return {
+        "kind": "degenerate" if stuck else control.conclusion,
+        "method": comparison["method"],
+        "control": comparison["versus"],
+        "verdict": comparison["verdict"],
+        "two_pathways": arm is not None and arm.method.regulated,  # the second pathway is another cause
+    }
+
+
+def _degenerate(summary: dict) -> set[str]:
+    """Methods whose stage 1 is degenerate (`analysis.stage1_checks` in results.json): no conclusion rests
+    on them."""
+    checks = summary.get("stage1_checks") or {}
+    return {
+        method
+        for method in summary["methods"]
+        if method in registry.MATRIX
+        and registry.MATRIX[method].stage1
+        and (checks.get(registry.MATRIX[method].stage1) or {}).get("degenerate")
+    }
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if value >= 0.001 else "< 0.001"
+
+
+def _tested(c: dict, *, holm: bool = False) -> dict:
+    """A comparison of the pre-registered analysis as the template words it (pp, p-values, equivalence)."""
+    eq = c["equivalence"]
+    return {
+        "method": c["method"],
+        "versus": c["versus"],
+        "mean": _pct(c["mean"], sign=True),
+        "n": c["n"],
+        "testable": c["n"] >= 2 and c.get("ci_low") is not None,
+        "level": round(100 * (1 - (1 - eq["level"]) / 2)),  # the difference's interval: 1 - alpha
+        "ci": f"[{_pct(c.get('ci_low'), sign=True)}, {_pct(c.get('ci_high'), sign=True)}]",
+        "p": _p(c.get("p_value")),
+        "p_holm": _p(c.get("p_holm")) if holm else None,
+        "eq_level": int(round(100 * eq["level"])),
+        "eq_ci": f"[{_pct(eq.get('ci_low'), sign=True)}, {_pct(eq.get('ci_high'), sign=True)}]",
+        "margin": _pct(eq["margin"]),
+        "tost_p": _p(eq.get("p_value")),
+        "decision": c["decision"],
+        "positive": (c.get("mean") or 0) > 0,
+        "degenerate": c.get("degenerate") or [],
+    }
+
+
+def _analysis_context(result: dict | None) -> dict | None:
+    """The pre-registered analysis (`analysis.analyse`, in results.json) as values for the template."""
+    if not result:
+        return None
+    power = result["primary"].get("power")
+    stage1 = []
+    for variant, check in result["stage1"].items():
+        accuracy, association = check["accuracy"], check.get("kmeans_association")
+        stage1.append(
+            {
+                "variant": variant,
+                "accuracy": _pct(accuracy.get("mean")),
+                "spread": None if accuracy.get("std") is None else _pct(accuracy["std"]),
+                "majority": _pct(check["majority_accuracy"].get("mean")),
+                "degenerate": check["degenerate"],
+                "association": None
+                if not association
+                else {
+                    "v": f"{association['cramers_v']['mean']:.3f}",
+                    "share": f"{100 * association['information_share']['mean']:.2f}",
+                },
+            }
+        )
+    return {
+        "registered_at": result.get("registered_at"),
+        "changed": result.get("changed_after_registration"),
+        "primary": _tested(result["primary"]),
+        "power": None
+        if not power
+        else {
+            "n_planned": power["n_planned"],
+            "n_observed": power["n_observed"],
+            "std": _pct(power["std"]),
+            "std_interval": [_pct(v) for v in power["std_interval"]],
+            "margin": _pct(power["margin"]),
+            "at_margin": f"{100 * power['power_at_margin']:.0f}",
+            "at_margin_interval": [f"{100 * v:.0f}" for v in power["power_at_margin_interval"]],
+            "detectable": _pct(power["detectable_at_80_power"]),
+            "detectable_interval": [_pct(v) for v in power["detectable_at_80_power_interval"]],
+        },
+        "secondary": [_tested(c, holm=True) for c in result["secondary"]],
+        "positive_control": result.get("positive_control"),
+        "stage1": stage1,
+    }
+
+
+def _stage1(summary: dict) -> list[dict]:
+    """Per stage-1 variant (results.json's `stage1` and `stage1_checks`): runs, accuracies, seconds, flags."""
+
+    def described(runs: dict[str, dict], key: str) -> dict:
+        return stats.describe([r[key] for r in runs.values() if r.get(key) is not None])
+
+    checks = summary.get("stage1_checks") or {}
+    out = []
+    for variant, runs in (summary.get("stage1") or {}).items():
+        check = checks.get(variant) or {}
+        test, majority = described(runs, "test_accuracy"), (check.get("majority_accuracy") or {}).get("mean")
+        declared = stage1_variants.STAGE1_VARIANTS.get(variant)
+        out.append(
+            {
+                "variant": variant,
+                "n": len(runs),
+                "emotion_labels": declared is None or declared.emotion_labels,
+                "accuracy": _mean_std(described(runs, "eval_accuracy")),
+                "test": _mean_std(test) if test["n"] else None,
+                "majority": None if majority is None else f"{100 * majority:.2f}",
+                "degenerate": bool(check.get("degenerate")),
+                "seconds": f"{(described(runs, 'train_runtime')['mean'] or 0):.0f}",
+            }
+        )
+    return out
+
+
+def _images_per_run(images: dict) -> list[dict]:
+    """Per stage (results.json's `images`): the images per split every run used, or `varies`."""
+    out = []
+    for stage in ("pretrain", "finetune"):
+        sizes = {
+            json.dumps(split_sizes, sort_keys=True)
+            for seeds in (images.get(stage) or {}).values()
+            for split_sizes in seeds.values()
+        }
+        if sizes:
+            one = json.loads(sizes.pop()) if len(sizes) == 1 else None
+            out.append({"stage": stage, "sizes": None if one is None else list(one.items())})
+    return out
+
+
+def render_markdown(summary: dict, *, title: str | None = None) -> str:
+    """`results.md` from `results.json`'s `summary`: the results table, the differences, the verdicts against
+    the controls, the power, the reliance on the affective pathway, the pre-registered analysis (with
+    `summary["analysis"]`) and the study (title, stage 1, images, notes, data, command). The template
+    holds every sentence; this gives it values. `title` replaces the study's."""
+    study = summary.get("study") or {}
+    level = int(round(100 * summary["confidence"]))
+    degenerate = _degenerate(summary)
+    rows = []
+    for method, entry in summary["methods"].items():
+        metrics, diff = entry["metrics"], entry.get("vs_baseline")
+        rho, runtime, speed = (
+            entry.get("rho_mean"),
+            entry.get("train_runtime"),
+            entry.get("train_samples_per_second"),
+        )
+        rows.append(
+            [
+                method,
+                str(entry["n"]),
+                _mean_std(metrics.get("accuracy")),
+                _interval(metrics.get("accuracy")),
+                "–" if diff is None else f"{_pct(diff['mean'], sign=True)} {_interval(diff, sign=True)}",
+                _mean_std(metrics.get("top5_accuracy")),
+                _mean_std(metrics.get("macro_f1")),
+                _mean_std(metrics.get("balanced_accuracy")),
+                _mean_std(metrics.get("ece"), scale=1.0, digits=3),
+                "–" if not rho else f"{rho['mean']:.3f}",
+                "–" if not runtime else f"{runtime['mean']:.0f}",
+                "–" if not speed else f"{speed['mean']:.0f}",
+            ]
+        )
+    n_seeds = {entry["n"] for entry in summary["methods"].values()}
+    few_seeds = None
+    if n_seeds and min(n_seeds) <= 3:
+        df = max(1, min(n_seeds) - 1)
+        few_seeds = {"n": min(n_seeds), "df": df, "t": f"{stats.t_quantile(0.975, df):.2f}"}
+    tested = sum(1 for e in summary["methods"].values() if e.get("vs_baseline")) + len(summary["comparisons"])
+    data = study.get("data")
+    context = {
+        "title": title or study.get("title"),
+        "split_name": "test" if summary["split"] == "test" else "validation",
+        "level": level,
+        "rows": rows,
+        "images": _images_per_run(summary.get("images") or {}),
+        "stage1": _stage1(summary),
+        "stage1_seeds": summary.get("stage1_seeds"),
+        "vs_baseline": [
+            _difference(method, summary["baseline"], entry["vs_baseline"], degenerate)
+            for method, entry in summary["methods"].items()
+            if entry.get("vs_baseline") is not None
+        ],
+        "comparisons": [_difference(c["method"], c["versus"], c, degenerate) for c in summary["comparisons"]],
+        "conclusions": [
+            c for c in (_conclusion(c, degenerate) for c in summary["comparisons"]) if c is not None
+        ],
+        "reliance": [
+            {
+                "method": method,
+                "permuted": _mean_std(entry["reliance_permuted"]),
+                "mean": _mean_std(entry.get("reliance_mean")),
+            }
+            for method, entry in summary["methods"].items()
+            if entry.get("reliance_permuted")
+        ],
+        "analysis": _analysis_context(summary.get("analysis")),
+        "power": [
+            {"method": method, "detectable": f"{100 * entry['vs_baseline']['detectable_at_80_power']:.2f}"}
+            for method, entry in summary["methods"].items()
+            if (entry.get("vs_baseline") or {}).get("detectable_at_80_power") is not None
+        ],
+        "few_seeds": few_seeds,
+        "multiplicity": None
+        if tested < 2
+        else {"tested": tested, "chance": f"{100 * (1 - summary['confidence'] ** tested):.0f}"},
+        "notes": (study.get("notes") or "").strip(),
+        "data": None
+        if data is None
+        else {  # as JSON, in the order the study wrote them
+            "stage1": json.dumps(data.get("affective_sources")),
+            "taxonomy": data.get("taxonomy"),
+            "stage2": json.dumps(data.get("dataset")),
+        },
+        "command": study.get("command"),
+    }
+    template = jinja2.Environment(keep_trailing_newline=True).from_string(
+        read_template("ablation_results.md")
+    )
+    return template.render(**context)
+
+
+def plot_results(summary: dict, path: str | Path) -> Path:
+    """One bar chart: mean top-1 per method with its interval; the baseline mean as a line; controls in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["methods"])
+    described = [summary["methods"][m]["metrics"].get("accuracy", {}) for m in names]
+    means = [100 * (s.get("mean") or 0.0) for s in described]
+    errors = [
+        [100 * (s["mean"] - s["ci_low"]) if s.get("ci_low") is not None else 0.0 for s in described],
+        [100 * (s["ci_high"] - s["mean"]) if s.get("ci_high") is not None else 0.0 for s in described],
+    ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 1), 3.8), dpi=120)
+    colors = [
+        "#888888" if m == summary.get("baseline") else ("#c44e52" if m in registry.CONTROLS else "#4c72b0")
+        for m in names
+    ]
+    ax.bar(range(len(names)), means, yerr=errors, capsize=4, color=colors)
+    baseline = summary.get("baseline")
+    if baseline and summary["methods"][baseline]["metrics"].get("accuracy"):
+        ax.axhline(
+            100 * summary["methods"][baseline]["metrics"]["accuracy"]["mean"], color="#444444", ls="--", lw=1
+        )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    split_name = "test" if summary["split"] == "test" else "validation"
+    ax.set_ylabel(f"{split_name} top-1 accuracy (%)")
+    ax.set_title(
+        f"mean over seeds, {int(round(100 * summary['confidence']))}% Student-t interval; grey: baseline, red: controls"
+    )
+    low = min((m - e for m, e in zip(means, errors[0])), default=0.0)
+    ax.set_ylim(bottom=max(0.0, low - 5.0))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
