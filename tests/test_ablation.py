@@ -365,7 +365,9 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
     assert json.loads((run / "run_info.json").read_text())["config"]["regulation"] == "adaptive"
 
     lines: list[str] = []
-    second = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)
+    second = ablation.run_matrix(
+        config, recipes_dir=RECIPES, env=ENV, log=lines.append, launcher=ablation.LocalLauncher()
+    )
     assert second["ran"] == [] and len(second["skipped"]) == 6
     assert sum("finished before, skipped" in line for line in lines) == 6
     assert not any("running" in line for line in lines)
@@ -376,13 +378,20 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
         RECIPES / "ablations" / "demo.yaml", [*argv, "--output_dir", str(moved)], repo_root=REPO
     )
     run = moved / "finetune" / "emoreg_adaptive" / "seed1"
-    assert ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)["ran"] == []
+    assert (
+        ablation.run_matrix(
+            config, recipes_dir=RECIPES, env=ENV, log=lines.append, launcher=ablation.LocalLauncher()
+        )["ran"]
+        == []
+    )
 
     # an interrupted run (killed while evaluating: started, no record yet): only it runs again
     (run / "run_info.json").unlink()
     launcher = ["ablation_run.json", "ablation_run.yaml", "ablation_stdout.log"]
     (run / "run_started.json").write_text(json.dumps({"settings": {}, "preexisting": launcher}))
-    third = ablation.run_matrix(config, recipes_dir=RECIPES, env=ENV, log=lines.append)
+    third = ablation.run_matrix(
+        config, recipes_dir=RECIPES, env=ENV, log=lines.append, launcher=ablation.LocalLauncher()
+    )
     assert third["ran"] == ["finetune/emoreg_adaptive/seed1"]
 
     summary = ablation.write_report(sequential_matrix["config"])
@@ -419,11 +428,20 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
     baseline = moved / "finetune" / "baseline" / "seed0"
     before = {p.name: p.read_bytes() for p in baseline.iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"holds 1 finished run\(s\) of another configuration") as refused:
-        ablation.run_matrix(changed, recipes_dir=RECIPES, env=ENV, log=lines.append)
+        ablation.run_matrix(
+            changed, recipes_dir=RECIPES, env=ENV, log=lines.append, launcher=ablation.LocalLauncher()
+        )
     assert "finetune.learning_rate: 0.002 in the earlier matrix, 0.01 now" in str(refused.value)
     assert "(finetune/baseline/seed0)" in str(refused.value) and "--overwrite" in str(refused.value)
     assert {p.name: p.read_bytes() for p in baseline.iterdir() if p.is_file()} == before
-    replaced = ablation.run_matrix(changed, recipes_dir=RECIPES, env=ENV, log=lines.append, overwrite=True)
+    replaced = ablation.run_matrix(
+        changed,
+        recipes_dir=RECIPES,
+        env=ENV,
+        log=lines.append,
+        launcher=ablation.LocalLauncher(),
+        overwrite=True,
+    )
     assert replaced["ran"] == ["finetune/baseline/seed0"]
     assert json.loads((baseline / "run_info.json").read_text())["hyperparameters"]["learning_rate"] == 0.01
     assert (baseline / "ablation_run.yaml").is_file()  # the runner's own files stay beside the new run

@@ -5,22 +5,15 @@ not finished yet through a launcher (`local`: here, several at once; `slurm`: jo
 
 from __future__ import annotations
 
-from . import runner
 from .cli import build_launcher, help_parser, main, split_launch_options
 from .config import AblationConfig, load_config, parse_overrides
 from .local import LocalLauncher
 from .plan import PlannedRun, plan_runs
 from .render import plot_results, render_markdown
 from .report import render_report, write_report
-from .runner import Logger, MatrixFailed
+from .runner import Logger, MatrixFailed, run_matrix
 from .slurm import SlurmLauncher
 from .summary import collect_records, summarize
-
-
-def run_matrix(config: AblationConfig, *, launcher=None, **options) -> dict:
-    """`runner.run_matrix` with `launcher` defaulting to this machine, one run at a time (`LocalLauncher()`)."""
-    return runner.run_matrix(config, launcher=launcher or LocalLauncher(), **options)
-
 
 __all__ = [
     "AblationConfig",
