@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# One CPU process, every core for it: each value given, so accelerate prints no warning about defaults.
-LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
+# One CPU process, every core for it: each value given, so accelerate prints no warning about defaults. -q: a
+# recipe's error is shown once, without the launcher's traceback (which would repeat it twice more).
+LAUNCH := $(VENV)/bin/accelerate launch -q --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
 	--dynamo_backend no --num_cpu_threads_per_process $(shell nproc 2>/dev/null || echo 1)
 export HF_HUB_OFFLINE ?= 1
 

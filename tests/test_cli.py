@@ -173,6 +173,28 @@ def test_every_shipped_run_config_parses_for_its_recipe(config):
         assert _parsed_as_written(parsed, written), (key, written, parsed)
 
 
+@pytest.mark.slow  # spawns a process (accelerate launch, then the recipe: about 15 s)
+def test_a_bad_option_under_the_makefiles_launcher_is_said_once_without_a_traceback():
+    """`make demo`'s launcher (the Makefile's LAUNCH, with `-q`) shows a recipe's refusal once and no
+    traceback of its own; without `-q` accelerate repeats the message twice more inside its traceback."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    launch = next(line for line in makefile.splitlines() if line.startswith("LAUNCH :="))
+    launch = launch.removeprefix("LAUNCH :=").replace("$(shell nproc 2>/dev/null || echo 1)", "1")
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    command = launch.replace("$(VENV)/bin/accelerate", accelerate).split()
+    result = subprocess.run(
+        [*command, "recipes/finetune.py", "--lerning_rate", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert output.count("lerning_rate (did you mean learning_rate") == 1, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+
+
 @pytest.mark.slow  # spawns processes or trains
 def test_help_imports_no_training_stack():
     """`--help` answers in about the time of transformers' own argument parser: the recipes import the
