@@ -158,7 +158,7 @@ def _parsed_as_written(parsed, written) -> bool:
 
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_shipped_run_config_parses_for_its_recipe(config):
-    """Each recipe YAML and each study cell's config (the README says they rerun any cell) is read by the
+    """Each recipe YAML and each study cell's config (docs/results.md says they rerun any cell) is read by the
     recipe it is for, with no unknown key or bad value, and every value it writes is the one the run gets.
     (In-process, about 30 ms a config: not slow.)"""
     stage = "pretrain" if "pretrain" in config.name or "/runs/pretrain/" in config.as_posix() else "finetune"
