@@ -1,8 +1,8 @@
 r"""Publish a finished ablation study: its report and every cell's config into benchmarks/results/<name>/, and
-its section into the README.
+its section into docs/results.md.
 
     python benchmarks/publish_study.py STUDY_DIR --name NAME --config recipes/ablations/NAME.yaml \
-        [--readme README.md] [--before '## Development'] [--dest benchmarks/results]
+        [--readme docs/results.md] [--before '## Publishing a study here'] [--dest benchmarks/results]
 
 STUDY_DIR is the `--output_dir` of a finished `recipes/ablate.py` run (its `results.{md,json,png}` written by
 the last call, which skips every finished cell). Written into `<dest>/<name>/`:
@@ -17,7 +17,7 @@ Local paths never leave the machine: each data set path a cell read is replaced 
 config names for it (`pretrain.affective_sources`, `finetune.dataset`), the study folder by
 `outputs/ablations/<name>`, and the script stops, naming the file, if any other absolute path is left.
 
-The README section (between `<!-- study:NAME -->` and `<!-- /study:NAME -->`, replaced when present, else
+The section in docs/results.md (between `<!-- study:NAME -->` and `<!-- /study:NAME -->`, replaced when present, else
 inserted before the `--before` heading) holds the command that reproduces the study with placeholder paths,
 the report as measured, the cost (the runs' wall-clock) and the links. What the numbers mean in words is
 written by hand under it.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -168,7 +169,8 @@ def command(config_path: str, config: dict) -> str:
     )
 
 
-def section(name: str, config_path: str, config: dict, report: str, cost_line: str) -> str:
+def section(name: str, config_path: str, config: dict, report: str, cost_line: str, root: str = "") -> str:
+    """The study's section; `root` is the repository as seen from the file it goes into ('../' from docs/)."""
     return (
         f"<!-- study:{name} -->\n"
         f"{report.strip()}\n\n"
@@ -178,7 +180,7 @@ def section(name: str, config_path: str, config: dict, report: str, cost_line: s
         f"Every cell's config: `benchmarks/results/{name}/runs/{{pretrain,finetune}}/<name>/seedN.yaml` (rerun one "
         f"with `python recipes/finetune.py <file>` after replacing the placeholder data paths; a stage-2 cell "
         f"reads its stage-1 cell from `outputs/ablations/{name}/pretrain/`). All of it: "
-        f"[`benchmarks/results/{name}/`](benchmarks/results/{name}/results.md).\n"
+        f"[`benchmarks/results/{name}/`]({root}benchmarks/results/{name}/results.md).\n"
         f"<!-- /study:{name} -->\n"
     )
 
@@ -236,7 +238,11 @@ def publish(
     if (study / "results.png").is_file():
         shutil.copyfile(study / "results.png", dest / "results.png")
     if readme is not None:
-        text = section(name, shown, config, files[dest / "results.md"], cost(study_cells))
+        where = readme.resolve().parent
+        root = (Path(os.path.relpath(REPO, where)).as_posix() + "/") if where.is_relative_to(REPO) else ""
+        text = section(
+            name, shown, config, files[dest / "results.md"], cost(study_cells), root.removeprefix("./")
+        )
         check_no_local_paths(readme, text)
         put_section(readme, name, text, before)
     return dest
@@ -247,11 +253,15 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("study", type=Path, help="the study's --output_dir")
-    parser.add_argument("--name", required=True, help="the folder under --dest and the README markers' name")
+    parser.add_argument("--name", required=True, help="the folder under --dest and the section markers' name")
     parser.add_argument("--config", required=True, help="the study config, relative to the repository")
     parser.add_argument("--dest", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="'none' to leave it alone")
-    parser.add_argument("--before", default="## Development", help="the heading a new section goes before")
+    parser.add_argument(
+        "--readme", type=Path, default=REPO / "docs" / "results.md", help="'none' to leave it alone"
+    )
+    parser.add_argument(
+        "--before", default="## Publishing a study here", help="the heading a new section goes before"
+    )
     args = parser.parse_args(argv)
     readme = None if str(args.readme) == "none" else args.readme
     dest = publish(args.study, args.name, args.config, args.dest, readme, args.before)

@@ -81,14 +81,14 @@ def test_sampler_draws_each_class_equally_often_and_is_seeded_per_epoch():
 
 
 def test_weighting_and_sampler_together_are_warned_about_once(caplog):
-    """The README's "use one of the two": together they correct the imbalance twice."""
+    """docs/usage.md's "use one of the two": together they correct the imbalance twice."""
     split = _split([0] * 9 + [1], ["a", "b"])
     with caplog.at_level("WARNING", logger="emoreg_hf.balance"):
         for weighting, sampler in (("balanced", False), ("none", True)):
             class_balance(
                 SimpleNamespace(class_weighting=weighting, class_balanced_sampler=sampler), split, ["a", "b"]
             )
-        assert "twice" not in caplog.text  # either one alone is what the README recommends
+        assert "twice" not in caplog.text  # either one alone is what docs/usage.md recommends
         both = class_balance(
             SimpleNamespace(class_weighting="balanced", class_balanced_sampler=True), split, ["a", "b"]
         )

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from crash_at_step import CRASH_AT_STEP
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny baseline finetune on the demo data: 6 steps of 2 ranks x 8 images, a checkpoint every 2 steps.
@@ -28,21 +29,6 @@ import runpy, sys, time
 {patch}
 sys.argv = [sys.argv[1], *sys.argv[2:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-CRASH_AT_STEP = """
-from transformers import TrainerCallback
-import emoreg_hf.trainer as training
-
-class Crash(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == {step}:
-            raise RuntimeError("simulated crash at step {step}")
-
-init = training.EmoRegTrainer.__init__
-def patched(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    self.add_callback(Crash())
-training.EmoRegTrainer.__init__ = patched
 """
 # Every rank vetting checkpoints for itself raced: the slower one found a checkpoint the other had just
 # renamed (FileNotFoundError). Slowing the check makes that race certain if anything but rank 0 checks.

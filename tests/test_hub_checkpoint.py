@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import runpy
 import shutil
-import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,15 +73,6 @@ class FakeHub:
             raise RevisionNotFoundError(f"404: {repo_id}@{revision} not found", response=response)
         shutil.copytree(self.on(revision)[-1]["folder"], local_dir, dirs_exist_ok=True)
         return str(local_dir)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network was touched")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def write_checkpoint(folder: Path, step: int) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from crash_at_step import CRASH_AT_STEP
 from safetensors.torch import load_file
 
 from emoreg_hf.cli import RecipeArgumentParser
@@ -189,24 +190,13 @@ def test_non_empty_output_dir_is_refused_unless_overwrite(tmp_path):
 # -- running the recipes ---------------------------------------------------------------------------------
 
 
-INTERRUPT_AFTER = """
-import runpy, sys
-from transformers import TrainerCallback
-import emoreg_hf.trainer as training
-
-class Interrupt(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == {step}:
-            raise RuntimeError("simulated crash at step {step}")
-
-init = training.EmoRegTrainer.__init__
-def patched(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    self.add_callback(Interrupt())
-training.EmoRegTrainer.__init__ = patched
-sys.argv = ["recipes/finetune.py", *sys.argv[1:]]
+INTERRUPT_AFTER = (
+    "import runpy, sys\n"
+    + CRASH_AT_STEP
+    + """sys.argv = ["recipes/finetune.py", *sys.argv[1:]]
 runpy.run_path("recipes/finetune.py", run_name="__main__")
 """
+)
 
 
 @pytest.mark.slow

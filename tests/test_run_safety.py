@@ -198,11 +198,11 @@ STOPPED = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", 
 def stopped(tmp_path_factory):
     """A run killed after its final checkpoint (checkpoint-6 of 6 steps), while saving the finished model:
     64 rows at batch 16 are 4 steps an epoch, so the last epoch is cut at step 2 of 4."""
-    from emoreg_hf import trainer as training
+    from emoreg_hf import trainer
 
     folder = tmp_path_factory.mktemp("stopped") / "run"
 
-    save_model = training.EmoRegTrainer.save_model
+    save_model = trainer.EmoRegTrainer.save_model
 
     def killed(self, output_dir=None, *args, **kwargs):
         if output_dir is None:  # the final model (a checkpoint is saved into its own folder)
@@ -210,7 +210,7 @@ def stopped(tmp_path_factory):
         return save_model(self, output_dir, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training.EmoRegTrainer, "save_model", killed)
+        patch.setattr(trainer.EmoRegTrainer, "save_model", killed)
         code, out, err = recipe("finetune.py", *BASELINE, *STOPPED, "--output_dir", folder)
     assert code == 1 and "killed while saving" in err, err[-3000:]
     assert (folder / "checkpoint-6").is_dir() and not (folder / "model.safetensors").exists()

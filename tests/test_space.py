@@ -583,7 +583,7 @@ def test_browser_on_the_demo_checkpoint(demo_runs, tmp_path, monkeypatch):
     nothing else): the default title, the demo's own synthetic images as examples, the note that the model
     knows only synthetic shapes, and the webcam (Chromium's fake camera) as a source.
     `EMOREG_UPDATE_DOCS_SCREENSHOT=1` also refreshes docs/images/space_demo.png; `=RUN_DIR` does it on that
-    run folder (the README's shot: a finished `make demo`, outputs/demo/finetune) instead of the tests' tiny one."""
+    run folder (docs/usage.md's shot: a finished `make demo`, outputs/demo/finetune) instead of the tests' tiny one."""
     import shutil
 
     from selenium.webdriver.common.by import By
