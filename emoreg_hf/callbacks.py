@@ -114,18 +114,28 @@ def _close(figure) -> None:
     plt.close(figure)
 
 
+STOP_PUSH_WAIT_S = (
+    180  # a run stopped short waits this long for its checkpoint's push (Slurm warns 300 s ahead)
+)
+
+
 class PushAtEverySave(TrainerCallback):
     """`hub_strategy: every_save`: after each checkpoint, its model (weights, config, code, processor; never
     optimizer states) goes to the Hub repo as a "training in progress" commit, uploaded in the background as
     Trainer's own push does, so training goes on meanwhile; the end of the run pushes the finished, carded
     folder. An upload still running when the next checkpoint is due is waited for first (rotating old
-    checkpoints must not delete the folder it reads), and at the end of training. `hub_strategy: checkpoint`
-    also pushes the whole checkpoint (optimizer states included) to the branch `last-checkpoint`, to resume
-    from with `--resume_from_checkpoint org/name`."""
+    checkpoints must not delete the folder it reads), and at the end of training.
+
+    `hub_strategy: checkpoint` also pushes the whole checkpoint (optimizer states included) to the branch
+    `last-checkpoint`, to resume from with `--resume_from_checkpoint org/name`: from a background worker and
+    a snapshot rotation cannot delete (`publish.checkpoint_push`), so no step waits for it. The end of
+    training waits for the last one and says if it failed; a run stopped short (a stop request: its machine
+    is about to go) waits at most `STOP_PUSH_WAIT_S`, then leaves the branch at the checkpoint before."""
 
     def __init__(self, target):
         self.target = target
         self.pending = None  # the upload in flight: (its Future, the step it pushes)
+        self.checkpoints = None  # BackgroundCheckpointPush, with hub_strategy: checkpoint
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save:
@@ -134,7 +144,7 @@ class PushAtEverySave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        from .publish.push import push_checkpoint, push_checkpoint_model
+        from .publish.push import push_checkpoint_model
 
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(checkpoint):
@@ -145,10 +155,43 @@ class PushAtEverySave(TrainerCallback):
             )
             strategy = getattr(args, "hub_strategy", "every_save")
             if str(getattr(strategy, "value", strategy)) == "checkpoint":
-                push_checkpoint(checkpoint, self.target, step=state.global_step)
+                self.push_whole_checkpoint(checkpoint, args.output_dir, state.global_step)
+
+    def push_whole_checkpoint(self, checkpoint: str, output_dir: str, step: int) -> None:
+        from pathlib import Path
+
+        from .publish.checkpoint_push import BackgroundCheckpointPush
+
+        if self.checkpoints is None:
+            self.checkpoints = BackgroundCheckpointPush(self.target, output_dir)
+        self.checkpoints.submit(Path(checkpoint), step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.wait()
+        if self.checkpoints is not None:
+            stopped_short = bool(state.max_steps) and state.global_step < state.max_steps
+            self.wait_for_checkpoint_push(STOP_PUSH_WAIT_S if stopped_short else None)
+
+    def wait_for_checkpoint_push(self, timeout: float | None) -> None:
+        """The run's end: the last checkpoint's push is done (or given up after `timeout`), and said so when
+        it failed; the run on disk is unaffected either way."""
+        pushes, branch = self.checkpoints, f"{self.target.repo_id}@last-checkpoint"
+        if not pushes.wait(timeout):
+            logger.warning(
+                "the push of the last checkpoint to %s did not finish within %d s; the branch keeps the "
+                "checkpoint pushed before (a commit is all or nothing); every checkpoint is saved locally",
+                branch,
+                timeout,
+            )
+        elif pushes.failed and max(pushes.failed) > max(pushes.pushed, default=-1):
+            step = max(pushes.failed)
+            logger.warning(
+                "checkpoint-%d was not pushed to %s: %s. The run on disk is complete; the branch holds %s.",
+                step,
+                branch,
+                pushes.failed[step],
+                f"checkpoint-{max(pushes.pushed)}" if pushes.pushed else "no checkpoint of this run",
+            )
 
     def wait(self) -> None:
         """Wait for the upload in flight; a failed one is logged, not fatal (the final push reports)."""

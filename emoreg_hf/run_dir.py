@@ -63,6 +63,7 @@ RUN_OUTPUTS = (
     "runs",
     "checkpoint-*",
     "last-checkpoint",  # downloaded by --resume_from_checkpoint org/name
+    ".hub-staging",  # checkpoint snapshots uploading to the Hub (publish/checkpoint_push.py)
 )
 DATA_REPORT_FILE = "data_report.json"
 _LOCKS: list = []  # (FileLock held, its path, whether this run created the folder), until exit

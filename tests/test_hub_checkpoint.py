@@ -9,12 +9,15 @@ import json
 import runpy
 import shutil
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_models import resnet_config
+from transformers import TrainerCallback
 
 from emoreg_hf.callbacks import PushAtEverySave
 from emoreg_hf.checkpoints import resume_checkpoint
@@ -89,7 +92,9 @@ def test_every_save_pushes_the_model_to_main_and_the_checkpoint_to_its_branch(tm
     write_checkpoint(tmp_path / "run" / "checkpoint-5", 5)
     callback = PushAtEverySave(HubTarget(REPO, hub))
     args = SimpleNamespace(output_dir=str(tmp_path / "run"), hub_strategy="checkpoint")
-    callback.on_save(args, SimpleNamespace(is_world_process_zero=True, global_step=5), None)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=5, max_steps=5)
+    callback.on_save(args, state, None)
+    callback.on_train_end(args, state, None)  # the checkpoint's push runs in the background: the end waits
     (main,) = hub.on(None)
     (branch,) = hub.on(CHECKPOINT_BRANCH)
     assert {p.name for p in main["folder"].iterdir()} == {"model.safetensors", "config.json"}
@@ -104,6 +109,142 @@ def test_every_save_pushes_the_model_to_main_and_the_checkpoint_to_its_branch(tm
     assert resumed == str(tmp_path / "elsewhere" / "last-checkpoint")
     assert load_file(str(Path(resumed) / "model.safetensors"))["w"].eq(5).all()
     assert (Path(resumed) / "optimizer.pt").read_text() == "optimizer.pt"
+
+
+class BlockingHub(FakeHub):
+    """A Hub whose `last-checkpoint` uploads wait for `release` before reading the folder (as a slow network
+    would), and record when each started and ended in `events`, beside the events the test adds."""
+
+    def __init__(self, root: Path, events: list):
+        super().__init__(root)
+        self.events, self.started, self.release = events, threading.Event(), threading.Event()
+
+    def upload_folder(self, *, folder_path, revision=None, **kwargs):
+        if revision != CHECKPOINT_BRANCH:
+            return super().upload_folder(folder_path=folder_path, revision=revision, **kwargs)
+        step = json.loads((Path(folder_path) / "trainer_state.json").read_text())["global_step"]
+        self.events.append(f"upload {step} started")
+        self.started.set()
+        assert self.release.wait(30), "the upload was never released"  # a guard against a hang, not a timing
+        url = super().upload_folder(folder_path=folder_path, revision=revision, **kwargs)
+        self.events.append(f"upload {step} done")
+        return url
+
+
+class Events(TrainerCallback):
+    """Records each optimizer step; lets the blocked upload go once the step-6 checkpoint is saved."""
+
+    def __init__(self, hub: BlockingHub):
+        self.hub = hub
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.hub.events.append(f"step {state.global_step}")
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 6:
+            self.hub.release.set()
+
+
+class TinyImages(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"pixel_values": torch.full((3, 8, 8), i / 8), "labels": i % 7}
+
+
+RESUMABLE = {
+    "model.safetensors",
+    "config.json",
+    "trainer_state.json",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+}
+
+
+def test_training_goes_on_while_a_checkpoint_uploads_and_rotation_cannot_break_it(tmp_path, no_network):
+    """A real Trainer (tiny ResNet, `save_total_limit: 1`): the step-2 checkpoint's upload hangs until step 6
+    is saved; steps 3 to 6 run meanwhile, rotation deletes checkpoint-2 under it, and the upload still sends
+    its complete set. Step 4's push, overtaken by step 6's while waiting, is skipped; the end of training
+    waits for step 6's; no snapshot is left."""
+    from transformers import ResNetForImageClassification, Trainer, TrainingArguments
+
+    hub = BlockingHub(tmp_path / "hub", events=[])
+    out = tmp_path / "run"
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=1,
+        per_device_train_batch_size=4, report_to=[], use_cpu=True, logging_strategy="no", hub_strategy="checkpoint",
+    )  # fmt: skip
+    trainer = Trainer(
+        model=ResNetForImageClassification(resnet_config()),
+        args=args,
+        train_dataset=TinyImages(),
+        callbacks=[PushAtEverySave(HubTarget(REPO, hub)), Events(hub)],
+    )
+    trainer.train()
+    events = hub.events
+    assert events.index("upload 2 started") < events.index("step 3") < events.index("step 6")
+    assert events.index("step 6") < events.index("upload 2 done")  # steps 3-6 ran while step 2 uploaded
+    assert events[-1] == "upload 6 done" and "upload 4 started" not in events  # the newest only, then done
+    pushed = hub.on(CHECKPOINT_BRANCH)
+    assert [json.loads((u["folder"] / "trainer_state.json").read_text())["global_step"] for u in pushed] == [
+        2,
+        6,
+    ]
+    for upload in pushed:  # checkpoint-2 was rotated away mid-upload, yet its whole set went up
+        assert {p.name for p in upload["folder"].iterdir()} == RESUMABLE
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", ".hub"))) == [
+        "checkpoint-6"
+    ]
+
+
+def test_the_end_of_a_run_reports_a_checkpoint_push_that_failed(tmp_path, no_network, caplog):
+    """No network at the last upload: the end of training says so (no traceback), the run on disk stays."""
+
+    class Unreachable(FakeHub):
+        def upload_folder(self, *, revision=None, **kwargs):
+            if revision == CHECKPOINT_BRANCH and "step 4" in kwargs["commit_message"]:
+                raise ConnectionError("no route to host")
+            return super().upload_folder(revision=revision, **kwargs)
+
+    hub = Unreachable(tmp_path / "hub")
+    run = tmp_path / "run"
+    callback = PushAtEverySave(HubTarget(REPO, hub))
+    args = SimpleNamespace(output_dir=str(run), hub_strategy="checkpoint")
+    for step in (2, 4):
+        write_checkpoint(run / f"checkpoint-{step}", step)
+        callback.on_save(args, SimpleNamespace(is_world_process_zero=True, global_step=step), None)
+        callback.checkpoints.wait()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with caplog.at_level("WARNING"):
+        callback.on_train_end(args, SimpleNamespace(global_step=4, max_steps=4), None)
+    assert f"checkpoint-4 was not pushed to {REPO}@last-checkpoint: Could not reach the Hub" in caplog.text
+    assert "nothing was pushed" in caplog.text and "the branch holds checkpoint-2" in caplog.text
+    assert "Traceback" not in caplog.text and len(hub.on(CHECKPOINT_BRANCH)) == 1
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before and not (run / ".hub-staging").exists()
+
+
+def test_a_stopped_run_waits_a_bounded_time_for_its_checkpoint_push(
+    tmp_path, no_network, monkeypatch, caplog
+):
+    """A stop request (the run ends short of max_steps): the push in flight is waited for at most
+    `STOP_PUSH_WAIT_S` (0 here), then the run ends saying the branch keeps the checkpoint before."""
+    from emoreg_hf import callbacks
+
+    monkeypatch.setattr(callbacks, "STOP_PUSH_WAIT_S", 0)
+    hub = BlockingHub(tmp_path / "hub", events=[])
+    write_checkpoint(tmp_path / "run" / "checkpoint-3", 3)
+    callback = PushAtEverySave(HubTarget(REPO, hub))
+    args = SimpleNamespace(output_dir=str(tmp_path / "run"), hub_strategy="checkpoint")
+    callback.on_save(args, SimpleNamespace(is_world_process_zero=True, global_step=3), None)
+    assert hub.started.wait(30)
+    with caplog.at_level("WARNING"):
+        callback.on_train_end(args, SimpleNamespace(global_step=3, max_steps=10), None)
+    assert "did not finish within 0 s; the branch keeps the checkpoint pushed before" in caplog.text
+    assert hub.events == ["upload 3 started"]  # it returned while the upload was still in flight
+    hub.release.set()
+    assert callback.checkpoints.wait(30) and hub.events[-1] == "upload 3 done"
 
 
 def test_resume_from_a_hub_id_without_a_checkpoint_says_why(tmp_path, no_network):

@@ -250,33 +250,6 @@ def finish_checkpoint_push(future, target: HubTarget, *, step: int) -> None:
 
 
 CHECKPOINT_BRANCH = "last-checkpoint"  # hub_strategy: checkpoint pushes the resumable checkpoint here
-# Not needed to resume, and a pickle of the arguments with local paths in it: never uploaded.
-CHECKPOINT_FILES_KEPT_LOCAL = ("training_args.bin",)
-
-
-def push_checkpoint(checkpoint: PathLike, target: HubTarget, *, step: int) -> None:
-    """`hub_strategy: checkpoint`: the whole checkpoint (weights, optimizer, scheduler and RNG states, trainer
-    state) to the branch `last-checkpoint` of the model repo, replacing the one before, so that a pre-empted
-    run resumes on any machine with `--resume_from_checkpoint org/name`. The main branch only ever gets the
-    model (at each save) and, at the end, the finished, carded folder. A failed upload is logged, not fatal."""
-    with tempfile.TemporaryDirectory(prefix="emoreg-checkpoint-") as tmp:
-        for path in sorted(Path(checkpoint).iterdir()):
-            if path.is_file() and path.name not in CHECKPOINT_FILES_KEPT_LOCAL:
-                shutil.copy2(path, Path(tmp) / path.name)
-        try:
-            with hub_errors(target.repo_id):
-                target.api.create_branch(
-                    target.repo_id, branch=CHECKPOINT_BRANCH, exist_ok=True, repo_type="model"
-                )
-                target.api.upload_folder(
-                    repo_id=target.repo_id,
-                    folder_path=tmp,
-                    repo_type="model",
-                    revision=CHECKPOINT_BRANCH,
-                    commit_message=f"Checkpoint at step {step} (resume: --resume_from_checkpoint {target.repo_id})",
-                )
-        except HubPushError as error:
-            logger.warning("checkpoint push at step %d failed, training goes on: %s", step, error)
 
 
 def download_checkpoint(
