@@ -189,7 +189,7 @@ class PushAtEverySave(TrainerCallback):
                 "checkpoint-%d was not pushed to %s: %s. The run on disk is complete; the branch holds %s.",
                 step,
                 branch,
-                pushes.failed[step],
+                pushes.failed[step].rstrip("."),
                 f"checkpoint-{max(pushes.pushed)}" if pushes.pushed else "no checkpoint of this run",
             )
 

@@ -205,7 +205,8 @@ def test_training_goes_on_while_a_checkpoint_uploads_and_rotation_cannot_break_i
 
 
 def test_the_end_of_a_run_reports_a_checkpoint_push_that_failed(tmp_path, no_network, caplog):
-    """No network at the last upload: the end of training says so (no traceback), the run on disk stays."""
+    """No network at the last upload: the end of training says so (no traceback), the run on disk stays;
+    stale snapshots of an earlier, killed run are gone."""
 
     class Unreachable(FakeHub):
         def upload_folder(self, *, revision=None, **kwargs):
@@ -217,6 +218,7 @@ def test_the_end_of_a_run_reports_a_checkpoint_push_that_failed(tmp_path, no_net
     run = tmp_path / "run"
     callback = PushAtEverySave(HubTarget(REPO, hub))
     args = SimpleNamespace(output_dir=str(run), hub_strategy="checkpoint")
+    (run / ".hub-staging" / "step-1").mkdir(parents=True)  # left by a run killed mid-upload: removed
     for step in (2, 4):
         write_checkpoint(run / f"checkpoint-{step}", step)
         callback.on_save(args, SimpleNamespace(is_world_process_zero=True, global_step=step), None)

@@ -69,6 +69,7 @@ class BackgroundCheckpointPush:
 
     def __init__(self, target: HubTarget, output_dir: str):
         self.target, self.staging = target, Path(output_dir) / STAGING_DIR
+        shutil.rmtree(self.staging, ignore_errors=True)  # snapshots of a run killed mid-upload, now stale
         self.changed = threading.Condition()
         self.queued: tuple[Path, int] | None = None  # (snapshot, step) waiting for the upload in flight
         self.uploading: int | None = None  # the step being uploaded
