@@ -44,11 +44,17 @@ def affect_reliance(
     permutations: int = RELIANCE_PERMUTATIONS,
     seed: int = 0,
 ) -> dict[str, float]:
-    """How much EmoReg's answers rely on the affective pathway: the accuracy drop when h_A and e(x) are
+    """How much EmoReg's answers rely on the affective pathway: the accuracy drop when its outputs are
     permuted across the evaluated images (each image gets another image's feelings) and when they are
     replaced by their mean over the split (no image-specific feeling at all). ρ cannot say this: it weights
     the emotional response's logits, and that response also reads h_T. Drops are fractions, like accuracy,
-    relative to the accuracy recomputed from the same features."""
+    relative to the accuracy recomputed from the same features.
+
+    `reliance_permuted` / `reliance_mean` change h_A and e(x) together; `*_affect` changes h_A alone (e(x)
+    kept) and `*_emotion` e(x) alone (h_A kept). e(x) is changed everywhere `model.respond` reads it: in the
+    emotional response and, in adaptive regulation, in ρ; h_A enters the emotional response only. The three
+    permuted settings share each permutation (one generator), so their figures are comparable.
+    `accuracy_non_emotional` / `accuracy_emotional`: the accuracy of z_N and z_E alone, unregulated."""
     parameter = next(model.parameters())
 
     def tensor(values: np.ndarray) -> torch.Tensor:
@@ -59,22 +65,32 @@ def affect_reliance(
     if targets.ndim > 1:
         targets = targets.argmax(-1)
 
-    def accuracy(affect: torch.Tensor, feeling: torch.Tensor) -> float:
-        logits = model.respond(h_task, affect, feeling).logits
+    def correct(logits: torch.Tensor) -> float:
         return float((logits.argmax(-1) == targets).float().mean())
 
-    reference = accuracy(h_affect, emotion)
+    def accuracy(affect: torch.Tensor, feeling: torch.Tensor) -> float:
+        return correct(model.respond(h_task, affect, feeling).logits)
+
+    responses = model.respond(h_task, h_affect, emotion)
+    reference = correct(responses.logits)
     generator = torch.Generator().manual_seed(seed)
-    permuted = []
+    permuted: dict[str, list[float]] = {"": [], "_affect": [], "_emotion": []}
     for _ in range(permutations):
         order = torch.randperm(len(targets), generator=generator).to(parameter.device)
-        permuted.append(accuracy(h_affect[order], emotion[order]))
-    mean = accuracy(
-        h_affect.mean(0, keepdim=True).expand_as(h_affect), emotion.mean(0, keepdim=True).expand_as(emotion)
-    )
+        permuted[""].append(accuracy(h_affect[order], emotion[order]))
+        permuted["_affect"].append(accuracy(h_affect[order], emotion))
+        permuted["_emotion"].append(accuracy(h_affect, emotion[order]))
+    mean_affect = h_affect.mean(0, keepdim=True).expand_as(h_affect)
+    mean_emotion = emotion.mean(0, keepdim=True).expand_as(emotion)
     return {
-        "reliance_permuted": reference - float(np.mean(permuted)),
-        "reliance_mean": reference - mean,
+        "reliance_permuted": reference - float(np.mean(permuted[""])),
+        "reliance_mean": reference - accuracy(mean_affect, mean_emotion),
+        "reliance_permuted_affect": reference - float(np.mean(permuted["_affect"])),
+        "reliance_permuted_emotion": reference - float(np.mean(permuted["_emotion"])),
+        "reliance_mean_affect": reference - accuracy(mean_affect, emotion),
+        "reliance_mean_emotion": reference - accuracy(h_affect, mean_emotion),
+        "accuracy_non_emotional": correct(responses.logits_non_emotional),
+        "accuracy_emotional": correct(responses.logits_emotional),
     }
 
 

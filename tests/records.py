@@ -30,6 +30,16 @@ def results(accuracy: float, rho: float | None = 0.4) -> dict:
                 {f"{prefix}_rho_mean": rho, f"{prefix}_rho_std": 0.1, f"{prefix}_emotion_entropy": 0.9}
             )
             out.update({f"{prefix}_reliance_permuted": 0.0123, f"{prefix}_reliance_mean": 0.0045})
+            out.update(
+                {
+                    f"{prefix}_reliance_permuted_affect": 0.0021,
+                    f"{prefix}_reliance_permuted_emotion": 0.0107,
+                    f"{prefix}_reliance_mean_affect": -0.0003,
+                    f"{prefix}_reliance_mean_emotion": 0.0039,
+                    f"{prefix}_accuracy_non_emotional": accuracy + shift - 0.05,
+                    f"{prefix}_accuracy_emotional": accuracy + shift - 0.01,
+                }
+            )
     return out
 
 

@@ -399,8 +399,11 @@ def test_demo_matrix_end_to_end_and_skip_on_restart(sequential_matrix, tmp_path)
     assert summary["methods"]["emoreg_adaptive"]["vs_baseline"]["seeds"] == [0, 1]
     assert summary["methods"]["emoreg_adaptive"]["rho_mean"] is not None
     assert summary["methods"]["emoreg_adaptive"]["reliance_permuted"] is not None
+    assert summary["methods"]["emoreg_adaptive"]["accuracy_non_emotional"]["n"] == 2
+    assert "reliance_permuted_emotion" not in summary["methods"]["baseline"]
     markdown = (root / "results.md").read_text()
     assert "**Reliance on the affective pathway**" in markdown
+    assert "pp with e(x) alone permuted" in markdown and "z_E alone" in markdown
     assert "| baseline | 2 |" in markdown and "emoreg_adaptive" in markdown
     written = json.loads((root / "results.json").read_text())
     assert (root / "results.png").is_file() and written["split"] == "test"

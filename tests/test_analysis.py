@@ -11,6 +11,7 @@ from records import finetune_record, write_study_run
 
 from emoreg_hf import ablation
 from emoreg_hf.ablation import analysis
+from emoreg_hf.metrics import MECHANISM_NAMES
 from emoreg_hf.run_record import DatasetRecord, RunRecord
 
 METHODS = ["baseline", "emoreg_adaptive", "shuffled_emotion", "no_pretraining"]
@@ -193,6 +194,8 @@ def test_report_of_a_pre_registered_study(tmp_path):
             )
             if kind == "emoreg":
                 record.results.update(test_reliance_permuted=0.004, test_reliance_mean=0.001)
+            if method == "shuffled_emotion":  # evaluated before the mechanism figures: none of them
+                record.results = {k: v for k, v in record.results.items() if not k.endswith(MECHANISM_NAMES)}
             write_study_run(tmp_path, f"finetune/{method}/seed{seed}", record)
         write_study_run(tmp_path, f"pretrain/normal/seed{seed}", _stage1_record(seed, 0.61, 0.245, False))
         write_study_run(tmp_path, f"pretrain/shuffled/seed{seed}", _stage1_record(seed, 0.245, 0.245, True))
@@ -204,6 +207,21 @@ def test_report_of_a_pre_registered_study(tmp_path):
         "**Reliance on the affective pathway**" in text
         and "0.40 ± 0.00 pp with h_A and e(x) permuted" in text
     )
+    assert (
+        "- emoreg_adaptive: 0.40 ± 0.00 pp with h_A and e(x) permuted across images, 0.10 ± 0.00 pp with them "
+        "replaced by their mean; 0.21 ± 0.00 pp with h_A alone permuted and 1.07 ± 0.00 pp with e(x) alone "
+        "permuted, -0.03 ± 0.00 pp with h_A alone and 0.39 ± 0.00 pp with e(x) alone replaced by its mean; "
+        "z_N alone scores "
+    ) in text and "Changing h_A alone (e(x) kept) or e(x) alone (h_A kept)" in text
+    assert (
+        "- shuffled_emotion: 0.40 ± 0.00 pp with h_A and e(x) permuted across images, 0.10 ± 0.00 pp with "
+        "them replaced by their mean\n"
+    ) in text
+    mechanism = summary["analysis"]["reliance"]
+    assert mechanism["emoreg_adaptive"]["reliance_permuted_emotion"]["mean"] == pytest.approx(0.0107)
+    assert "reliance_permuted_emotion" not in mechanism["shuffled_emotion"]
+    assert "accuracy_emotional" not in summary["methods"]["shuffled_emotion"]
+    assert summary["methods"]["emoreg_adaptive"]["accuracy_emotional"]["n"] == 6
     assert (
         "No conclusion" in text
     )  # the shuffled stage 1 is degenerate: neither the primary nor the control speaks

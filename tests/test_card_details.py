@@ -164,6 +164,20 @@ def test_a_run_folders_own_card_is_titled_after_its_model_and_loads_a_placeholde
     assert "and lose 0.12 points when they are replaced by their mean" in text and "lose -" not in text
 
 
+def test_the_mechanism_table_shows_each_part_and_is_left_out_for_older_records(tmp_path):
+    """h_A alone, e(x) alone and each response alone get their own table; a record evaluated before these
+    figures existed renders the regulation section as before, without it."""
+    text = card(tmp_path, "new")
+    heading = "| Split | h_A permuted (pp) | e(x) permuted (pp) | h_A mean (pp) | e(x) mean (pp) | z_N alone accuracy |"
+    assert heading in text and "| test | 0.21 | 1.07 | -0.03 | 0.39 | 0.5500 | 0.5900 |" in text
+    assert "with adaptive regulation ρ is recomputed from it too" in text
+    older = {k: v for k, v in results(0.6).items() if not k.endswith(("_affect", "_emotion", "_emotional"))}
+    assert len(older) == len(results(0.6)) - 12
+    old = card(tmp_path, "old", results=older)
+    assert "| test | 0.4000 | 0.1000 | 0.9000 | 1.23 | 0.45 |" in old
+    assert "h_A permuted" not in old and "z_N alone" not in old and "e(x) is changed" not in old
+
+
 def test_stage1_controls_describe_their_own_classes(tmp_path):
     """A k-means or positive-control stage 1 is not an emotion recogniser; one source is not a mixture."""
     clusters = ["cluster 1", "cluster 2", "cluster 3"]

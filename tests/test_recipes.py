@@ -254,7 +254,11 @@ def test_two_process_gloo_run_matches_single_process_keys(tmp_path, demo_runs):
     results = [json.loads((tmp_path / d / "all_results.json").read_text()) for d in ("one", "two")]
     assert results[0].keys() == results[1].keys()
     assert {"eval_accuracy", "test_accuracy", "test_rho_mean", "test_emotion_entropy"} <= results[1].keys()
-    assert {"test_reliance_permuted", "test_reliance_mean", "test_majority_accuracy"} <= results[1].keys()
+    mechanism = {
+        f"test_reliance_{how}{part}" for how in ("permuted", "mean") for part in ("", "_affect", "_emotion")
+    }
+    mechanism |= {"test_accuracy_non_emotional", "test_accuracy_emotional", "eval_reliance_permuted_emotion"}
+    assert mechanism | {"test_majority_accuracy"} <= results[1].keys()
     info = json.loads((tmp_path / "two" / "run_info.json").read_text())["hyperparameters"]
     assert info["world_size"] == 2 and info["global_batch_size"] == 2 * 16
     states = [json.loads((tmp_path / d / "trainer_state.json").read_text()) for d in ("one", "two")]

@@ -175,17 +175,21 @@ def test_layernorm_fusion_is_blind_to_the_scale_of_h_a_and_respond_reproduces_fo
         )
 
 
-def _reliance_model(read_emotion: bool) -> EmoRegForImageClassification:
-    """ρ = 1 and an emotional head that reads only e(x) (emotion k -> class k), or only h_T."""
-    model = emoreg(task=small_resnet(EKMAN7), regulation="fixed", rho_init=1.0).eval()
+def _reliance_model(reads: str, **options) -> EmoRegForImageClassification:
+    """ρ = 1 and an emotional head that reads only e(x) (emotion k -> class k), only h_A or only h_T
+    (their first 7 features -> class k); the non-emotional response reads h_T's next 7 features."""
+    options = options or {"regulation": "fixed", "rho_init": 1.0}
+    model = emoreg(task=small_resnet(EKMAN7), **options).eval()
     with torch.no_grad():
         model.emotional_head.weight.zero_()
         model.emotional_head.bias.zero_()
         d = model.emotional_head.in_features
-        if read_emotion:
-            model.emotional_head.weight[:, d - 7 :] = 10 * torch.eye(7)
-        else:
-            model.emotional_head.weight[:, :7] = 10 * torch.eye(7)
+        start = {"emotion": d - 7, "affect": (d - 7) // 2, "task": 0}[reads]
+        model.emotional_head.weight[:, start : start + 7] = 10 * torch.eye(7)
+        classifier = model.task_model.classifier[-1]
+        classifier.weight.zero_()
+        classifier.bias.zero_()
+        classifier.weight[:, 7:14] = torch.eye(7)
     return model
 
 
@@ -196,10 +200,44 @@ def test_reliance_is_the_accuracy_lost_without_each_image_s_own_feelings():
     h_task = rng.normal(size=(700, 16))
     h_task[:, :7] += 5 * np.eye(7)[labels]  # so does h_T
     h_affect = rng.normal(size=(700, 16))
-    reads_emotion = affect_reliance(_reliance_model(True), h_task, h_affect, feelings, labels)
+    h_affect[:, :7] += 5 * np.eye(7)[labels]  # and h_A
+    reads_emotion = affect_reliance(_reliance_model("emotion"), h_task, h_affect, feelings, labels)
     assert 0.75 < reads_emotion["reliance_permuted"] <= 1 and 0.75 < reads_emotion["reliance_mean"] <= 1
-    ignores_emotion = affect_reliance(_reliance_model(False), h_task, h_affect, feelings, labels)
-    assert ignores_emotion == {"reliance_permuted": 0.0, "reliance_mean": 0.0}
+    assert reads_emotion["reliance_permuted_emotion"] == reads_emotion["reliance_permuted"]
+    assert reads_emotion["reliance_mean_emotion"] == reads_emotion["reliance_mean"]
+    assert reads_emotion["reliance_permuted_affect"] == 0.0 and reads_emotion["reliance_mean_affect"] == 0.0
+    reads_affect = affect_reliance(_reliance_model("affect"), h_task, h_affect, feelings, labels)
+    assert 0.75 < reads_affect["reliance_permuted_affect"] == reads_affect["reliance_permuted"]
+    assert 0.75 < reads_affect["reliance_mean_affect"] == reads_affect["reliance_mean"]
+    assert reads_affect["reliance_permuted_emotion"] == 0.0 and reads_affect["reliance_mean_emotion"] == 0.0
+    ignores_emotion = affect_reliance(_reliance_model("task"), h_task, h_affect, feelings, labels)
+    reliance = {k: v for k, v in ignores_emotion.items() if k.startswith("reliance")}
+    assert reliance == dict.fromkeys(
+        [f"reliance_{how}{part}" for part in ("", "_affect", "_emotion") for how in ("permuted", "mean")],
+        0.0,
+    )
+    for figures in (reads_emotion, reads_affect, ignores_emotion):  # z_E decides alone (ρ = 1); z_N guesses
+        assert figures["accuracy_emotional"] > 0.95 and figures["accuracy_non_emotional"] < 0.3
+
+
+def test_adaptive_rho_reads_the_permuted_e_x_too():
+    """In adaptive regulation e(x) also sets ρ: permuting e(x) alone costs accuracy through ρ even when
+    neither response reads e(x) or h_A; permuting h_A alone costs nothing."""
+    rng = np.random.default_rng(1)
+    labels, task_knows = rng.integers(0, 7, 400), np.arange(400) % 2 == 0
+    h_task = rng.normal(size=(400, 16))
+    h_task[task_knows, 7:14] += 5 * np.eye(7)[labels[task_knows]]  # z_N is right on these images
+    h_task[~task_knows, :7] += 5 * np.eye(7)[labels[~task_knows]]  # z_E on the others
+    feelings = np.eye(7)[np.where(task_knows, 0, 1)]  # e(x) says which: ρ ≈ 0 on the first, ≈ 1 on the rest
+    model = _reliance_model("task", regulation="adaptive")
+    with torch.no_grad():
+        model.regulator.weight.zero_()
+        model.regulator.weight[0, 16:18] = torch.tensor([-20.0, 20.0])
+        model.regulator.bias.zero_()
+    figures = affect_reliance(model, h_task, rng.normal(size=(400, 16)), feelings, labels)
+    assert figures["reliance_permuted_emotion"] == figures["reliance_permuted"] > 0.3  # ρ: wrong response
+    assert figures["reliance_permuted_affect"] == 0.0 and figures["reliance_mean_affect"] == 0.0
+    assert figures["accuracy_non_emotional"] < 0.7 and figures["accuracy_emotional"] < 0.7
 
 
 def test_evaluation_keeps_the_features_reliance_needs():

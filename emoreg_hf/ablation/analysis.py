@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import stats
+from ..metrics import MECHANISM_NAMES
 
 PLAN_FILE = "analysis_plan.json"
 PLAN_KEYS = ("primary", "secondary", "positive_control", "equivalence_margin", "alpha", "planned_seeds")
@@ -166,7 +167,9 @@ def stage1_checks(stage1: Mapping[str, Mapping[int, Mapping]]) -> dict[str, dict
 
 
 def reliance(records: Mapping[str, Mapping[int, Mapping]], split: str) -> dict[str, dict]:
-    """Per EmoReg arm: the accuracy drop with h_A and e(x) permuted across images and replaced by their mean."""
+    """Per EmoReg arm: the accuracy drop with h_A and e(x) permuted across images and replaced by their mean;
+    where the records have them, the mechanism figures too (`metrics.MECHANISM_NAMES`: h_A or e(x) alone
+    changed, z_N and z_E alone), left out for records evaluated before them."""
     out = {}
     for method in records:
         permuted = _series(records, method, f"{split}_reliance_permuted")
@@ -175,6 +178,9 @@ def reliance(records: Mapping[str, Mapping[int, Mapping]], split: str) -> dict[s
                 "permuted": stats.describe(list(permuted.values())),
                 "mean": stats.describe(list(_series(records, method, f"{split}_reliance_mean").values())),
             }
+            for key in MECHANISM_NAMES:
+                if values := _series(records, method, f"{split}_{key}"):
+                    out[method][key] = stats.describe(list(values.values()))
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jinja2
 
 from .. import registry, stage1_variants, stats
+from ..metrics import MECHANISM_NAMES
 from ..templates import read_template
 
 
@@ -23,6 +24,14 @@ def _mean_std(stat: dict | None, scale: float = 100.0, digits: int = 2) -> str:
         return "–"
     mean = f"{scale * stat['mean']:.{digits}f}"
     return mean if stat.get("std") is None else f"{mean} ± {scale * stat['std']:.{digits}f}"
+
+
+def _mechanism(entry: dict) -> dict[str, str] | None:
+    """A method's drops with h_A or e(x) alone changed and the accuracy of z_N and z_E alone (percent),
+    mean ± std over seeds; None for records evaluated before these figures existed."""
+    if not any(entry.get(key) for key in MECHANISM_NAMES):
+        return None
+    return {key: _mean_std(entry.get(key)) for key in MECHANISM_NAMES}
 
 
 def _interval(stat: dict | None, scale: float = 100.0, sign: bool = False) -> str:
@@ -255,6 +264,7 @@ def render_markdown(summary: dict, *, title: str | None = None) -> str:
                 "method": method,
                 "permuted": _mean_std(entry["reliance_permuted"]),
                 "mean": _mean_std(entry.get("reliance_mean")),
+                "mechanism": _mechanism(entry),
             }
             for method, entry in summary["methods"].items()
             if entry.get("reliance_permuted")

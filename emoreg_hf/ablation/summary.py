@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import registry, stage1_variants, stats
-from ..metrics import METRIC_NAMES
+from ..metrics import MECHANISM_NAMES, METRIC_NAMES
 from ..run_record import RECORD_FILE, RunRecord, load_run_record
 from .records import RECORDS, load_study
 
@@ -88,6 +88,11 @@ def summarize(
         entry["rho_mean"] = described(method, f"{split}_rho_mean")
         entry["reliance_permuted"] = described(method, f"{split}_reliance_permuted")
         entry["reliance_mean"] = described(method, f"{split}_reliance_mean")
+        for (
+            key
+        ) in MECHANISM_NAMES:  # absent from records evaluated before them: left out, results.json unchanged
+            if (mechanism := described(method, f"{split}_{key}")) is not None:
+                entry[key] = mechanism
         entry["train_runtime"] = described(method, "train_runtime")
         entry["train_samples_per_second"] = described(method, "train_samples_per_second")
         if method != baseline and baseline in records:

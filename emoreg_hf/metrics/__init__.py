@@ -15,10 +15,20 @@ METRICS_DIR = Path(__file__).resolve().parent
 METRIC_MODULE = "classification"
 #: the keys `compute_classification_metrics` returns, in order
 METRIC_NAMES = ("accuracy", "top5_accuracy", "macro_f1", "balanced_accuracy", "ece")
+#: the mechanism figures `evaluation.affect_reliance` adds to EmoReg's reliance_permuted / reliance_mean
+#: (accuracy drops with h_A or e(x) alone changed; then the accuracy of z_N and of z_E alone)
+MECHANISM_DROPS = (
+    "reliance_permuted_affect",
+    "reliance_permuted_emotion",
+    "reliance_mean_affect",
+    "reliance_mean_emotion",
+)
+MECHANISM_ACCURACIES = ("accuracy_non_emotional", "accuracy_emotional")
+MECHANISM_NAMES = MECHANISM_DROPS + MECHANISM_ACCURACIES
 ECE_BINS = 15
 TOP_K = 5
 
-__all__ = ["METRIC_NAMES", "compute_classification_metrics", "load_metric", "metric_path"]
+__all__ = ["MECHANISM_NAMES", "METRIC_NAMES", "compute_classification_metrics", "load_metric", "metric_path"]
 
 
 def metric_path() -> str:

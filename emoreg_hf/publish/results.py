@@ -9,7 +9,7 @@ from typing import Any
 from huggingface_hub import EvalResult
 
 from .. import registry, stage1_variants, stats
-from ..metrics import METRIC_NAMES
+from ..metrics import MECHANISM_ACCURACIES, MECHANISM_DROPS, METRIC_NAMES
 from .runs import RunFolder
 
 SPLITS = {"eval": "validation", "test": "test"}  # all_results.json prefix -> split name in the card
@@ -103,8 +103,21 @@ def _points(stat: dict | None) -> dict | None:
     }
 
 
+def mechanism_rows(statistics: Statistics) -> list[dict[str, Any]]:
+    """Per split that has them, the mechanism figures as table cells; none for older records."""
+    rows = []
+    for prefix, split in SPLITS.items():
+        if not any(f"{prefix}_{key}" in statistics for key in (*MECHANISM_DROPS, *MECHANISM_ACCURACIES)):
+            continue
+        row = {key: fmt(_points(statistics.get(f"{prefix}_{key}")), 2) for key in MECHANISM_DROPS}
+        row |= {key: fmt(statistics.get(f"{prefix}_{key}")) for key in MECHANISM_ACCURACIES}
+        rows.append({"split": split, **row})
+    return rows
+
+
 def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
-    """ρ and emotion statistics per split, as tables, from the `<split>_rho_*` / `emotion_*` results."""
+    """ρ and emotion statistics per split, as tables, from the `<split>_rho_*` / `emotion_*` results, and
+    the mechanism (`mechanism_rows`) where the results have it."""
     summary, per_class, shares = [], {}, {}
     for prefix, split in SPLITS.items():
         if f"{prefix}_rho_mean" not in statistics:
@@ -143,6 +156,7 @@ def regulation_tables(statistics: Statistics) -> dict[str, Any] | None:
             "reliance_mean": replaced,
         },
         "summary": summary,
+        "mechanism": mechanism_rows(statistics),
         "per_class": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in per_class.items()],
         "emotion_share": [{"name": k, "values": [v.get(s, "–") for s in splits]} for k, v in shares.items()],
     }
