@@ -116,7 +116,16 @@ class RunRecord:
         return path
 
 
-FRAMEWORKS = ("torch", "transformers", "datasets", "accelerate", "timm", "huggingface_hub", "evaluate")
+FRAMEWORKS = (
+    "torch",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "timm",
+    "huggingface_hub",
+    "evaluate",
+    "numpy",
+)
 
 
 def framework_versions() -> dict[str, str]:

@@ -37,6 +37,22 @@ def test_licence_from_the_data_when_known_else_other_with_a_note(tmp_path):
     assert "\nlicense: mit\n" in given and "Licence `other`" not in given
 
 
+def test_the_card_says_when_and_on_what_the_run_trained_only_when_recorded(tmp_path):
+    machine = {"cpu_model": "AMD EPYC 7B13", "cpu_capability": "AVX2", "torch_threads": 4, "gpu": None}
+    text = card(
+        tmp_path,
+        started="2026-12-07T10:00:00Z",
+        finished="2026-12-07T10:05:00Z",
+        resumed_from_step=5,
+        machine={**machine, "world_size": 2},
+    )
+    assert (
+        "\nTrained from 2026-12-07T10:00:00Z to 2026-12-07T10:05:00Z (resumed from step 5) on AMD EPYC 7B13 "
+        "(torch CPU capability AVX2, 4 threads), no GPU, 2 process(es).\n"
+    ) in text
+    assert "\nTrained " not in card(tmp_path, "older")  # a record without them: the line is left out
+
+
 def test_framework_versions_are_the_runs_own(tmp_path):
     versions = framework_versions()
     assert {"python", "torch", "transformers", "datasets", "accelerate"} <= set(versions)
