@@ -4,6 +4,8 @@ with exact model-index values."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from records import finetune_record, results, write_run
 
@@ -104,10 +106,13 @@ def test_push_license_and_the_runs_record(demo_runs, tmp_path):
 
     record = json.loads((demo_runs.finetune / "run_info.json").read_text())
     assert record["framework_versions"]["transformers"] and record["results"]["epoch"] == pytest.approx(1.0)
+    assert record["started"] <= record["finished"] and record["finished"].endswith("Z")
+    assert isinstance(record["machine"]["cpu_capability"], str) and record["machine"]["world_size"] == 1
     push_to_hub([demo_runs.finetune], "org/emoreg-demo", export_dir=tmp_path / "export", license="mit")
     readme = (tmp_path / "export" / "README.md").read_text()
     assert "\nlicense: mit\n" in readme and "| epochs run | 1.00 |" in readme
-    assert "- Transformers " in readme
+    assert "- Transformers " in readme and f"\nTrained from {record['started']} to " in readme
+    assert socket.gethostname() not in readme
 
 
 def test_the_card_names_the_taxonomy_also_from_a_record_that_nested_it(tmp_path):
