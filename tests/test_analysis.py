@@ -223,6 +223,8 @@ def test_report_of_a_pre_registered_study(tmp_path):
     ) in text  # the stage-1 records hold no machine: only the 24 stage-2 runs are counted
     no_provenance = ablation.render_markdown({k: v for k, v in summary.items() if k != "provenance"})
     assert "Plan registered" not in no_provenance and "machines (CPU" not in no_provenance
+    unplanned = {**summary, "provenance": {**summary["provenance"], "plan_registered": None}}
+    assert "\nFirst run started 2026-12-01T10:00:00Z; last run" in ablation.render_markdown(unplanned)
     assert "**Pre-registered analysis**" in text and "Holm-corrected as one family of 2" in text
     assert (
         "**Reliance on the affective pathway**" in text

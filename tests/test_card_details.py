@@ -50,7 +50,7 @@ def test_the_card_says_when_and_on_what_the_run_trained_only_when_recorded(tmp_p
     )
     assert (
         "\nTrained from 2026-12-07T10:00:00Z to 2026-12-07T10:05:00Z (resumed from step 5) on AMD EPYC 7B13 "
-        "(torch CPU capability AVX2, 4 threads), no GPU, 2 process(es).\n"
+        "(torch CPU capability AVX2, 4 threads), no GPU, 2 processes.\n"
     ) in text
     assert "\nTrained " not in card(tmp_path, "older")  # a record without them: the line is left out
 

@@ -216,7 +216,8 @@ def _provenance(provenance: dict | None) -> str | None:
     ]
     if machines:
         parts.append("machines (CPU / GPU / torch CPU capability): " + ", ".join(machines))
-    return "; ".join(parts) + "." if parts else None
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "." if parts else None  # a study without a plan: "First run ..."
 
 
 def render_markdown(summary: dict, *, title: str | None = None) -> str:
