@@ -20,7 +20,7 @@ from .data import SourceSpec, is_synthetic
 from .models import emotion_labels
 from .run_dir import DATA_REPORT_FILE, run_files
 from .run_folder import STARTED_FILE, started_run
-from .run_record import RECORD_FILE, DatasetRecord, RunRecord, framework_versions
+from .run_record import RECORD_FILE, DatasetRecord, RunRecord, framework_versions, machine_info, utc_now
 from .run_settings import training_arguments, training_summary
 from .taxonomy import taxonomy_name
 
@@ -131,6 +131,24 @@ def started_training_arguments(output_dir: str, training_args) -> dict[str, Any]
     return {k.removeprefix(prefix): v for k, v in started["settings"].items() if k.startswith(prefix)}
 
 
+def run_times(output_dir: str) -> dict[str, Any]:
+    """The record's `started` (run_started.json's, kept across resumes; one written before it was UTC holds
+    this machine's local time, converted), `finished` (now) and `resumed_from_step`, all UTC ISO."""
+    import datetime
+
+    started = started_run(output_dir) or {}
+    start = started.get("started")
+    if isinstance(start, str) and not start.endswith("Z"):
+        with contextlib.suppress(ValueError):
+            local = datetime.datetime.strptime(start, "%Y-%m-%d %H:%M:%S").astimezone()
+            start = local.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "started": start if isinstance(start, str) and start.endswith("Z") else None,
+        "finished": utc_now(),
+        "resumed_from_step": started.get("resumed_from_step"),
+    }
+
+
 def finish_run(
     training_args,
     script_args,
@@ -166,6 +184,8 @@ def finish_run(
         files=files,
         emoreg_hf_version=__version__,
         framework_versions=framework_versions(),
+        machine=machine_info(world_size=getattr(training_args, "world_size", None)),
+        **run_times(output_dir),
         **record_fields,
     )
     record.write(output_dir)

@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 from .checkpoints import resume_checkpoint
 from .ranks import main_process_decides
 from .run_folder import LAUNCHER_FILES, LOCK_FILE, STARTED_FILE, RunDirError, _names, started_run
-from .run_record import RECORD_FILE, RunRecord, load_run_record
+from .run_record import RECORD_FILE, RunRecord, load_run_record, utc_now
 from .run_settings import comparable_settings, run_settings, setting_defaults, settings_differences
 
 logger = logging.getLogger(__name__)
@@ -234,15 +234,27 @@ def begin_training(training_args, script_args, *, overwrite: bool, checkpoint: s
         removed = clear_run_outputs(output_dir)
         if removed:
             logger.info("Starting over: removed the earlier run's %s", ", ".join(removed))
-    if checkpoint is None or started_run(output_dir) is None:
+    started = None if checkpoint is None else started_run(output_dir)
+    if started is None:
         names = _names(output_dir)
         before = [n for n in names if n not in _legacy_run_files(names)] if checkpoint else names
         started = {
             "settings": run_settings(script_args, training_args),
             "preexisting": sorted({*before, *(n for n in LAUNCHER_FILES if n in os.listdir(output_dir))}),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "started": utc_now(),
         }
-        (Path(output_dir) / STARTED_FILE).write_text(json.dumps(started, indent=2) + "\n", encoding="utf-8")
+    if checkpoint is not None:  # a resume keeps the first start and says from where it went on
+        started["resumed_from_step"] = checkpoint_step(checkpoint)
+    (Path(output_dir) / STARTED_FILE).write_text(json.dumps(started, indent=2) + "\n", encoding="utf-8")
+
+
+def checkpoint_step(checkpoint: str) -> int | None:
+    """The training step a checkpoint folder was saved at: its trainer_state.json, else its name."""
+    try:
+        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        tail = Path(checkpoint).name.rpartition("-")[2]
+        return int(tail) if tail.isdigit() else None
 
 
 @main_process_decides

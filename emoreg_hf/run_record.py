@@ -9,6 +9,7 @@ when something is missing or comes from a newer schema. The fields are documente
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -81,6 +82,14 @@ class RunRecord:
     framework_versions: dict[str, str] | None = (
         None  # package -> version installed for the run (the card lists them)
     )
+    started: str | None = None  # UTC ISO 8601 ("...Z"): the first training step's start, kept across resumes
+    finished: str | None = None  # UTC ISO 8601: when the record was written
+    resumed_from_step: int | None = (
+        None  # the checkpoint's step a resumed run went on from; None: not resumed
+    )
+    machine: dict[str, Any] | None = (
+        None  # cpu_model, cpu_capability, cpu_count, torch_threads, gpu, ... (no host)
+    )
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -107,7 +116,16 @@ class RunRecord:
         return path
 
 
-FRAMEWORKS = ("torch", "transformers", "datasets", "accelerate", "timm", "huggingface_hub", "evaluate")
+FRAMEWORKS = (
+    "torch",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "timm",
+    "huggingface_hub",
+    "evaluate",
+    "numpy",
+)
 
 
 def framework_versions() -> dict[str, str]:
@@ -122,6 +140,43 @@ def framework_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return versions
+
+
+def utc_now() -> str:
+    """Now as UTC ISO 8601 to the second (`2026-12-07T21:59:59Z`): comparable across machines and zones."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cpu_model() -> str | None:
+    """The CPU's marketing name: /proc/cpuinfo's "model name" on Linux, `platform.processor()` elsewhere."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine_info(world_size: int | None = None) -> dict[str, Any]:
+    """What a run's numbers may depend on besides its settings: the CPU, the instruction set torch's kernels
+    use, threads, the GPU and the processes. Never the host name, the user or a path (exports refuse them)."""
+    import platform
+
+    import torch
+
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "world_size": world_size,
+        "platform": platform.platform(),
+    }
 
 
 def redact_command(command: str) -> str:
@@ -211,5 +266,7 @@ __all__ = [
     "RunRecord",
     "RunRecordError",
     "load_run_record",
+    "machine_info",
     "redact_command",
+    "utc_now",
 ]

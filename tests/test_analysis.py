@@ -5,6 +5,7 @@ control, the degenerate-control flag, and the report that says it all in words."
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from records import finetune_record, write_study_run
@@ -180,6 +181,15 @@ def _stage1_record(seed: int, accuracy: float, majority: float, shuffled: bool) 
     )
 
 
+MACHINE_GPU = {
+    "cpu_model": "Intel Xeon",
+    "cpu_capability": "AVX512",
+    "gpu": "NVIDIA H100",
+    "torch_threads": 8,
+}
+MACHINE_CPU = {"cpu_model": "AMD EPYC", "cpu_capability": "AVX2", "gpu": None, "torch_threads": 2}
+
+
 def test_report_of_a_pre_registered_study(tmp_path):
     config = ablation.load_config(
         {"methods": METHODS, "seeds": 6, "output_dir": str(tmp_path), "title": "study", "analysis": PLAN}
@@ -192,6 +202,11 @@ def test_report_of_a_pre_registered_study(tmp_path):
             record = finetune_record(
                 seed, BASE[seed] + shift + 0.0005 * (seed % 2) * (method != "baseline"), kind
             )
+            record.started, record.finished = (
+                f"2026-12-0{seed + 1}T10:00:00Z",
+                f"2026-12-0{seed + 1}T11:00:00Z",
+            )
+            record.machine = MACHINE_GPU if seed < 4 else MACHINE_CPU
             if kind == "emoreg":
                 record.results.update(test_reliance_permuted=0.004, test_reliance_mean=0.001)
             if method == "shuffled_emotion":  # evaluated before the mechanism figures: none of them
@@ -202,6 +217,17 @@ def test_report_of_a_pre_registered_study(tmp_path):
     summary = ablation.write_report(config)
     text = (tmp_path / "results.md").read_text()
     assert summary["analysis"]["changed_after_registration"] is False
+    registered = json.loads((tmp_path / "records" / analysis.PLAN_FILE).read_text())["registered_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", registered)
+    assert (
+        f"\nPlan registered {registered}; first run started 2026-12-01T10:00:00Z; last run finished "
+        "2026-12-06T11:00:00Z; machines (CPU / GPU / torch CPU capability): Intel Xeon / NVIDIA H100 / AVX512 "
+        "(16 runs), AMD EPYC / no GPU / AVX2 (8 runs).\n"
+    ) in text  # the stage-1 records hold no machine: only the 24 stage-2 runs are counted
+    no_provenance = ablation.render_markdown({k: v for k, v in summary.items() if k != "provenance"})
+    assert "Plan registered" not in no_provenance and "machines (CPU" not in no_provenance
+    unplanned = {**summary, "provenance": {**summary["provenance"], "plan_registered": None}}
+    assert "\nFirst run started 2026-12-01T10:00:00Z; last run" in ablation.render_markdown(unplanned)
     assert "**Pre-registered analysis**" in text and "Holm-corrected as one family of 2" in text
     assert (
         "**Reliance on the affective pathway**" in text

@@ -4,6 +4,8 @@ with exact model-index values."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from records import finetune_record, results, write_run
 
@@ -35,6 +37,22 @@ def test_licence_from_the_data_when_known_else_other_with_a_note(tmp_path):
     run = load_run_folder(write_run(tmp_path / "given", finetune_record()))
     given = str(build_model_card(run, license="mit"))
     assert "\nlicense: mit\n" in given and "Licence `other`" not in given
+
+
+def test_the_card_says_when_and_on_what_the_run_trained_only_when_recorded(tmp_path):
+    machine = {"cpu_model": "AMD EPYC 7B13", "cpu_capability": "AVX2", "torch_threads": 4, "gpu": None}
+    text = card(
+        tmp_path,
+        started="2026-12-07T10:00:00Z",
+        finished="2026-12-07T10:05:00Z",
+        resumed_from_step=5,
+        machine={**machine, "world_size": 2},
+    )
+    assert (
+        "\nTrained from 2026-12-07T10:00:00Z to 2026-12-07T10:05:00Z (resumed from step 5) on AMD EPYC 7B13 "
+        "(torch CPU capability AVX2, 4 threads), no GPU, 2 processes.\n"
+    ) in text
+    assert "\nTrained " not in card(tmp_path, "older")  # a record without them: the line is left out
 
 
 def test_framework_versions_are_the_runs_own(tmp_path):
@@ -88,10 +106,13 @@ def test_push_license_and_the_runs_record(demo_runs, tmp_path):
 
     record = json.loads((demo_runs.finetune / "run_info.json").read_text())
     assert record["framework_versions"]["transformers"] and record["results"]["epoch"] == pytest.approx(1.0)
+    assert record["started"] <= record["finished"] and record["finished"].endswith("Z")
+    assert isinstance(record["machine"]["cpu_capability"], str) and record["machine"]["world_size"] == 1
     push_to_hub([demo_runs.finetune], "org/emoreg-demo", export_dir=tmp_path / "export", license="mit")
     readme = (tmp_path / "export" / "README.md").read_text()
     assert "\nlicense: mit\n" in readme and "| epochs run | 1.00 |" in readme
-    assert "- Transformers " in readme
+    assert "- Transformers " in readme and f"\nTrained from {record['started']} to " in readme
+    assert socket.gethostname() not in readme
 
 
 def test_the_card_names_the_taxonomy_also_from_a_record_that_nested_it(tmp_path):

@@ -17,6 +17,7 @@ from emoreg_hf.cli import RecipeArgumentParser
 from emoreg_hf.configs import FinetuneArguments, PretrainArguments
 from emoreg_hf.data import check_sources_available, missing_sources
 from emoreg_hf.run_dir import prepare_output_dir
+from emoreg_hf.run_record import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -224,9 +225,16 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert (resumed / "checkpoint-5").is_dir() and not (resumed / "model.safetensors").exists()
 
     # The same command again: the recipe finds checkpoint-5 and resumes instead of starting over.
+    second_start = utc_now()
     result = run([sys.executable, "recipes/finetune.py", *common, "--output_dir", str(resumed)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stderr
+    # Each record says when it ran (UTC); the resumed one keeps the first start and the step it went on from.
+    records = [json.loads((d / "run_info.json").read_text()) for d in (straight, resumed)]
+    assert records[0]["resumed_from_step"] is None and records[1]["resumed_from_step"] == 5
+    assert records[1]["started"] <= second_start <= records[1]["finished"]
+    assert records[0]["started"] <= records[0]["finished"] <= records[1]["started"]
+    assert records[1]["machine"]["world_size"] == 1 and records[1]["machine"]["cpu_capability"]
 
     states = [json.loads((d / "trainer_state.json").read_text()) for d in (straight, resumed)]
     assert states[0]["global_step"] == states[1]["global_step"] == 16  # 2 epochs x 128 / 16

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import stats
 from ..metrics import MECHANISM_NAMES
+from ..run_record import utc_now
 
 PLAN_FILE = "analysis_plan.json"
 PLAN_KEYS = ("primary", "secondary", "positive_control", "equivalence_margin", "alpha", "planned_seeds")
@@ -93,7 +93,7 @@ def register_plan(output_dir: str | Path, analysis: Mapping[str, Any]) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     record = {
-        "registered_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "registered_at": utc_now(),  # UTC ISO, as the runs' starts: the report puts them side by side
         "plan": dict(analysis),
         "fingerprint": _fingerprint(analysis),
     }

@@ -203,6 +203,32 @@ def _images_per_run(images: dict) -> list[dict]:
     return out
 
 
+def _provenance(provenance: dict | None) -> str | None:
+    """ "Plan registered …; first run started …; last run finished …; machines: …" (what is known of it)."""
+    if not provenance:
+        return None
+    parts = [
+        f"{label} {provenance[key]}"
+        for label, key in (
+            ("Plan registered", "plan_registered"),
+            ("first run started", "first_started"),
+            ("last run finished", "last_finished"),
+        )
+        if provenance.get(key)
+    ]
+    machines = [
+        " / ".join(
+            [m.get("cpu_model") or "unknown CPU", m.get("gpu") or "no GPU", m.get("cpu_capability") or "?"]
+        )
+        + f" ({m['runs']} run{'s' if m['runs'] != 1 else ''})"
+        for m in provenance.get("machines") or []
+    ]
+    if machines:
+        parts.append("machines (CPU / GPU / torch CPU capability): " + ", ".join(machines))
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "." if parts else None  # a study without a plan: "First run ..."
+
+
 def render_markdown(summary: dict, *, title: str | None = None) -> str:
     """`results.md` from `results.json`'s `summary`: the results table, the differences, the verdicts against
     the controls, the power, the reliance on the affective pathway, the pre-registered analysis (with
@@ -288,6 +314,7 @@ def render_markdown(summary: dict, *, title: str | None = None) -> str:
             "stage2": json.dumps(data.get("dataset")),
         },
         "command": study.get("command"),
+        "provenance": _provenance(summary.get("provenance")),
     }
     template = jinja2.Environment(keep_trailing_newline=True).from_string(
         read_template("ablation_results.md")

@@ -130,6 +130,31 @@ def _images(record: RunRecord) -> dict[str, int]:
     return sizes
 
 
+def _provenance(collected: dict, registered: str | None) -> dict | None:
+    """When the plan was registered, the first run's start, the last run's end and the machines the runs
+    used (cpu model / GPU / instruction set, with how many runs each), from records that hold them; None
+    when none does (records written before they were recorded)."""
+    records = [r for stage in collected.values() for runs in stage.values() for r in runs.values()]
+    starts = sorted(r.started for r in records if r.started)
+    ends = sorted(r.finished for r in records if r.finished)
+    machines: dict[tuple, int] = {}
+    for record in records:
+        if record.machine:
+            key = tuple(record.machine.get(k) for k in ("cpu_model", "gpu", "cpu_capability"))
+            machines[key] = machines.get(key, 0) + 1
+    if not (starts or ends or machines):
+        return None
+    return {
+        "plan_registered": registered,
+        "first_started": starts[0] if starts else None,
+        "last_finished": ends[-1] if ends else None,
+        "machines": [
+            {"cpu_model": cpu, "gpu": gpu, "cpu_capability": capability, "runs": n}
+            for (cpu, gpu, capability), n in sorted(machines.items(), key=lambda item: -item[1])
+        ],
+    }
+
+
 def summarize_study(study_dir: str | Path) -> dict:
     """The numbers of the study in `study_dir` from its `records/` alone (the run folders are not read):
     `summarize` over its methods and seeds, the images per run and stage, stage 1's accuracies and checks,
@@ -159,8 +184,9 @@ def summarize_study(study_dir: str | Path) -> dict:
     }
     stage1_results = {v: {s: r.results for s, r in runs.items()} for v, runs in collected["pretrain"].items()}
     summary["stage1_checks"] = analysis.stage1_checks(stage1_results)
+    plan_file = root / RECORDS / analysis.PLAN_FILE
+    registered = json.loads(plan_file.read_text()) if plan_file.is_file() else None
     if config.analysis is not None:
-        plan_file = root / RECORDS / analysis.PLAN_FILE
         summary["analysis"] = analysis.analyse(
             {m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()},
             config.analysis,
@@ -168,8 +194,11 @@ def summarize_study(study_dir: str | Path) -> dict:
             planned_seeds=len(config.seeds),
             stage1=stage1_results,
             stage1_of={m: registry.MATRIX[m].stage1 for m in config.methods},
-            registered=json.loads(plan_file.read_text()) if plan_file.is_file() else None,
+            registered=registered,
         )
+    provenance = _provenance(collected, (registered or {}).get("registered_at"))
+    if provenance is not None:  # studies whose records predate these fields keep their results.json
+        summary["provenance"] = provenance
     summary["study"] = {
         "title": config.title,
         "notes": config.notes.strip(),

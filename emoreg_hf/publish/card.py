@@ -173,6 +173,7 @@ FRAMEWORK_NAMES = {
     "timm": "timm",
     "huggingface_hub": "huggingface_hub",
     "evaluate": "Evaluate",
+    "numpy": "NumPy",
 }
 
 
@@ -304,6 +305,9 @@ def card_context(
         "license": licence,
         "frameworks": _frameworks(record),
         "emoreg_hf_version": record.emoreg_hf_version,
+        "when_and_where": {
+            k: getattr(record, k) for k in ("started", "finished", "resumed_from_step", "machine")
+        },
         "regulation_formula": _regulation_formula(record.emoreg) if method and method.regulated else None,
         "affect_variant": affect_variant(record) if run.stage == "finetune" else None,
         "stage1_variant": dataclasses.asdict(stage1_variants.stage1_variant(record.controls))
