@@ -237,3 +237,22 @@ def test_a_truncated_jpeg_in_a_stream_follows_on_bad_image_in_the_size_inference
         "skipped 1 unreadable image(s) of 8 sampled (on_bad_image: skip)" in caplog.text
         and bad in caplog.text
     )
+
+
+def test_a_truncated_jpeg_in_a_stream_stops_the_recipe_with_one_message(tmp_path):
+    root = face_folder(tmp_path / "faces", 8, truncated=5)
+    source = f"[{{path: imagefolder, data_dir: '{root}', source: faces, streaming: true}}]"
+    code, _, err = recipe(
+        "pretrain.py", "--affective_sources", source, "--max_steps", "2", "--eval_strategy", "steps",
+        "--save_strategy", "steps", "--report_to", "none", "--output_dir", tmp_path / "r",
+    )  # fmt: skip
+    assert code == 2, err[-3000:]
+    assert (
+        "pretrain.py: error: infer_color_mode: unreadable image (OSError: Truncated File Read) at source "
+        in err
+    )
+    assert "'faces', split 'train' (streamed), file " in err and "005.jpg" in err and "Traceback" not in err
+    assert (
+        not list((tmp_path / "r").glob("checkpoint-*"))
+        and not (tmp_path / "r" / "model.safetensors").exists()
+    )
