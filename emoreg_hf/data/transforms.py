@@ -334,7 +334,9 @@ def _sample_images(dataset_split, sample: int) -> list[tuple[object, str]]:
     return [(value, f"split 'train', row {i}") for i, value in zip(idx, subset[column])]
 
 
-def _sampled_headers(dataset_split, sample: int, on_bad_image: str, purpose: str) -> list[tuple[tuple, str]]:
+def _sampled_headers(
+    dataset_split, sample: int, on_bad_image: str, purpose: str
+) -> list[tuple[tuple[int, int], str]]:
     """(size, mode) of the sampled images (headers read, pixels not decoded). An unreadable one stops with a message
     naming it (`on_bad_image: error`) or is left out and logged (`skip`), as the loader treats it; the
     loader counts it when training reads its row, so it is not counted here as well."""
