@@ -118,7 +118,8 @@ class EmoRegTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        """Each micro-batch is finished on the device first (`finish_batch`), then trained on as Trainer does."""
+        loss = super().training_step(model, self.finish_batch(inputs), num_items_in_batch)
         self.run_loss.add(loss)  # the step's loss as Trainer sums it, for the whole-run mean after a resume
         return loss
 
@@ -151,14 +152,24 @@ class EmoRegTrainer(Trainer):
             loader, self.accelerator.device, num_processes=1, process_index=0, dispatch_batches=False
         )
 
-    def _prepare_inputs(self, inputs):
-        inputs = super()._prepare_inputs(inputs)
+    def finish_batch(self, inputs: dict) -> dict:
+        """The batch on the device (`accelerate.utils.send_to_device`, as Trainer would move it) with its uint8
+        `pixel_values` finished by `finisher`; a new mapping, the loader's batch is left as it was. The
+        training and prediction steps call it before Trainer's own input preparation, which then has
+        nothing left to move; a batch finished twice is refused (`DeviceFinisher` takes uint8 only)."""
+        from accelerate.utils import send_to_device
+
+        inputs = send_to_device(dict(inputs), self.args.device)
         if self.finisher is not None and inputs.get("pixel_values") is not None:
             pixels = self.finisher(inputs["pixel_values"])
             inputs["pixel_values"] = (
                 pixels.to(self.model.dtype) if self.model.dtype.is_floating_point else pixels
             )
         return inputs
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation and predict: the batch is finished on the device first (`finish_batch`)."""
+        return super().prediction_step(model, self.finish_batch(inputs), prediction_loss_only, ignore_keys)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sources = inputs.pop("source", None)  # a streamed split's rows: counted per source

@@ -199,7 +199,7 @@ def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
     from .data.streaming import StreamedTrainSplit, source_names
 
     size = model_geometry["size"]
-    working_size = infer_working_size(splits["train"], max(size))
+    working_size = infer_working_size(splits["train"], max(size), on_bad_image=data_args.on_bad_image)
     color = model_geometry.get("color_mode", "rgb")
     train_transform = LoaderTransform(working_size, data_args.augmentation, train=True, color_mode=color)
     eval_transform = LoaderTransform(working_size, "none", train=False, color_mode=color)

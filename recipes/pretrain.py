@@ -47,7 +47,11 @@ def main() -> None:
     run.class_balance(splits["train"], names)
 
     # Model
-    color_mode = args.color_mode if args.color_mode != "auto" else infer_color_mode(splits["train"])
+    color_mode = (
+        args.color_mode
+        if args.color_mode != "auto"
+        else infer_color_mode(splits["train"], on_bad_image=args.on_bad_image)
+    )
     model, model_geometry = build_pretrain_model(args, names, color_mode, taxonomy=data["taxonomy"])
 
     # Trainer, results, then the record, card and push

@@ -119,7 +119,7 @@ def test_trainer_weights_the_training_loss_only_and_uses_the_sampler(tmp_path):
     trainer = _trainer(make_model(), tmp_path / "w", dataloader_num_workers=0)
     plain = _trainer(make_model(), tmp_path / "p")
     trainer.class_weights = weights
-    batch = trainer._prepare_inputs(next(iter(plain.get_eval_dataloader(plain.train_dataset))))
+    batch = trainer.finish_batch(next(iter(plain.get_eval_dataloader(plain.train_dataset))))
     losses = {}
     for name, t in (("weighted", trainer), ("plain", plain)):
         t.model.train()

@@ -1,12 +1,14 @@
 """EmoReg inside Trainer: labels are found in its evaluation batches, and a timm pathway's activation checkpointing
 is seen by Trainer (DDP's find_unused_parameters) and can always be turned off; each on tiny configs."""
 
+import pytest
 import torch
 from tiny_models import CIFAR10, EKMAN7, resnet_config, vit_config
-from transformers import TrainingArguments
+from transformers import AutoModelForImageClassification, TrainingArguments
 from transformers.utils import find_labels
 
 from emoreg_hf import EmoRegConfig, EmoRegForImageClassification
+from emoreg_hf.data import DeviceFinisher
 from emoreg_hf.trainer import EmoRegTrainer
 
 PIXELS = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -27,8 +29,8 @@ def make_model(**options) -> EmoRegForImageClassification:
 def trainer(model, tmp_path, **args) -> EmoRegTrainer:
     examples = [{"pixel_values": PIXELS[i], "labels": int(LABELS[i])} for i in range(4)]
     arguments = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2, max_steps=1,
-        report_to=[], use_cpu=True, remove_unused_columns=False, save_strategy="no", **args,
+        output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
+        report_to=[], use_cpu=True, remove_unused_columns=False, save_strategy="no", **{"max_steps": 1, **args},
     )  # fmt: skip
     return EmoRegTrainer(model=model, args=arguments, train_dataset=examples, eval_dataset=examples)
 
@@ -76,3 +78,46 @@ def test_checkpointing_of_a_timm_pathway_is_reported_and_disabling_is_never_refu
     )
     resnet.activation_checkpointing_disable()  # no error: nothing was on
     assert not resnet.is_activation_checkpointing
+
+
+class CountingFinisher:
+    """A finisher that records each batch it finishes (dtype, device) and checks it gets uint8 only."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.seen.append((pixels.dtype, pixels.device.type, pixels.shape[0]))
+        return DeviceFinisher(32, (0.5,) * 3, (0.25,) * 3)(pixels)
+
+
+@pytest.mark.parametrize("kind", ["emoreg", "baseline"])
+def test_each_batch_is_finished_once_on_the_device_through_public_hooks(tmp_path, kind):
+    """The finishing runs in `training_step` / `prediction_step` (public hooks, no `_prepare_inputs`): once per
+    micro-batch with gradient accumulation, and once per evaluation and predict batch, for EmoReg and a
+    plain classifier; the loader's own batch is left uint8."""
+    model = (
+        make_model()
+        if kind == "emoreg"
+        else AutoModelForImageClassification.from_config(resnet_config(CIFAR10))
+    )
+    run = trainer(model, tmp_path, max_steps=2, gradient_accumulation_steps=2)
+    uint8 = [{"pixel_values": (PIXELS[i] * 40 + 128).clamp(0, 255).to(torch.uint8), "labels": int(LABELS[i])}
+             for i in range(4)]  # fmt: skip
+    run.train_dataset = run.eval_dataset = uint8
+    run.finisher = CountingFinisher()
+    run.train()
+    assert run.state.global_step == 2
+    assert len(run.finisher.seen) == 4  # 2 steps x 2 micro-batches
+    metrics = run.evaluate()
+    assert len(run.finisher.seen) == 6 and torch.isfinite(torch.tensor(metrics["eval_loss"]))
+    prediction = run.predict(uint8)
+    assert len(run.finisher.seen) == 8 and prediction.label_ids.tolist() == LABELS.tolist()
+    assert {(dtype, device) for dtype, device, _ in run.finisher.seen} == {
+        (torch.uint8, run.args.device.type)
+    }
+    batch = {"pixel_values": uint8[0]["pixel_values"][None], "labels": torch.tensor([0])}
+    finished = run.finish_batch(batch)
+    assert finished["pixel_values"].dtype == torch.float32 and batch["pixel_values"].dtype == torch.uint8
+    with pytest.raises(TypeError, match="expects uint8"):
+        run.finish_batch(finished)  # a batch is never finished twice

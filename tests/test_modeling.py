@@ -301,7 +301,7 @@ def test_trainer_passes_its_label_smoothing_to_emoreg(tmp_path):
     losses = {}
     for factor in (0.0, 0.3):
         trainer = _trainer(make_model(), tmp_path / str(factor), label_smoothing_factor=factor)
-        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        batch = trainer.finish_batch(next(iter(trainer.get_train_dataloader())))
         with torch.no_grad():
             losses[factor] = trainer.compute_loss(trainer.model, batch).item()
     assert losses[0.0] != pytest.approx(losses[0.3])

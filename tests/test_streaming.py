@@ -196,3 +196,63 @@ def test_class_balancing_a_stream_is_refused_before_any_data_is_read():
     ):
         check_streaming(steps, stream, class_balance=True)
     check_streaming(steps, [{"path": "demo:synthetic-faces"}], class_balance=True)  # map-style: counted
+
+
+def face_folder(root: Path, n_train: int, *, truncated: int) -> Path:
+    """An imagefolder source (train/ and validation/, one folder per class) of 12x12 JPEGs; train image
+    `truncated` is cut short, so PIL cannot even read its header."""
+    for split, n in (("train", n_train), ("validation", 4)):
+        for i in range(n):
+            path = root / split / FACES[i % len(FACES)] / f"{i:03d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (12, 12), (i, 2 * i, 3 * i)).save(path, format="JPEG")
+            if split == "train" and i == truncated:
+                path.write_bytes(path.read_bytes()[:100])
+    return root
+
+
+def test_a_truncated_jpeg_in_a_stream_follows_on_bad_image_in_the_size_inference(tmp_path, caplog):
+    """The size (and colour) inference samples the stream's first rows: a truncated JPEG there stops with
+    one message naming its source and file (`error`), or is left out (`skip`), as the loader treats it."""
+    from emoreg_hf.data import infer_color_mode, infer_working_size
+
+    root = face_folder(tmp_path / "faces", 8, truncated=5)
+    spec = {"path": "imagefolder", "data_dir": str(root), "source": "faces", "streaming": True}
+    splits, _ = load_affective_mixture([spec], "valence3")
+    bad = str(root / "train" / FACES[1] / "005.jpg")
+    for infer in (
+        lambda: infer_working_size(splits["train"], 224),
+        lambda: infer_color_mode(splits["train"]),
+    ):
+        with pytest.raises(
+            ValueError, match=r"source 'faces', split 'train' \(streamed\), file .*005\.jpg"
+        ) as info:
+            infer()
+        assert "unreadable image (OSError: Truncated File Read)" in str(info.value) and bad in str(info.value)
+        assert "on_bad_image: skip" in str(info.value)
+    with caplog.at_level("WARNING"):
+        assert infer_working_size(splits["train"], 224, on_bad_image="skip") == 12
+        assert infer_color_mode(splits["train"], on_bad_image="skip") == "rgb"
+    assert (
+        "skipped 1 unreadable image(s) of 8 sampled (on_bad_image: skip)" in caplog.text
+        and bad in caplog.text
+    )
+
+
+def test_a_truncated_jpeg_in_a_stream_stops_the_recipe_with_one_message(tmp_path):
+    root = face_folder(tmp_path / "faces", 8, truncated=5)
+    source = f"[{{path: imagefolder, data_dir: '{root}', source: faces, streaming: true}}]"
+    code, _, err = recipe(
+        "pretrain.py", "--affective_sources", source, "--max_steps", "2", "--eval_strategy", "steps",
+        "--save_strategy", "steps", "--report_to", "none", "--output_dir", tmp_path / "r",
+    )  # fmt: skip
+    assert code == 2, err[-3000:]
+    assert (
+        "pretrain.py: error: infer_color_mode: unreadable image (OSError: Truncated File Read) at source "
+        in err
+    )
+    assert "'faces', split 'train' (streamed), file " in err and "005.jpg" in err and "Traceback" not in err
+    assert (
+        not list((tmp_path / "r").glob("checkpoint-*"))
+        and not (tmp_path / "r" / "model.safetensors").exists()
+    )

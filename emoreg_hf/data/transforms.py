@@ -10,6 +10,7 @@ float 224-px tensors, and the finishing step matches ``build_image_processor``'s
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from torchvision.transforms.v2 import functional as tvF
 from ..configuration_emoreg import COLOR_MODES  # the model's own, defined once there (remote code)
 
 AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
+logger = logging.getLogger(__name__)
 # PIL modes with one colour channel: images of such a source are grayscale.
 GRAYSCALE_PIL_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -306,12 +308,21 @@ def build_image_processor(size: int | Sequence[int], mean: Sequence[float], std:
     )
 
 
-def _sample_images(dataset_split, sample: int) -> list:
-    """Up to `sample` images spread over a split, undecoded where possible (cheap)."""
+def _sample_images(dataset_split, sample: int) -> list[tuple[object, str]]:
+    """Up to `sample` images spread over a split, undecoded where possible (cheap), each with where it is
+    (source, file or row) for a message."""
     import datasets
 
     if isinstance(dataset_split, datasets.IterableDataset):
-        return [row["image"] for row in dataset_split.take(sample)]
+        sampled = []
+        for i, row in enumerate(dataset_split.take(sample)):
+            value = row["image"]
+            path = value.get("path") if isinstance(value, dict) else None
+            source = f"source {row['source']!r}, " if row.get("source") else ""
+            sampled.append(
+                (value, f"{source}split 'train' (streamed), {f'file {path}' if path else f'row {i}'}")
+            )
+        return sampled
     n = len(dataset_split)
     if n == 0:
         raise ValueError("the split is empty")
@@ -320,27 +331,51 @@ def _sample_images(dataset_split, sample: int) -> list:
     subset = dataset_split.select(idx)
     if isinstance(subset.features.get(column), datasets.Image):
         subset = subset.cast_column(column, datasets.Image(decode=False))
-    return subset[column]
+    return [(value, f"split 'train', row {i}") for i, value in zip(idx, subset[column])]
 
 
-def infer_color_mode(dataset_split, sample: int = 256) -> str:
+def _sampled_headers(
+    dataset_split, sample: int, on_bad_image: str, purpose: str
+) -> list[tuple[tuple[int, int], str]]:
+    """(size, mode) of the sampled images (headers read, pixels not decoded). An unreadable one stops with a message
+    naming it (`on_bad_image: error`) or is left out and logged (`skip`), as the loader treats it; the
+    loader counts it when training reads its row, so it is not counted here as well."""
+    try:
+        sampled = _sample_images(dataset_split, sample)
+    except ValueError as error:
+        raise ValueError(f"{purpose}: {error}") from None
+    opened, skipped = [], []
+    for value, where in sampled:
+        try:
+            with _to_pil(value) as image:
+                opened.append((image.size, image.mode))
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError ... for broken files
+            if on_bad_image == "error":
+                raise ValueError(
+                    f"{purpose}: unreadable image ({type(error).__name__}: {error}) at {where}. "
+                    "Set `on_bad_image: skip` to drop it."
+                ) from None
+            skipped.append(where)
+    if skipped:
+        logger.warning(
+            "%s: skipped %d unreadable image(s) of %d sampled (on_bad_image: skip): %s",
+            purpose, len(skipped), len(skipped) + len(opened), "; ".join(skipped[:5]),
+        )  # fmt: skip
+    if not opened:
+        raise ValueError(f"{purpose}: no readable image in the {len(skipped)} sampled")
+    return opened
+
+
+def infer_color_mode(dataset_split, sample: int = 256, on_bad_image: str = "error") -> str:
     """`grayscale` when every sampled image has one colour channel (FER-2013's faces), else `rgb`."""
-    modes = set()
-    for image in _sample_images(dataset_split, sample):
-        with _to_pil(image) as im:
-            modes.add(im.mode)
+    modes = {mode for _, mode in _sampled_headers(dataset_split, sample, on_bad_image, "infer_color_mode")}
     return "grayscale" if modes and modes <= set(GRAYSCALE_PIL_MODES) else "rgb"
 
 
-def infer_working_size(dataset_split, image_size: int, sample: int = 256) -> int:
+def infer_working_size(dataset_split, image_size: int, sample: int = 256, on_bad_image: str = "error") -> int:
     """Loader resolution: the 90th percentile of the images' long side in a sample, capped at
-    ``image_size`` (CIFAR -> 32). Anything above the model's input would be thrown away on the device."""
-    try:
-        images = _sample_images(dataset_split, sample)
-    except ValueError as error:
-        raise ValueError(f"infer_working_size: {error}") from None
-    sides = []
-    for image in images:
-        image = _to_pil(image)
-        sides.append(max(image.size))
+    ``image_size`` (CIFAR -> 32). Anything above the model's input would be thrown away on the device.
+    Unreadable images follow `on_bad_image`, as in the loader."""
+    headers = _sampled_headers(dataset_split, sample, on_bad_image, "infer_working_size")
+    sides = [max(size) for size, _ in headers]
     return int(min(int(image_size), int(np.percentile(sides, 90))))
