@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -256,3 +257,32 @@ def test_a_truncated_jpeg_in_a_stream_stops_the_recipe_with_one_message(tmp_path
         not list((tmp_path / "r").glob("checkpoint-*"))
         and not (tmp_path / "r" / "model.safetensors").exists()
     )
+
+
+def test_a_loader_worker_ends_its_passes_without_datasets_five_second_sleep(tmp_path, monkeypatch):
+    """datasets sleeps 5 s at every end of a parquet stream's pass (its apache/arrow#45214 guard); in a
+    loader worker that stops training every pass, so the worker sets the sleep to 0; the main process keeps it."""
+    calls = tmp_path / "sleeps.txt"
+
+    def record(seconds):  # the worker is a forked copy of this process: it writes what it would sleep
+        with calls.open("a") as out:
+            out.write(f"{torch.utils.data.get_worker_info() is not None} {seconds}\n")
+
+    monkeypatch.setattr(datasets.iterable_dataset, "time", SimpleNamespace(sleep=record))
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 5)
+    source = {"path": str(face_parquet(tmp_path / "faces", 23)), "source": "faces", "streaming": True}
+    splits, _ = load_affective_mixture([source], "valence3")
+    stream = StreamedTrainSplit(splits["train"], LoaderTransform(8), sources=["faces"])
+
+    loader = torch.utils.data.DataLoader(stream.assign(0, 1, num_workers=1), batch_size=None, num_workers=1)
+    assert (
+        len(grey_ids(itertools.islice(loader, 60))) == 60
+    )  # two whole passes of 23 rows and part of a third
+    in_worker = [line.split() for line in calls.read_text().splitlines()]
+    assert in_worker and all(worker == "True" and float(seconds) == 0 for worker, seconds in in_worker)
+
+    calls.unlink()
+    assert len(grey_ids(stream.assign(0, 1, num_workers=0).one_pass())) == 23
+    assert {line for line in calls.read_text().splitlines()} == {
+        "False 5"
+    }  # the main process keeps the guard

@@ -21,8 +21,10 @@ from collections.abc import Iterator, Sequence
 
 import datasets
 import PIL.Image
+import pyarrow
 import torch
 from datasets.distributed import split_dataset_by_node
+from packaging import version
 
 from .images import CAREFUL_MODES
 from .schema import STREAM_FEATURES, UNLABELED, UNMAPPED
@@ -30,6 +32,10 @@ from .specs import SourceSpec
 from .targets import resolve_target_spec
 
 logger = logging.getLogger(__name__)
+
+# datasets sleeps SLEEP_TIME_ON_THREADS_SHUTDOWN (5 s) at every end of a parquet stream's pass, exhausted or
+# closed: its guard for apache/arrow#45214, a hang that its own parquet reader treats as fixed after pyarrow 24.
+ARROW_SHUTDOWN_HANG_FIXED = version.parse(pyarrow.__version__) > version.parse("24.0.0")
 
 # Per source: rows trained on, and rows dropped as they streamed (bad images, no label, no place in the taxonomy)
 COUNTS = ("rows", "bad_images", "unlabeled_dropped", "unmapped_dropped")
@@ -61,6 +67,13 @@ def decode_image(value, working_size: int) -> PIL.Image.Image:
 
         image = to_rgb(image)
     return image
+
+
+def without_shutdown_pause() -> None:
+    """In a DataLoader worker only: no 5-s sleep at each end of a pass (it would stop training every pass;
+    the worker is this process alone, so the main process keeps datasets' guard)."""
+    if ARROW_SHUTDOWN_HANG_FIXED:
+        datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
 
 
 class StreamedTrainSplit(torch.utils.data.IterableDataset):
@@ -139,6 +152,8 @@ class StreamedTrainSplit(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
+        if info is not None:
+            without_shutdown_pause()
         part = self.mine
         if info is not None and info.num_workers > 1:  # each loader worker reads its own share of the rank's
             part = split_dataset_by_node(part, rank=info.id, world_size=info.num_workers)
