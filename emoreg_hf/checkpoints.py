@@ -305,11 +305,8 @@ def _run_loss_at(checkpoint: str | None) -> dict | None:
 def _is_last_step(checkpoint: str) -> bool:
     """Whether a checkpoint was saved at its run's last optimizer step (Trainer saves one there): the run
     was stopped while saving or evaluating the finished model, and nothing is left to train."""
-    import json
-
     with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-        state = json.load(f)
-    return 0 < int(state.get("max_steps") or 0) <= int(state.get("global_step") or 0)
+        return _at_last_step(json.load(f))
 
 
 def finish_from_last_checkpoint(trainer: Trainer, checkpoint: str, stash: dict | None) -> dict:

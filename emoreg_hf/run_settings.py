@@ -52,13 +52,19 @@ IGNORED_TRAINING_ARGUMENTS = frozenset(
 BEST_MODEL_SCHEDULE = frozenset({"eval_strategy", "eval_steps", "eval_delay", "save_strategy", "save_steps"})
 
 
+def ignored_arguments(training_args) -> frozenset[str]:
+    """The TrainingArguments not compared for these arguments: `IGNORED_TRAINING_ARGUMENTS`, less the
+    evaluation and save schedule when `load_best_model_at_end` lets them choose the final model."""
+    if getattr(training_args, "load_best_model_at_end", False):
+        return IGNORED_TRAINING_ARGUMENTS - BEST_MODEL_SCHEDULE
+    return IGNORED_TRAINING_ARGUMENTS
+
+
 def training_arguments(training_args) -> dict[str, Any]:
     """Every TrainingArguments value that changes what is trained (all but `IGNORED_TRAINING_ARGUMENTS`, and
     those the hyperparameter summary already holds), as JSON would store them."""
     summary = set(training_summary(training_args, None))
-    ignored = IGNORED_TRAINING_ARGUMENTS
-    if getattr(training_args, "load_best_model_at_end", False):
-        ignored = ignored - BEST_MODEL_SCHEDULE
+    ignored = ignored_arguments(training_args)
     values = {
         name: value
         for name, value in training_args.to_dict().items()
@@ -174,9 +180,7 @@ def legacy_checkpoint_differences(checkpoint: str, training_args) -> list[str]:
         raise ValueError(f"it has no {TRAINING_ARGS_FILE}")
     now = training_args.to_dict()
     summary = set(training_summary(training_args, None))
-    ignored = IGNORED_TRAINING_ARGUMENTS
-    if now.get("load_best_model_at_end"):
-        ignored = ignored - BEST_MODEL_SCHEDULE
+    ignored = ignored_arguments(training_args)
     compared = [k for k in now if k in saved and k not in ignored and not k.endswith("_token")]
 
     def keyed(values: dict[str, Any]) -> dict[str, Any]:
