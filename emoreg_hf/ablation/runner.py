@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..run_dir import run_files
-from ..run_folder import LAUNCHER_FILES, LOCK_FILE, holds_a_run
+from ..run_folder import LAUNCHER_FILES, LOCK_FILE
 from ..run_record import RECORD_FILE
 from .analysis import register_plan
 from .cell import MARKER, RUN_CONFIG, Cell, _read_json, _resumable
@@ -116,7 +116,7 @@ def _kept_files(folder: Path) -> list[str]:
     which the recipe refuses."""
     if not folder.is_dir():
         return []
-    own = {*(run_files(folder) if holds_a_run(folder) else []), *LAUNCHER_FILES, LOCK_FILE}
+    own = {*run_files(folder), *LAUNCHER_FILES, LOCK_FILE}
     return sorted(n for n in os.listdir(folder) if n not in own and not n.endswith(".incomplete"))
 
 
