@@ -51,6 +51,22 @@ def test_the_plan_is_checked_against_the_study():
         ablation.load_config({"methods": ["baseline", "emoreg_adaptive"], "analysis": PLAN})
 
 
+def test_stage1_models_as_the_unit_need_a_balanced_nested_study():
+    nested = {"methods": METHODS, "analysis": {**PLAN, "unit": "stage1_model"}}
+    assert (
+        ablation.load_config({**nested, "seeds": 4, "stage1_seeds": [0, 1]}).analysis["unit"]
+        == "stage1_model"
+    )
+    # the plans registered before `unit` existed keep their fingerprint: the key is only there when given
+    assert "unit" not in analysis.check_analysis(PLAN, METHODS)
+    with pytest.raises(ValueError, match="analysis.unit: one of"):
+        analysis.check_analysis({**PLAN, "unit": "stage1"}, METHODS)
+    with pytest.raises(ValueError, match=">= 2 different seeds"):
+        ablation.load_config({**nested, "seeds": 4})
+    with pytest.raises(ValueError, match="as many stage-2 seeds: 5 seeds over 2"):
+        ablation.load_config({**nested, "seeds": 5, "stage1_seeds": [0, 1]})
+
+
 def test_plan_is_recorded_once_and_a_later_change_is_said(tmp_path):
     first = analysis.register_plan(tmp_path, analysis.check_analysis({**PLAN, "planned_seeds": 6}, METHODS))
     again = analysis.register_plan(tmp_path, {"primary": ["a", "b"]})

@@ -11,6 +11,11 @@ into the output folder when the matrix first starts, and the report says if it c
       equivalence_margin: 0.01                     # ±1 pp
       alpha: 0.05
       planned_seeds: 6                             # the power statement's n (default: the study's seeds)
+      unit: stage1_model                           # replicates are stage-1 models (default: stage-2 seeds)
+
+With `unit: stage1_model` (a study with `stage1_seeds`), every comparison is paired over stage-1 models: each
+arm's accuracy is averaged over the stage-2 seeds that read one stage-1 seed (the comparator over the same
+stage-2 seeds), and the between-stage-1 SD is estimated from the nested runs.
 """
 
 from __future__ import annotations
@@ -27,7 +32,16 @@ from ..metrics import MECHANISM_NAMES
 from ..run_record import utc_now
 
 PLAN_FILE = "analysis_plan.json"
-PLAN_KEYS = ("primary", "secondary", "positive_control", "equivalence_margin", "alpha", "planned_seeds")
+PLAN_KEYS = (
+    "primary",
+    "secondary",
+    "positive_control",
+    "equivalence_margin",
+    "alpha",
+    "planned_seeds",
+    "unit",
+)
+UNITS = ("seed", "stage1_model")
 
 
 def check_analysis(analysis: Mapping[str, Any] | None, methods: Sequence[str]) -> dict | None:
@@ -62,6 +76,10 @@ def check_analysis(analysis: Mapping[str, Any] | None, methods: Sequence[str]) -
         "alpha": float(analysis.get("alpha", 0.05)),
         "planned_seeds": analysis.get("planned_seeds"),
     }
+    if "unit" in analysis:  # only when given: the plans registered before it keep their fingerprints
+        if analysis["unit"] not in UNITS:
+            raise ValueError(f"analysis.unit: one of {list(UNITS)}, got {analysis['unit']!r}")
+        out["unit"] = str(analysis["unit"])
     planned = out["planned_seeds"]
     if planned is not None and (isinstance(planned, bool) or not isinstance(planned, int) or planned < 2):
         raise ValueError(f"analysis.planned_seeds: a number of seeds >= 2, got {planned!r}")

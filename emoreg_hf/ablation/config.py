@@ -92,6 +92,22 @@ class AblationConfig:
         if self.stage1_seeds is not None and not self.stage1_seeds:
             raise ValueError("stage1_seeds must be a positive count or a non-empty list (or absent)")
         self.analysis = check_analysis(self.analysis, self.methods)
+        if (self.analysis or {}).get("unit") == "stage1_model":
+            check_nested(self.seeds, self.stage1_seeds)
+
+
+def check_nested(seeds: list[int], stage1_seeds: list[int] | None) -> None:
+    """`analysis.unit: stage1_model` needs stage-1 models to replicate: >= 2 distinct `stage1_seeds`, each read
+    by the same number of stage-2 seeds (balanced, so every model weighs the same)."""
+    if stage1_seeds is None or len(set(stage1_seeds)) < 2 or len(set(stage1_seeds)) != len(stage1_seeds):
+        raise ValueError(
+            f"analysis.unit: stage1_model needs `stage1_seeds` listing >= 2 different seeds, got {stage1_seeds!r}"
+        )
+    if len(seeds) % len(stage1_seeds):
+        raise ValueError(
+            f"analysis.unit: stage1_model needs every stage-1 seed read by as many stage-2 seeds: {len(seeds)} "
+            f"seeds over {len(stage1_seeds)} stage1_seeds leaves some models with fewer; use a multiple"
+        )
 
 
 def stage1_seed(config: AblationConfig, seed: int) -> int:
