@@ -335,8 +335,10 @@ def load_checkpoint_weights(model: torch.nn.Module, checkpoint: str) -> None:
     """A Trainer checkpoint's safetensors weights (one file or shards) into `model`; every key must match."""
     from safetensors.torch import load_file
 
+    from .ema import EMA_FILE  # the weight EMA's own file, not the model's
+
     state_dict = {}
-    for path in sorted(p for p in os.listdir(checkpoint) if p.endswith(".safetensors")):
+    for path in sorted(p for p in os.listdir(checkpoint) if p.endswith(".safetensors") and p != EMA_FILE):
         state_dict.update(load_file(os.path.join(checkpoint, path)))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})

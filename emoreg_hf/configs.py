@@ -22,6 +22,8 @@ AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "a
 AFFECT_INITS = ("pretrained", "random")
 ON_BAD_IMAGE = ("error", "skip")
 COLOR_MODES = ("auto", *MODEL_COLOR_MODES)  # the model's modes (configuration_emoreg), or inferred from data
+TTA_MODES = ("none", "flip", "ten_crop")  # emoreg_hf.tta computes them
+EMA_SAVES = ("raw", "ema")  # emoreg_hf.ema keeps the average
 
 
 # PretrainedConfig keywords every family takes besides its own (`__init__` pops them from kwargs).
@@ -131,7 +133,58 @@ class DataArguments:
 
 
 @dataclass
-class PretrainArguments(DataArguments):
+class AveragingArguments:
+    """Shared by both stages: averages evaluated beside the trained model after training, under their own
+    result keys (the plain evaluation stays the headline): over test-time views (TTA) and over training
+    steps (an EMA of the weights)."""
+
+    tta: str = field(
+        default="none",
+        metadata={
+            "help": "Test-time augmentation, reported as <split>_tta_* beside the plain results (flip: the image "
+            "and its mirror image; ten_crop: corners and centre of the image enlarged 1.125x, and of its "
+            "mirror image; softmax averaged over the views):",
+            "choices": TTA_MODES,
+        },
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (e.g. 0.999; timm's "
+            "ModelEmaV3, updated after every optimizer step, saved in checkpoints), evaluated after training "
+            "as <split>_ema_* beside the trained weights."
+        },
+    )
+    ema_warmup: bool = field(
+        default=False,
+        metadata={
+            "help": "Warm the EMA's decay up (timm: 1 - (1 + step)^-2/3 until it reaches --ema_decay)."
+        },
+    )
+    ema_save: str = field(
+        default="raw",
+        metadata={
+            "help": "Which weights the run saves and publishes (ema needs --ema_decay; the results name both):",
+            "choices": EMA_SAVES,
+        },
+    )
+
+    def check_averaging(self) -> None:
+        """Refused as the command line is read: a decay outside (0, 1), EMA options without a decay."""
+        decay = self.ema_decay
+        if decay is not None and not (isinstance(decay, (int, float)) and 0 < decay < 1):
+            raise ValueError(
+                f"--ema_decay {decay!r}: must be in (0, 1), e.g. 0.999 (each step keeps that share of the average)"
+            )
+        given = ["--ema_save ema"] * (self.ema_save == "ema") + ["--ema_warmup true"] * bool(self.ema_warmup)
+        if decay is None and given:
+            raise ValueError(
+                f"{' and '.join(given)} needs --ema_decay (without it no EMA of the weights is kept)"
+            )
+
+
+@dataclass
+class PretrainArguments(AveragingArguments, DataArguments):
     """Stage 1: train an image classifier on emotion labels."""
 
     affective_sources: list[dict] | str | None = field(
@@ -187,6 +240,7 @@ class PretrainArguments(DataArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_averaging()
         if isinstance(self.affective_sources, str):  # a YAML file holding the list, shared by recipes
             self.affective_sources = read_source_list(self.affective_sources)
         if self.target_dataset is not None and self.affective_sources:
@@ -206,7 +260,7 @@ class PretrainArguments(DataArguments):
 
 
 @dataclass
-class FinetuneArguments(DataArguments, EmoRegOptions):
+class FinetuneArguments(AveragingArguments, DataArguments, EmoRegOptions):
     """Stage 2: fine-tune EmoReg (or a control) on a target data set.
 
     EmoReg's options (`regulation`, `rho_init`, ...) come from `EmoRegOptions`, where they are declared once.
@@ -256,6 +310,7 @@ class FinetuneArguments(DataArguments, EmoRegOptions):
     def __post_init__(self):
         super().__post_init__()
         self.check_emoreg_options()  # checked here, when the command line is parsed: before any data is read
+        self.check_averaging()
         method = registry.METHODS[self.method]
         if method.uses_affect and not self.affect_model_name_or_path:
             raise ValueError(

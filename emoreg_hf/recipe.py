@@ -9,6 +9,7 @@ from transformers import set_seed
 
 from .balance import balanced_sampler, class_balance, loss_weights
 from .callbacks import PushAtEverySave
+from .ema import WeightEMA
 from .finish import finish_run
 from .run_dir import begin_run, begin_training, prepare_output_dir
 from .trainer import EmoRegTrainer
@@ -19,6 +20,7 @@ from .training_options import (
     known_rows,
     prepare_training,
     pushes_every_save,
+    sharded_training,
 )
 
 HEADLINE = "test_accuracy"  # the result a run's record, console line and card lead with
@@ -60,6 +62,12 @@ class RecipeRun:
         if begin_run(self.training_args, self.args, headline=HEADLINE):
             return True
         self.hub = prepare_training(self.training_args, self.parser.given_keys)
+        sharded = sharded_training(self.training_args)
+        if self.args.ema_decay is not None and sharded:
+            raise ValueError(
+                f"--ema_decay: the EMA of the weights averages the whole model on every rank, and {sharded} "
+                "shards it; train without --ema_decay, or with DDP (recipes/accelerate_configs/ddp.yaml)"
+            )
         return False
 
     def check_streaming(self, sources, **kwargs) -> None:
@@ -105,6 +113,8 @@ class RecipeRun:
             train_sampler=balanced_sampler(self.balance, splits["train"], training_args.seed),
             **trainer_kwargs,
         )
+        if args.ema_decay is not None:  # after every optimizer step, on the unwrapped model of every rank
+            self.trainer.add_callback(WeightEMA(args.ema_decay, warmup=args.ema_warmup))
         if pushes_every_save(training_args, self.hub):
             self.trainer.add_callback(PushAtEverySave(self.hub))
         return self.trainer
@@ -117,6 +127,8 @@ class RecipeRun:
             checkpoint=self.checkpoint,
             label_names=self.label_names,
             extra_results=extra_results,
+            tta=self.args.tta,
+            ema_save=self.args.ema_save,
         )
         return self.results, self.files
 

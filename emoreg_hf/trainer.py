@@ -13,6 +13,7 @@ from transformers.trainer_callback import ExportableState
 
 from .evaluation import _entropy, scalars
 from .modeling_emoreg import present_no_split_modules
+from .tta import averaged_log_probs, averaged_loss, check_mode, enlarged_size
 
 
 class EmoRegRunLoss(TrainerCallback, ExportableState):
@@ -75,6 +76,7 @@ class EmoRegTrainer(Trainer):
         self.train_sampler = train_sampler  # e.g. `balance.ClassBalancedSampler`; None: Trainer's own
         self.model_accepts_loss_kwargs = False  # losses are per-batch means
         self._training_sums: dict[str, torch.Tensor] = {}
+        self.tta = "none"  # the prediction steps' test-time augmentation (`test_time_augmentation`)
         self.run_loss = EmoRegRunLoss()
         self.add_callback(self.run_loss)
         from .callbacks import install_callbacks
@@ -152,7 +154,7 @@ class EmoRegTrainer(Trainer):
             loader, self.accelerator.device, num_processes=1, process_index=0, dispatch_batches=False
         )
 
-    def finish_batch(self, inputs: dict) -> dict:
+    def finish_batch(self, inputs: dict, finisher: Callable | None = None) -> dict:
         """The batch on the device (`accelerate.utils.send_to_device`, as Trainer would move it) with its uint8
         `pixel_values` finished by `finisher`; a new mapping, the loader's batch is left as it was. The
         training and prediction steps call it before Trainer's own input preparation, which then has
@@ -160,16 +162,58 @@ class EmoRegTrainer(Trainer):
         from accelerate.utils import send_to_device
 
         inputs = send_to_device(dict(inputs), self.args.device)
-        if self.finisher is not None and inputs.get("pixel_values") is not None:
-            pixels = self.finisher(inputs["pixel_values"])
+        finisher = finisher or self.finisher
+        if finisher is not None and inputs.get("pixel_values") is not None:
+            pixels = finisher(inputs["pixel_values"])
             inputs["pixel_values"] = (
                 pixels.to(self.model.dtype) if self.model.dtype.is_floating_point else pixels
             )
         return inputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Evaluation and predict: the batch is finished on the device first (`finish_batch`)."""
+        """Evaluation and predict: the batch is finished on the device first (`finish_batch`); inside
+        `test_time_augmentation`, the prediction averages its views (`tta_prediction_step`)."""
+        if self.tta != "none":
+            return self.tta_prediction_step(model, inputs, prediction_loss_only)
         return super().prediction_step(model, self.finish_batch(inputs), prediction_loss_only, ignore_keys)
+
+    @contextlib.contextmanager
+    def test_time_augmentation(self, mode: str):
+        """Evaluations and predictions inside the block average the softmax over `mode`'s views (`tta`)."""
+        check_mode(mode)
+        previous, self.tta = self.tta, mode
+        try:
+            yield
+        finally:
+            self.tta = previous
+
+    def tta_prediction_step(self, model, inputs, prediction_loss_only: bool):
+        """One batch's prediction averaged over its test-time views, as (loss, logits, labels): the logits
+        are the log of the averaged softmax, the loss its cross-entropy. Views go through the model in
+        batches of at most the evaluation batch size. EmoReg's other outputs (ρ, e(x), features) are not
+        averaged, so TTA reports classification metrics only."""
+        size = (
+            tuple(self.finisher.size)
+            if self.finisher is not None
+            else tuple(inputs["pixel_values"].shape[-2:])
+        )
+        finisher = self.finisher
+        if finisher is not None and self.tta == "ten_crop":  # finished once, straight at the larger size
+            finisher = finisher.at_size(enlarged_size(size))
+        batch = self.finish_batch(inputs, finisher)
+        labels = batch.get("labels")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            log_probs = averaged_log_probs(
+                lambda x: model(pixel_values=x).logits,
+                batch["pixel_values"],
+                self.tta,
+                size,
+                self.args.eval_batch_size,
+            )
+        loss = averaged_loss(log_probs, labels).detach() if labels is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, log_probs, labels
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sources = inputs.pop("source", None)  # a streamed split's rows: counted per source

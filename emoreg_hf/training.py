@@ -3,12 +3,14 @@ sequence (with a full disk's message)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 import numpy as np
 
 from .checkpoints import _checkpoint_step, _is_last_step, _run_loss_at, finish_from_last_checkpoint
+from .ema import weight_ema
 from .evaluation import label_baselines, scalars
 from .trainer import EmoRegTrainer
 
@@ -87,10 +89,20 @@ def _streamed_counts(trainer: EmoRegTrainer, train) -> dict | None:
 
 
 def train_and_evaluate(
-    trainer: EmoRegTrainer, splits, *, checkpoint: str | None, label_names, extra_results: dict | None = None
+    trainer: EmoRegTrainer,
+    splits,
+    *,
+    checkpoint: str | None,
+    label_names,
+    extra_results: dict | None = None,
+    tta: str = "none",
+    ema_save: str = "raw",
 ) -> tuple[dict, dict[str, str]]:
     """Train (resuming from `checkpoint`), save the model, evaluate on validation and, if present, test.
-    `extra_results` (facts about the data, e.g. `stage1_label_statistics`) join the results.
+    `extra_results` (facts about the data, e.g. `stage1_label_statistics`) join the results. Beside the
+    plain evaluation, under their own keys (`averaged_results`): test-time augmentation (`tta`:
+    `<split>_tta_*`) and, when the trainer keeps a `WeightEMA`, its weights (`<split>_ema_*`); `ema_save`:
+    which weights are saved (`raw`: the trained ones, `ema`: the average).
 
     Returns the flat results dict written to `all_results.json` and the result files this run wrote (role
     -> name, for the run record); also writes `predictions_<split>.json` (labels, predictions, ρ) of the
@@ -102,6 +114,9 @@ def train_and_evaluate(
 
     stash = _run_loss_at(checkpoint)
     trainer.loss_before_resume = stash["loss_sum"] if stash else 0.0
+    ema = weight_ema(trainer)
+    if ema is not None:
+        ema.resume_from = checkpoint  # a resumed run goes on with the checkpoint's average
     try:
         # A checkpoint at the last step is finished without training; a sharded one (FSDP's DCP files,
         # DeepSpeed's states) is loaded only by Trainer inside train(), which then trains no more than a step.
@@ -111,12 +126,16 @@ def train_and_evaluate(
             and _is_last_step(checkpoint)
         ):
             train_metrics = finish_from_last_checkpoint(trainer, checkpoint, stash)
+            if ema is not None:
+                ema.attach(trainer.model, checkpoint)
         else:
             train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
             _stop_request(trainer).raise_if_stopped(trainer.args.output_dir)  # pre-empted: checkpoint saved
         if trainer.is_fsdp_enabled:  # sharded checkpoints or not, the final model is one model.safetensors
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-        trainer.save_model()
+        saving_ema = ema is not None and ema_save == "ema"
+        with ema.applied(trainer.model) if saving_ema else contextlib.nullcontext():
+            trainer.save_model()
         trainer.save_state()
     except (OSError, RuntimeError, SafetensorError) as error:
         if not _disk_full(error):
@@ -157,6 +176,13 @@ def train_and_evaluate(
         trainer.log_metrics(prefix, scalars(prediction.metrics))
         trainer.save_metrics(prefix, prediction.metrics)
         results.update(prediction.metrics)
+    evaluated = list(predictions)
+    if tta != "none":
+        with trainer.test_time_augmentation(tta):
+            results.update(averaged_results(trainer, splits, evaluated, "tta"))
+    if ema is not None:
+        with ema.applied(trainer.model):
+            results.update(averaged_results(trainer, splits, evaluated, "ema"))
     results.update(extra_results or {})
     final_split = "test" if "test" in predictions else "validation"
     prediction = predictions[final_split]
@@ -188,6 +214,18 @@ def train_and_evaluate(
         }
     )
     return results, files
+
+
+def averaged_results(trainer: EmoRegTrainer, splits, evaluated: list[str], variant: str) -> dict:
+    """The evaluation of each split again, as the trainer predicts now (test-time augmentation, or the EMA's
+    weights), under the keys `<eval|test>_<variant>_*`, so the plain results stay as they were."""
+    results = {}
+    for split in evaluated:
+        prefix = f"{'test' if split == 'test' else 'eval'}_{variant}"
+        metrics = trainer.predict(splits[split], metric_key_prefix=prefix).metrics
+        trainer.log_metrics(prefix, scalars(metrics))
+        results.update(metrics)
+    return results
 
 
 def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):

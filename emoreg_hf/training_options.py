@@ -164,6 +164,15 @@ def prepare_training(training_args, given: set[str]):
         raise SystemExit(f"push_to_hub: {error}\nNothing was trained.") from None
 
 
+def sharded_training(training_args) -> str | None:
+    """`FSDP` or `DeepSpeed` when the run shards its model (or its training) that way, else None."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or training_args.fsdp:
+        return "FSDP"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or training_args.deepspeed:
+        return "DeepSpeed"
+    return None
+
+
 def check_streaming(
     training_args, sources: list, *, kmeans_labels: bool = False, class_balance: bool = False
 ) -> None:

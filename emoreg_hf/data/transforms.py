@@ -256,6 +256,10 @@ class DeviceFinisher:
         rescale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
         return cls(hw, mean, std, rescale=rescale)
 
+    def at_size(self, size: int | Sequence[int]) -> DeviceFinisher:
+        """The same finishing to another output size (ten-crop TTA cuts its crops from a larger image)."""
+        return DeviceFinisher(size, self.mean, self.std, rescale=self.rescale)
+
     def _scale_shift(self, device: torch.device):
         """``x * scale + shift == (x * rescale - mean) / std``, per channel, cached per device."""
         if device not in self._stats:

@@ -219,6 +219,8 @@ def push_checkpoint_model(checkpoint: PathLike, target: HubTarget, *, step: int)
     """`hub_strategy: every_save`: start uploading the checkpoint's model files (never optimizer states:
     `allow_patterns` selects them) as a "training in progress" commit, in the background
     (`run_as_future=True`, as Trainer's own push). Returns the upload's Future, for `finish_checkpoint_push`."""
+    from ..ema import EMA_FILE  # a checkpoint's weight EMA is not the model being pushed
+
     try:
         with hub_errors(target.repo_id):
             return target.api.upload_folder(
@@ -227,6 +229,7 @@ def push_checkpoint_model(checkpoint: PathLike, target: HubTarget, *, step: int)
                 repo_type="model",
                 revision=target.revision,
                 allow_patterns=list(MODEL_FILES),
+                ignore_patterns=[EMA_FILE],
                 commit_message=f"Training in progress, step {step}",
                 run_as_future=True,
             )
