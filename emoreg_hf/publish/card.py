@@ -234,6 +234,18 @@ def _class_balance(record) -> dict[str, Any] | None:
     }
 
 
+def _averaging(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's test-time augmentation and weight EMA, for the rows they add to the results (older
+    records have neither)."""
+    tta = config.get("tta") or "none"
+    return {
+        "tta": None if tta == "none" else tta,
+        "ema_decay": shown(config.get("ema_decay")),
+        "ema_warmup": bool(config.get("ema_warmup")),
+        "ema_saved": config.get("ema_save") == "ema",
+    }
+
+
 def per_class_recall(run: RunFolder) -> dict[str, Any] | None:
     """Recall (the accuracy within each true class) on the split the run's predictions file holds."""
     predictions = run.predictions
@@ -336,6 +348,7 @@ def card_context(
         "class_balance": _class_balance(record),
         "per_class": per_class_recall(run) if run.stage == "pretrain" else None,
         "results": results_table(statistics, metrics),
+        "averaging": _averaging(record.config),
         "regulation": regulation_tables(statistics),
         "n_runs": len(runs),
         "seeds": [r.record.seed for r in runs],

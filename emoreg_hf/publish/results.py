@@ -77,13 +77,21 @@ def eval_results(runs: list[RunFolder], dataset: dict[str, str]) -> list[EvalRes
     return results
 
 
+# Evaluations beside the plain one, each under `<split>_<variant>_*` (training.averaged_results): test-time
+# augmentation and the EMA of the weights. A card shows each as its own row under its split's plain row.
+VARIANTS = ("tta", "ema")
+
+
 def results_table(statistics: Statistics, metrics: Sequence[str]) -> dict[str, Any]:
+    """Columns: the metrics (and the loss) the plain results have; rows: each split, then its variants."""
     metrics = [m for m in (*metrics, "loss") if any(f"{p}_{m}" in statistics for p in SPLITS)]
-    rows = [
-        {"split": split, "values": [fmt(statistics.get(f"{prefix}_{m}")) for m in metrics]}
-        for prefix, split in SPLITS.items()
-        if any(f"{prefix}_{m}" in statistics for m in metrics)
-    ]
+    rows = []
+    for prefix, split in SPLITS.items():
+        for variant in (None, *VARIANTS):
+            key = f"{prefix}_{variant}" if variant else prefix
+            if any(f"{key}_{m}" in statistics for m in metrics):
+                values = [fmt(statistics.get(f"{key}_{m}")) for m in metrics]
+                rows.append({"split": split, "variant": variant, "values": values})
     return {"columns": [METRIC_TITLES.get(m, "Loss") for m in metrics], "rows": rows}
 
 
