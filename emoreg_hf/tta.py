@@ -68,21 +68,21 @@ def averaged_log_probs(
     memory stays that of a plain evaluation batch."""
     batch = pixel_values.shape[0]
     per_call = max(1, int(max_images) // max(1, batch))
-    total, count, group = None, 0, []
+    log_probs, group = [], []  # per view, [B, K]: small next to the images
 
-    def run(group: list[torch.Tensor]) -> torch.Tensor:
+    def run(group: list[torch.Tensor]) -> None:
         logits = logits_of(torch.cat(group)).float()  # one contiguous batch of views
-        return logits.softmax(-1).view(len(group), batch, -1).sum(0)
+        log_probs.extend(logits.log_softmax(-1).view(len(group), batch, -1).unbind(0))
+        group.clear()
 
     for view in views(pixel_values, mode, size):
         group.append(view)
         if len(group) == per_call:
-            summed = run(group)
-            total, count, group = summed if total is None else total + summed, count + len(group), []
+            run(group)
     if group:
-        summed = run(group)
-        total, count = summed if total is None else total + summed, count + len(group)
-    return (total / count).clamp_min(1e-12).log()
+        run(group)
+    # log(mean_v p_v) in log space: exact where a probability underflows
+    return torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs))
 
 
 def averaged_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
