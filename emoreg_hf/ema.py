@@ -2,7 +2,7 @@
 every optimizer step through Trainer's `on_step_end`, saved into each checkpoint (`ema.safetensors`) so a
 resumed run keeps its average, evaluated beside the trained weights after training, and optionally the
 weights the run saves (`--ema_save ema`). Buffers are averaged too (timm's default): the EMA's BatchNorm
-statistics follow its weights."""
+statistics follow its weights; with several ranks, rank 0's average is used everywhere (`synchronize`)."""
 
 from __future__ import annotations
 
@@ -86,10 +86,22 @@ class WeightEMA(TrainerCallback):
         if args.should_save and os.path.isdir(folder):
             self.save(folder)
 
+    def synchronize(self) -> None:
+        """Every rank takes rank 0's average. The weights are the same on every rank already (DDP keeps them
+        so), but a BatchNorm's running statistics are updated by each rank's own batches after DDP has
+        broadcast them, so their averages drift apart; rank 0's is the one a checkpoint saves."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for value in self.module.state_dict().values():
+                dist.broadcast(value, src=0)
+
     @contextlib.contextmanager
     def applied(self, model: torch.nn.Module):
-        """`model` holds the EMA's weights and buffers inside the block, its own again after it."""
+        """`model` holds the EMA's weights and buffers inside the block (rank 0's, on every rank: every rank
+        must enter the block), its own again after it."""
         model = _unwrapped(model)
+        self.synchronize()
         own = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.module.state_dict())
         try:

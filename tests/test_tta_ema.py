@@ -305,3 +305,59 @@ def test_pretrain_recipe_with_ten_crop_tta_and_an_ema(tmp_path):
     assert "| test, ten-crop TTA |" in card and "the weights in this repository are the EMA's" in card
     record = json.loads((out / "run_info.json").read_text())
     assert record["config"]["tta"] == "ten_crop" and record["config"]["ema_decay"] == 0.9
+
+
+# Under torchrun: an EMA kept while DDP trains (its checksum as every rank applies it); then ten-crop
+# predictions of an untrained seeded model gathered over the 2 ranks (after training, each rank's BatchNorm
+# statistics are its own, in plain evaluation too); rank 0 writes both to argv[1]. A Trainer that predicts
+# before it trains trains without DDP, so the prediction has a trainer of its own.
+TWO_RANKS = """
+import json, sys
+import torch.distributed as dist
+sys.path.insert(0, "tests")
+from test_tta_ema import examples, tiny_model, trainer_for
+from emoreg_hf.ema import WeightEMA, weight_ema
+trainer = trainer_for(tiny_model(), sys.argv[2], max_steps=3, learning_rate=0.05, save_strategy="no")
+trainer.train_dataset = examples(16)
+trainer.add_callback(WeightEMA(0.5))
+trainer.train()
+with weight_ema(trainer).applied(trainer.model) as model:
+    checksums = [float(v.double().sum()) for v in model.state_dict().values() if v.is_floating_point()]
+every_rank = [None] * dist.get_world_size()
+dist.all_gather_object(every_rank, checksums)
+predicting = trainer_for(tiny_model(), sys.argv[2])
+with predicting.test_time_augmentation("ten_crop"):
+    predictions = predicting.predict(examples(10)).predictions
+if dist.get_rank() == 0:
+    open(sys.argv[1], "w").write(json.dumps({"predictions": predictions.tolist(), "ema": every_rank}))
+"""
+
+
+@pytest.mark.slow  # starts 2 processes
+def test_two_ranks_gather_tta_predictions_and_keep_the_same_ema(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    script, out = tmp_path / "two_ranks.py", tmp_path / "out.json"
+    script.write_text(TWO_RANKS)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*launcher, str(script), str(out), str(tmp_path / "run")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(out.read_text())
+    assert written["ema"][0] == written["ema"][1]  # the same average on both ranks, to the bit
+    # Every image once (no padding duplicates), as one process predicts it.
+    trainer = trainer_for(tiny_model(), tmp_path / "one")
+    with trainer.test_time_augmentation("ten_crop"):
+        alone = torch.as_tensor(trainer.predict(examples(10)).predictions)
+    torch.testing.assert_close(torch.tensor(written["predictions"]), alone, atol=1e-5, rtol=1e-5)
