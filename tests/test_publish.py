@@ -476,7 +476,9 @@ class RecordingApi:
 
         files = set(
             filter_repo_objects(
-                files_of(Path(kwargs["folder_path"])), allow_patterns=kwargs.get("allow_patterns")
+                files_of(Path(kwargs["folder_path"])),
+                allow_patterns=kwargs.get("allow_patterns"),
+                ignore_patterns=kwargs.get("ignore_patterns"),
             )
         )
         self.calls.append(("upload_folder", kwargs["repo_id"], kwargs | {"files": files}))
@@ -779,6 +781,7 @@ def test_every_save_pushes_the_checkpoints_model_and_never_its_optimizer(tmp_pat
         "preprocessor_config.json",
         "optimizer.pt",
         "rng_state.pth",
+        "ema.safetensors",  # the weight EMA (--ema_decay): not the model being pushed
     ):
         (checkpoint / name).write_text("x")
     api = RecordingApi()
