@@ -112,4 +112,5 @@ class WeightEMA(TrainerCallback):
 
 def weight_ema(trainer) -> WeightEMA | None:
     """The trainer's `WeightEMA` callback, or None when the run keeps no EMA."""
-    return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, WeightEMA)), None)
+    handler = getattr(trainer, "callback_handler", None)  # a stand-in trainer may have none
+    return next((cb for cb in getattr(handler, "callbacks", ()) if isinstance(cb, WeightEMA)), None)
