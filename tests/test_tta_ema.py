@@ -361,3 +361,61 @@ def test_two_ranks_gather_tta_predictions_and_keep_the_same_ema(tmp_path):
     with trainer.test_time_augmentation("ten_crop"):
         alone = torch.as_tensor(trainer.predict(examples(10)).predictions)
     torch.testing.assert_close(torch.tensor(written["predictions"]), alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow  # trains through the recipe three times
+def test_an_interrupted_recipe_resumes_its_ema(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from crash_at_step import CRASH_AT_STEP
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    common = [
+        "--method", "baseline", "--max_train_samples", "128", "--max_eval_samples", "32",
+        "--per_device_train_batch_size", "16", "--num_train_epochs", "2", "--eval_strategy", "no",
+        "--dataloader_num_workers", "0", "--save_strategy", "steps", "--save_steps", "5", "--seed", "7",
+        "--augmentation", "none", "--ema_decay", "0.8", "--ema_save", "ema",
+    ]  # fmt: skip
+    crash_at_5 = (
+        "import runpy, sys\n"
+        + CRASH_AT_STEP.format(step=5)
+        + (
+            'sys.argv = ["recipes/finetune.py", *sys.argv[1:]]\nrunpy.run_path("recipes/finetune.py", run_name="__main__")\n'
+        )
+    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run("recipes/finetune.py", *common, "--output_dir", straight).returncode == 0
+    crash = run("-c", crash_at_5, *common, "--output_dir", resumed)
+    assert "simulated crash at step 5" in crash.stderr and (resumed / "checkpoint-5" / EMA_FILE).is_file()
+    result = run("recipes/finetune.py", *common, "--output_dir", resumed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Weight EMA restored from" in result.stderr
+    # --ema_save ema: the saved weights are the EMA; restored at step 5, it ends where the straight run's did.
+    weights = [load_file(folder / "model.safetensors") for folder in (straight, resumed)]
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, msg=key)
+    results = json.loads((resumed / "all_results.json").read_text())
+    assert {"test_ema_accuracy", "eval_ema_accuracy", "test_accuracy"} <= results.keys()
+
+
+def test_sharded_training_is_named_for_the_ema_refusal(monkeypatch, tmp_path):
+    from emoreg_hf.training_options import sharded_training
+
+    arguments = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    assert sharded_training(arguments) is None
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert sharded_training(arguments) == "DeepSpeed"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert sharded_training(arguments) == "FSDP"
