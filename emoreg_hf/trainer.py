@@ -191,7 +191,7 @@ class EmoRegTrainer(Trainer):
         """One batch's prediction averaged over its test-time views, as (loss, logits, labels): the logits
         are the log of the averaged softmax, the loss its cross-entropy. Views go through the model in
         batches of at most the evaluation batch size. EmoReg's other outputs (ρ, e(x), features) are not
-        averaged, so TTA reports classification metrics only."""
+        averaged, so TTA reports classification metrics only (and no loss: see below)."""
         size = (
             tuple(self.finisher.size)
             if self.finisher is not None
@@ -210,7 +210,10 @@ class EmoRegTrainer(Trainer):
                 size,
                 self.args.eval_batch_size,
             )
-        loss = averaged_loss(log_probs, labels).detach() if labels is not None else None
+        # EmoReg's evaluation loss adds its responses' auxiliary terms: a plain cross-entropy beside it would
+        # read as a better loss, so its TTA reports none.
+        is_emoreg = hasattr(self.accelerator.unwrap_model(model), "optimizer_param_groups")
+        loss = averaged_loss(log_probs, labels).detach() if labels is not None and not is_emoreg else None
         if prediction_loss_only:
             return loss, None, None
         return loss, log_probs, labels
