@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from records import pretrain_record, write_run
+from records import pretrain_record, write_checkpoint, write_run
 from safetensors.torch import load_file
 from tiny_models import resnet_config
 from transformers import AutoModelForImageClassification, TrainerControl, TrainerState, TrainingArguments
@@ -229,6 +229,60 @@ def test_a_checkpoints_ema_file_is_not_taken_for_its_model_weights(tmp_path):
     load_checkpoint_weights(target, str(tmp_path))
     for key, value in model.state_dict().items():
         torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_checkpoint_with_a_truncated_ema_is_not_resumed(tmp_path):
+    from safetensors.torch import save_model
+
+    from emoreg_hf.checkpoints import checkpoint_problem
+
+    checkpoint = write_checkpoint(tmp_path / "checkpoint-4")
+    save_model(tiny_model(), str(checkpoint / EMA_FILE))
+    assert checkpoint_problem(checkpoint) is None
+    data = (checkpoint / EMA_FILE).read_bytes()
+    (checkpoint / EMA_FILE).write_bytes(data[: len(data) // 2])  # a save cut short
+    assert f"{EMA_FILE} is truncated or corrupt" in checkpoint_problem(checkpoint)
+
+
+def test_a_run_finished_from_its_last_checkpoint_evaluates_and_saves_its_ema(tmp_path):
+    """The recipes' train -> save -> evaluate (`training.train_and_evaluate`) on a checkpoint at the run's last
+    step, which is finished without training: the EMA comes from the checkpoint, is saved (`ema_save`), and
+    the TTA and EMA evaluations land under their own keys beside the plain ones."""
+    import datasets
+    import numpy as np
+    import PIL.Image
+
+    from emoreg_hf.data import LoaderTransform
+    from emoreg_hf.training import train_and_evaluate
+
+    images = [
+        PIL.Image.fromarray(np.random.RandomState(i).randint(0, 256, (12, 12, 3), np.uint8))
+        for i in range(12)
+    ]
+    rows = datasets.Dataset.from_dict({"image": images, "label": [i % 3 for i in range(12)]})
+    split = rows.cast_column("image", datasets.Image()).with_transform(LoaderTransform(12))
+    first = trainer_for(tiny_model(), tmp_path / "first", max_steps=2, save_strategy="steps", save_steps=2)
+    first.train_dataset = split
+    first.add_callback(WeightEMA(0.5))
+    first.train()
+    checkpoint = tmp_path / "first" / "checkpoint-2"
+
+    trainer = trainer_for(tiny_model(seed=3), tmp_path / "second", max_steps=2)
+    trainer.add_callback(WeightEMA(0.5))
+    splits = {"train": split, "validation": split}
+    results, _ = train_and_evaluate(
+        trainer, splits, checkpoint=str(checkpoint), label_names=NAMES, tta="flip", ema_save="ema"
+    )
+    assert {
+        f"eval{v}_{m}" for v in ("", "_tta", "_ema") for m in ("accuracy", "ece", "loss")
+    } <= results.keys()
+    saved, ema = load_file(tmp_path / "second" / "model.safetensors"), load_file(checkpoint / EMA_FILE)
+    trained = load_file(checkpoint / "model.safetensors")
+    for key, value in ema.items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(trainer.model.state_dict()[key], trained[key], rtol=0, atol=0, msg=key)
+    written = json.loads((tmp_path / "second" / "all_results.json").read_text())
+    assert written["eval_ema_accuracy"] == results["eval_ema_accuracy"]
 
 
 # -- options and the card -----------------------------------------------------------------------------------
