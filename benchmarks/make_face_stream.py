@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         written = write(out, rows=args.rows, seed=args.seed, size=args.size, shard_rows=args.shard_rows,
-                        eval_rows=args.eval_rows, jobs=args.jobs)  # fmt: skip
+                        eval_rows=args.eval_rows, jobs=args.jobs,
+                        log=functools.partial(print, flush=True))  # fmt: skip
     except ValueError as error:
         parser.error(str(error))
     train = [w for w in written if w["file"].startswith("data/train-")]

@@ -73,8 +73,9 @@ def tree_total(sample: dict) -> int:
 
 def memory_summary(samples: list[dict], period: tuple[float, float] | None = None) -> dict:
     """Peak of the tree's summed RSS (and when, in s from the first sample), each process's peak (largest
-    first), and, for `period` (start, end in unix time: training), the peak inside it and the median sum
-    over its first, middle and last tenth, so growth during the run shows apart from loading and evaluation."""
+    first), the sum over time, and, for `period` (start, end in unix time: training), the peak inside it and
+    the median sum over its first, middle and last tenth, so growth during the run shows apart from loading
+    and evaluation."""
     if not samples:
         raise ValueError("no memory sample was taken (the run ended before the first one?)")
     t0 = samples[0]["t"]
@@ -106,7 +107,12 @@ def memory_summary(samples: list[dict], period: tuple[float, float] | None = Non
         ],
     }
     if period is not None:
-        summary["training"] = period_windows(samples, *period)
+        summary["training"] = {
+            "from_s": round(period[0] - t0, 1),
+            "to_s": round(period[1] - t0, 1),
+            **period_windows(samples, *period),
+        }
+    summary["tree_gib_over_time"] = [[round(s["t"] - t0, 1), round(tree_total(s) / GIB, 3)] for s in samples]
     return summary
 
 

@@ -136,7 +136,9 @@ def test_memory_summary_takes_the_tree_sum_each_process_and_the_training_tenths(
     assert peaks == {"agent": 0.5, "rank0": 2.0, "rank1": 2.0, "rank0 worker": 0.7}
     worker = next(p for p in summary["processes"] if p["role"] == "rank0 worker")
     assert (worker["first_s"], worker["last_s"]) == (1.0, 11.0)
+    assert summary["tree_gib_over_time"][0] == [0.0, 2.5] and summary["tree_gib_over_time"][-1] == [12.0, 4.5]
     training = summary["training"]
+    assert (training["from_s"], training["to_s"]) == (1.0, 11.0)
     assert training["peak_rss_tree_gib"] == 3.9 and training["samples"] == 11
     assert training["first_tenth_gib"] == pytest.approx(3.25)  # samples at 101 and 102
     assert training["middle_tenth_gib"] == pytest.approx(3.5)
