@@ -283,12 +283,15 @@ def main() -> int:
     parser.add_argument("--work", help="work folder (default: a temporary one, removed)")
     parser.add_argument("--keep", action="store_true", help="keep run folders and caches")
     args = parser.parse_args()
-    for folder in args.data:
+    for folder in args.data:  # every run's data checked before the first one starts
         try:
             shards = {SOURCES[0]: train_shards(folder), SOURCES[1]: train_shards(args.second)}
-            one_pass_steps(shards, args.ranks, args.workers, args.batch_size)  # refused before any run
         except ValueError as error:
-            parser.error(f"{folder}: {error}")
+            parser.error(str(error))
+        try:
+            one_pass_steps(shards, args.ranks, args.workers, args.batch_size)
+        except ValueError as error:
+            parser.error(f"--data {folder} with --second {args.second}: {error}")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="emoreg-stream-scale-"))
     load_before = [round(x, 2) for x in os.getloadavg()]
     runs = [run_once(data, args, work) for data in args.data]

@@ -96,6 +96,8 @@ def test_one_pass_covers_every_shard_once_or_is_refused_saying_why():
     shards = {"faces": [250] * 12, "faces_second": [250] * 4}
     assert stream_scale.one_pass_steps(shards, ranks=2, workers=2, batch=100) == 20  # 4 readers x 1,000 rows
     assert stream_scale.one_pass_steps(shards, ranks=2, workers=0, batch=100) == 20  # 2 readers x 2,000
+    affectnet = {"faces": [2500] * 120, "faces_second": [2500] * 4}  # the documented 300,000-row run
+    assert stream_scale.one_pass_steps(affectnet, ranks=2, workers=2, batch=100) == 1550
     with pytest.raises(ValueError, match="shards of different sizes"):
         stream_scale.one_pass_steps({"faces": [250] * 12, "faces_second": [100] * 4}, 2, 2, 100)
     with pytest.raises(ValueError, match="14 training shards do not divide 4 readers"):
