@@ -155,12 +155,27 @@ def _provenance(collected: dict, registered: str | None) -> dict | None:
     }
 
 
+def _scope(config, finetune: dict[str, dict[int, RunRecord]], primary: Sequence[str]) -> dict[str, Any]:
+    """What a conclusion of the study holds for: its stage-1 models per arm, its stage-2 seeds (and how many
+    share one stage-1 model) and the stage-2 schedule its primary arms' records ran (epochs, when one)."""
+    models = len(config.stage1_seeds) if config.stage1_seeds is not None else len(config.seeds)
+    epochs = {
+        r.hyperparameters.get("num_train_epochs") for m in primary for r in finetune.get(m, {}).values()
+    }
+    return {
+        "stage1_models_per_arm": models,
+        "stage2_seeds": len(config.seeds),
+        "stage2_seeds_per_model": len(config.seeds) // models if config.stage1_seeds is not None else 1,
+        "stage2_epochs": epochs.pop() if len(epochs) == 1 else None,
+    }
+
+
 def summarize_study(study_dir: str | Path) -> dict:
     """The numbers of the study in `study_dir` from its `records/` alone (the run folders are not read):
     `summarize` over its methods and seeds, the images per run and stage, stage 1's accuracies and checks,
     the pre-registered analysis (when the study declares one), and the study itself (title, notes, data,
     the command that ran it), as `results.json` keeps them."""
-    from . import analysis
+    from . import analysis, replicates
 
     config, command = load_study(study_dir)
     root = Path(study_dir)
@@ -195,6 +210,10 @@ def summarize_study(study_dir: str | Path) -> dict:
             stage1=stage1_results,
             stage1_of={m: registry.MATRIX[m].stage1 for m in config.methods},
             registered=registered,
+            groups=None
+            if config.stage1_seeds is None
+            else replicates.stage1_groups(config.seeds, config.stage1_seeds),
+            scope=_scope(config, finetune, config.analysis["primary"]),
         )
     provenance = _provenance(collected, (registered or {}).get("registered_at"))
     if provenance is not None:  # studies whose records predate these fields keep their results.json
