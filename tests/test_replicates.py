@@ -229,6 +229,9 @@ def test_the_report_of_a_nested_study_speaks_of_stage1_models(tmp_path):
     assert line.startswith(f"τ = {100 * tau['tau']:.2f} pp [") and "the next design needs" in line
     assert "**Between stage-1 models (τ).**" in text and "- emoreg_adaptive accuracy: τ = " in text
     assert "Graybill–Wang modified-large-sample" in text
+    # the mechanism figures are described over the 4 stage-1 models (each the mean of its 2 stage-2 seeds)
+    assert summary["analysis"]["reliance"]["emoreg_adaptive"]["permuted"]["n"] == 4
+    assert "split, mean ± std over stage-1 models)" in text
 
 
 def test_holm_over_the_tost_p_values_can_take_equivalence_away():

@@ -30,6 +30,22 @@ def _mechanism(entry: dict) -> dict[str, str] | None:
     return {key: _mean_std(entry.get(key)) for key in MECHANISM_NAMES}
 
 
+def _reliance_entries(summary: dict) -> dict[str, dict]:
+    """Per method, its reliance figures as the report shows them: over stage-2 seeds (`summary["methods"]`),
+    or, when the stage-1 model is the unit, over stage-1 models (the pre-registered analysis's `reliance`)."""
+    reliance = (summary.get("analysis") or {}).get("reliance")
+    if not (nested_stage1(summary) or {}).get("unit") or not reliance:
+        return summary["methods"]
+    return {
+        method: {
+            "reliance_permuted": r["permuted"],
+            "reliance_mean": r["mean"],
+            **{key: r[key] for key in MECHANISM_NAMES if key in r},
+        }
+        for method, r in reliance.items()
+    }
+
+
 def _interval(stat: dict | None, scale: float = 100.0, sign: bool = False) -> str:
     if not stat or stat.get("ci_low") is None:
         return "–"
@@ -214,9 +230,10 @@ def render_markdown(summary: dict, *, title: str | None = None) -> str:
                 "mean": _mean_std(entry.get("reliance_mean")),
                 "mechanism": _mechanism(entry),
             }
-            for method, entry in summary["methods"].items()
+            for method, entry in _reliance_entries(summary).items()
             if entry.get("reliance_permuted")
         ],
+        "reliance_over": "stage-1 models" if (nested_stage1(summary) or {}).get("unit") else "seeds",
         "analysis": analysis_context(summary.get("analysis")),
         "power": [
             {"method": method, "detectable": f"{100 * entry['vs_baseline']['detectable_at_80_power']:.2f}"}
