@@ -212,6 +212,7 @@ def _write_study(tmp_path) -> dict:
 def test_the_report_of_a_nested_study_speaks_of_stage1_models(tmp_path):
     summary = _write_study(tmp_path)
     assert summary["analysis"]["primary"]["n"] == 4
+    assert summary["analysis"]["planned_seeds"] == 4  # the plan's count of stage-1 models
     assert summary["analysis"]["scope"] == {
         "stage1_models_per_arm": 4,
         "stage2_seeds": 8,

@@ -202,17 +202,16 @@ def summarize_study(study_dir: str | Path) -> dict:
     plan_file = root / RECORDS / analysis.PLAN_FILE
     registered = json.loads(plan_file.read_text()) if plan_file.is_file() else None
     if config.analysis is not None:
+        nested = config.analysis.get("unit") == "stage1_model"
         summary["analysis"] = analysis.analyse(
             {m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()},
             config.analysis,
             split=summary["split"],
-            planned_seeds=len(config.seeds),
+            planned_seeds=len(config.stage1_seeds if nested else config.seeds),  # the unit's count
             stage1=stage1_results,
             stage1_of={m: registry.MATRIX[m].stage1 for m in config.methods},
             registered=registered,
-            groups=None
-            if config.stage1_seeds is None
-            else replicates.stage1_groups(config.seeds, config.stage1_seeds),
+            groups=replicates.stage1_groups(config.seeds, config.stage1_seeds) if nested else None,
             scope=_scope(config, finetune, config.analysis["primary"]),
         )
     provenance = _provenance(collected, (registered or {}).get("registered_at"))
