@@ -16,7 +16,16 @@ from huggingface_hub import ModelCard, ModelCardData
 from .. import registry, stage1_variants, stats
 from ..taxonomy import taxonomy_name
 from ..templates import read_template
-from .facts import LOCAL_REPO, affect_variant, caps, data_report_table, model_title, needs_remote_code
+from .facts import (
+    LOCAL_REPO,
+    affect_variant,
+    caps,
+    class_balance,
+    data_report_table,
+    model_title,
+    needs_remote_code,
+    shared_stage1,
+)
 from .licenses import check_license
 from .plots import make_plots
 from .results import (
@@ -218,22 +227,6 @@ def _frameworks(record) -> list[dict[str, str]]:
     return [{"name": FRAMEWORK_NAMES.get(k, k), "version": v} for k, v in versions.items()]
 
 
-def _class_balance(record) -> dict[str, Any] | None:
-    """What the run did about class imbalance, for the card (None: plain loss, shuffled sampling)."""
-    balance = record.class_balance
-    if not balance:
-        return None
-    weights = balance.get("loss_weights") or {}
-    return {
-        "weighting": balance.get("class_weighting"),
-        "sampler": balance.get("sampler"),
-        "rows": [
-            {"name": name, "count": count, "weight": f"{weights[name]:.3f}" if name in weights else "–"}
-            for name, count in (balance.get("train_counts") or {}).items()
-        ],
-    }
-
-
 def per_class_recall(run: RunFolder) -> dict[str, Any] | None:
     """Recall (the accuracy within each true class) on the split the run's predictions file holds."""
     predictions = run.predictions
@@ -333,12 +326,13 @@ def card_context(
         "controls": {k: v for k, v in record.controls.items() if v},
         "synthetic_data": record.synthetic_data,
         "caps": caps(run),
-        "class_balance": _class_balance(record),
+        "class_balance": class_balance(record),
         "per_class": per_class_recall(run) if run.stage == "pretrain" else None,
         "results": results_table(statistics, metrics),
         "regulation": regulation_tables(statistics),
         "n_runs": len(runs),
         "seeds": [r.record.seed for r in runs],
+        "shared_stage1": shared_stage1(runs) if uses_stage1 else None,
         "comparisons": comparisons(runs, compare),
         "confidence_level": int(round(100 * stats.CONFIDENCE)),
         "plots": plots or {},
