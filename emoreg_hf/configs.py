@@ -99,6 +99,14 @@ class DataArguments:
             "use it or class_weighting, not both (that corrects twice)."
         },
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Train and evaluate in the channels-last memory format (NHWC): the model's 4-D weights and "
+            "every finished batch. Only the speed of convolutions changes (oneDNN on CPUs, tensor cores on "
+            "GPUs), not what is trained; measure it first (benchmarks/cpu_efficiency.py)."
+        },
+    )
     validation_split_size: float = field(
         default=0.1,
         metadata={

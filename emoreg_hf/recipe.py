@@ -103,6 +103,7 @@ class RecipeRun:
             finisher=finisher,
             class_weights=loss_weights(self.balance),
             train_sampler=balanced_sampler(self.balance, splits["train"], training_args.seed),
+            channels_last=args.channels_last,
             **trainer_kwargs,
         )
         if pushes_every_save(training_args, self.hub):

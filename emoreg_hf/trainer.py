@@ -64,9 +64,15 @@ class EmoRegTrainer(Trainer):
         finisher: Callable[[torch.Tensor], torch.Tensor] | None = None,
         class_weights: torch.Tensor | None = None,
         train_sampler: torch.utils.data.Sampler | None = None,
+        channels_last: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # channels-last (NHWC): the model's 4-D weights here, each finished batch in `finish_batch`; the
+        # optimizer is built later, on these parameters, and a resumed checkpoint loads into them in place.
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         # FSDP's transformer-based wrapping shards each `_no_split_modules` class and refuses one the model
         # lacks (transformers' timm wrapper lists one its classifier does not contain): keep those it has.
         self.model._no_split_modules = present_no_split_modules(self.model)
@@ -154,7 +160,7 @@ class EmoRegTrainer(Trainer):
 
     def finish_batch(self, inputs: dict) -> dict:
         """The batch on the device (`accelerate.utils.send_to_device`, as Trainer would move it) with its uint8
-        `pixel_values` finished by `finisher`; a new mapping, the loader's batch is left as it was. The
+        `pixel_values` finished by `finisher` (channels-last when the run asks); a new mapping, the loader's batch is left as it was. The
         training and prediction steps call it before Trainer's own input preparation, which then has
         nothing left to move; a batch finished twice is refused (`DeviceFinisher` takes uint8 only)."""
         from accelerate.utils import send_to_device
@@ -162,6 +168,8 @@ class EmoRegTrainer(Trainer):
         inputs = send_to_device(dict(inputs), self.args.device)
         if self.finisher is not None and inputs.get("pixel_values") is not None:
             pixels = self.finisher(inputs["pixel_values"])
+            if self.channels_last and pixels.ndim == 4:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
             inputs["pixel_values"] = (
                 pixels.to(self.model.dtype) if self.model.dtype.is_floating_point else pixels
             )
