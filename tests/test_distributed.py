@@ -377,3 +377,22 @@ def test_an_fsdp_config_on_the_cpu_is_refused_not_run_as_ddp(tmp_path, monkeypat
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch --config_file fsdp*.yaml sets
     with pytest.raises(ValueError, match="FSDP accelerate config on the CPU.*plain data parallelism"):
         prepare_training(training_args, set())
+
+
+def test_every_path_that_ran_here_names_a_test_that_exists():
+    """docs/scale.md section 3: each row that ran names the tests that run it again; a renamed or removed
+    test would leave the row claiming a check that no longer happens."""
+    import re
+
+    text = (ROOT / "docs" / "scale.md").read_text()
+    section = text[text.index("## 3. Many processes") : text.index("## 4.")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 8
+    for row in rows:
+        checked_by = row.split(" | ")[2]
+        names = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", checked_by)
+        assert names, f"no test named in the row {row[:60]!r}"
+        for path, name in names:
+            assert (ROOT / path).is_file(), path
+            if name:
+                assert f"\ndef {name}(" in (ROOT / path).read_text(), f"{path}::{name} is gone"
