@@ -110,7 +110,7 @@ def test_ferplus_joins_votes_by_row_with_each_mode_and_counts_what_it_drops(tmp_
         # validation and test are read by majority in every mode, as the release reads them
         assert votes["splits"]["validation"] == {
             "rows_read": 3, "kept": 2, "no_image": 0, "unknown": 1, "not_face": 0,
-            "kept_by_mode": {"majority": 2, "probability": 3, "crossentropy": 3},
+            "kept_by_mode": {"majority": 2, "probability": 3, "crossentropy": 3}, "repeated_name": 0,
         }  # fmt: skip
         assert votes["splits"]["test"]["not_face"] == 1 and len(splits["test"]) == 2
         assert DISTRIBUTION not in splits["validation"].column_names + splits["test"].column_names
@@ -131,6 +131,16 @@ def test_ferplus_joins_votes_by_row_with_each_mode_and_counts_what_it_drops(tmp_
     assert rows[tuple(distribution(neutral=0.25, contempt=0.75))] == FERPLUS_EMOTIONS.index("contempt")
     soft = report["sources"]["ferplus"]["soft_class_counts"]["train"]
     assert soft["happiness"] == pytest.approx(2.8) and soft["contempt"] == pytest.approx(0.75)
+
+
+def test_an_image_name_given_twice_keeps_both_rows_and_is_counted(tmp_path):
+    """fer2013new.csv as released names a few images twice; each row keeps its own pixels and votes."""
+    spec, _ = write_ferplus(tmp_path)
+    votes = Path(spec["votes"])
+    votes.write_text(votes.read_text().replace("fer0000006.png", "fer0000000.png"))
+    splits, report = load_affective_mixture([spec], "ferplus8", seed=0)
+    train = report["sources"]["ferplus"]["votes"]["splits"]["train"]
+    assert train["repeated_name"] == 2 and train["kept"] == len(splits["train"]) == 3
 
 
 def test_soft_targets_are_summed_onto_a_coarser_taxonomy_and_an_unmapped_share_is_refused(tmp_path):

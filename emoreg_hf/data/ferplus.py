@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -131,6 +132,8 @@ def join_votes(loaded, spec) -> tuple[datasets.DatasetDict, dict]:
         )
     split_of = {str(k): str(v) for k, v in (spec.split_map or {}).items()}
     usages = [str(u).strip() for u in whole[usage_column]]
+    named = Counter(values[1].strip() for values in votes if values[1].strip())
+    train_split = spec.split or "train"
     labels, distributions, keep = [], [], []
     report: dict = {"votes": spec.votes, "label_mode": mode, "evaluation_mode": "majority", "splits": {}}
     for row, (usage, values) in enumerate(zip(usages, votes)):
@@ -147,26 +150,30 @@ def join_votes(loaded, spec) -> tuple[datasets.DatasetDict, dict]:
                 "kept": 0,
                 **dict.fromkeys(DROP_REASONS, 0),
                 "kept_by_mode": dict.fromkeys(LABEL_MODES, 0),
+                "repeated_name": 0,
             },
         )
         counts["rows_read"] += 1
-        if not values[1].strip():
+        image_name = values[1].strip()
+        row_mode = mode if split == train_split else "majority"
+        index, distribution = outcome(values[2:], row_mode) if image_name else (None, None)
+        if not image_name:
             counts["no_image"] += 1
-            labels.append(-1), distributions.append(None), keep.append(False)
-            continue
-        for other in LABEL_MODES:
-            counts["kept_by_mode"][other] += outcome(values[2:], other)[1] is not None
-        row_mode = mode if split == "train" else "majority"
-        index, distribution = outcome(values[2:], row_mode)
-        if distribution is None:
-            counts["unknown" if index == UNKNOWN else "not_face"] += 1
         else:
-            counts["kept"] += 1
+            # fer2013new.csv names a few images twice (the release's image folders keep one file per
+            # name); each row is kept here with its own pixels and votes, and counted
+            counts["repeated_name"] += named[image_name] > 1
+            for other in LABEL_MODES:
+                counts["kept_by_mode"][other] += outcome(values[2:], other)[1] is not None
+            if distribution is None:
+                counts["unknown" if index == UNKNOWN else "not_face"] += 1
+            else:
+                counts["kept"] += 1
         labels.append(index if distribution is not None else -1)
         distributions.append(distribution if row_mode in SOFT_MODES else None)
         keep.append(distribution is not None)
     joined = whole.add_column(LABEL_COLUMN, labels)
-    if mode in SOFT_MODES:  # validation/test rows get none, and lose the column in `split_soft_targets`
+    if mode in SOFT_MODES:  # validation/test rows lose the column in `without_soft_targets`
         joined = joined.add_column(DISTRIBUTION, [d or [0.0] * len(FERPLUS_EMOTIONS) for d in distributions])
         joined = joined.cast_column(DISTRIBUTION, datasets.Sequence(datasets.Value("float32")))
     joined = joined.select(np.flatnonzero(keep))
