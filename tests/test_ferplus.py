@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_run_safety import recipe
 
 from emoreg_hf.balance import balanced_weights, class_counts
-from emoreg_hf.data import Collator, load_affective_mixture, load_target_dataset
+from emoreg_hf.data import Collator, LoaderTransform, load_affective_mixture, load_target_dataset
 from emoreg_hf.data.ferplus import DISTRIBUTION, FERPLUS_EMOTIONS, HEADER, outcome
 
 # Ten vote counts: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF.
@@ -214,6 +215,11 @@ def _examples(targets: list[list[float]]) -> list[dict]:
 
 
 def test_the_collator_gives_distributions_or_draws_a_class_per_sighting():
+    face = Image.fromarray(np.zeros((8, 8), dtype=np.uint8))
+    loaded = LoaderTransform(8, train=True)(
+        {"image": [face], "label": [2], DISTRIBUTION: [[0.0, 0.25, 0.75]]}
+    )
+    assert loaded[DISTRIBUTION] == [[0.0, 0.25, 0.75]]  # the loader hands a training row's target on
     targets = [[0.0, 0.25, 0.75], [1.0, 0.0, 0.0]] * 200
     soft = Collator(num_classes=3)(_examples(targets))["labels"]
     assert soft.dtype == torch.float32 and torch.equal(soft, torch.tensor(targets))
