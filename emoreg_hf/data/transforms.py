@@ -170,9 +170,8 @@ class Collator:
         if (mixup_alpha or cutmix_alpha) and not num_classes:
             raise ValueError("mixup/cutmix need num_classes (soft targets are [batch, num_classes])")
         self.num_classes, self.mixup_alpha, self.cutmix_alpha = num_classes, mixup_alpha, cutmix_alpha
-        self.draw_targets = (
-            draw_targets  # FER+ `probability`: a one-hot drawn per sighting, else the distribution
-        )
+        # FER+ soft targets: `probability` draws a class per sighting, else the distribution is the target
+        self.draw_targets = draw_targets
 
     @property
     def mixes(self) -> bool:
