@@ -249,19 +249,22 @@ def test_class_weighting_counts_each_class_by_its_share_of_the_targets(tmp_path)
     assert weights[FERPLUS_EMOTIONS.index("surprise")] == pytest.approx(5 / (4 * 0.3))
 
 
+TINY_STAGE1 = [
+    "--taxonomy", "ferplus8",
+    "--model_config", "{model_type: resnet, embedding_size: 8, hidden_sizes: [8], depths: [1], layer_type: basic}",
+    "--image_size", "32", "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--report_to", "none",
+    "--dataloader_num_workers", "0",
+]  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["majority", "probability", "crossentropy"])
 def test_stage1_trains_on_ferplus_in_each_label_mode(tmp_path, mode):
     spec, _ = write_ferplus(tmp_path)
     out = tmp_path / "run"
     code, _, err = recipe(
-        "pretrain.py",
-        "--affective_sources", json.dumps([{**spec, "label_mode": mode}]),
-        "--taxonomy", "ferplus8",
-        "--model_config", "{model_type: resnet, embedding_size: 8, hidden_sizes: [8], depths: [1], layer_type: basic}",
-        "--image_size", "32", "--output_dir", out, "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
-        "--class_weighting", "balanced", "--label_smoothing_factor", "0.1", "--report_to", "none",
-        "--dataloader_num_workers", "0", "--seed", "3",
+        "pretrain.py", "--affective_sources", json.dumps([{**spec, "label_mode": mode}]), "--output_dir", out,
+        *TINY_STAGE1, "--class_weighting", "balanced", "--label_smoothing_factor", "0.1", "--seed", "3",
     )  # fmt: skip
     assert code == 0, err[-3000:]
     record = json.loads((out / "run_info.json").read_text())
@@ -272,3 +275,18 @@ def test_stage1_trains_on_ferplus_in_each_label_mode(tmp_path, mode):
     counts = record["class_balance"]["train_counts"]
     assert sum(counts.values()) == pytest.approx(report["splits"]["train"]["kept"])
     assert (counts["surprise"] == pytest.approx(0.3)) == (mode != "majority")  # soft counts in soft modes
+
+
+@pytest.mark.slow
+def test_probability_mode_draws_the_same_targets_under_the_same_seed(tmp_path):
+    spec, _ = write_ferplus(tmp_path)
+    losses = []
+    for run in ("a", "b"):
+        code, _, err = recipe(
+            "pretrain.py", "--affective_sources", json.dumps([{**spec, "label_mode": "probability"}]),
+            "--output_dir", tmp_path / run, *TINY_STAGE1, "--seed", "5", "--logging_steps", "1",
+        )  # fmt: skip
+        assert code == 0, err[-3000:]
+        history = json.loads((tmp_path / run / "trainer_state.json").read_text())["log_history"]
+        losses.append([entry["loss"] for entry in history if "loss" in entry])
+    assert len(losses[0]) > 1 and losses[0] == losses[1]
