@@ -272,6 +272,14 @@ def test_stage1_trains_on_ferplus_in_each_label_mode(tmp_path, mode):
     assert report["label_mode"] == mode
     assert record["results"]["train_samples"] == report["splits"]["train"]["kept"]
     assert record["results"]["test_rows_before_cap"] == 2 and 0 <= record["results"]["test_accuracy"] <= 1
+    dropped = {
+        "ferplus_no_image": 1,
+        "ferplus_not_face": 1,
+        "ferplus_unknown": 4 if mode == "majority" else 2,
+    }
+    assert record["datasets"][0]["rows_dropped"]["train"] == dropped  # the card says them
+    card = (out / "README.md").read_text()
+    assert "1 train row(s) voted not a face by FER+'s annotators" in card
     counts = record["class_balance"]["train_counts"]
     assert sum(counts.values()) == pytest.approx(report["splits"]["train"]["kept"])
     assert (counts["surprise"] == pytest.approx(0.3)) == (mode != "majority")  # soft counts in soft modes

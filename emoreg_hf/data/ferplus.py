@@ -234,3 +234,14 @@ def soft_class_counts(ds, names: list[str]) -> dict[str, float] | None:
         return None
     sums = np.asarray(ds.select_columns([DISTRIBUTION])[DISTRIBUTION], dtype=np.float64).sum(0)
     return {name: round(float(n), 4) for name, n in zip(names, sums)}
+
+
+def votes_dropped(report: dict) -> dict[str, dict[str, int]]:
+    """{split: {reason: rows}} of the faces the votes dropped, as `DatasetRecord.rows_dropped` keeps them
+    (`ferplus_no_image`, `ferplus_unknown`, `ferplus_not_face`; only those with rows), for the card."""
+    dropped = {}
+    for split, counts in report["splits"].items():
+        reasons = {f"ferplus_{why}": counts[why] for why in DROP_REASONS if counts[why]}
+        if reasons:
+            dropped[split] = reasons
+    return dropped

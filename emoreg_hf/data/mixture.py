@@ -12,7 +12,7 @@ from typing import Any
 import datasets
 
 from ..taxonomy import LabelSpace, get_label_space
-from .ferplus import DISTRIBUTION, soft_class_counts, with_one_hot
+from .ferplus import DISTRIBUTION, soft_class_counts, votes_dropped, with_one_hot
 from .prepare import check_policy, label_vocabulary, pick_column, prepare_split
 from .schema import SHUFFLE_BUFFER
 from .sources import find_validation, load_with_train_split
@@ -145,6 +145,8 @@ def load_affective_mixture(
                 validation = validation.remove_columns(DISTRIBUTION)
         roles = {"train": train_split, "validation": val_split, "test": test_split}
         stats["rows_dropped"] = rows_dropped(stats["splits"], {r: s for r, s in roles.items() if s})
+        for role, reasons in votes_dropped(stats.get("votes") or {"splits": {}}).items():  # FER+'s drops
+            stats["rows_dropped"][role] = {**reasons, **stats["rows_dropped"].get(role, {})}
         stats["validation_from"] = val_split or (
             "first examples of the stream" if spec.streaming else "carved"
         )
