@@ -191,6 +191,10 @@ def test_bad_votes_and_modes_are_refused_naming_what_is_wrong(tmp_path):
         load_affective_mixture([{**spec, "label_mode": "soft"}], "ferplus8")
     with pytest.raises(ValueError, match=r"source 'fer': label_mode needs `votes`"):
         load_affective_mixture([{"path": "csv", "source": "fer", "label_mode": "majority"}], "ferplus8")
+    with pytest.raises(
+        ValueError, match=r"with `votes` the labels are FER\+'s .* not 'emotion'; use `preset: ferplus`"
+    ):
+        load_affective_mixture([{**spec, "preset": "fer2013"}], "ferplus8")
     votes = Path(spec["votes"])
     lines = votes.read_text().splitlines()
     votes.write_text("\n".join([lines[0], "Training,fer0000000.png,0,8,1,0,0,0,0,0,x,0", *lines[2:]]))

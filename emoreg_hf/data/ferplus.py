@@ -199,6 +199,11 @@ def check_label_mode(spec) -> None:
         raise ValueError(
             f"source {spec.display_name!r}: label_mode must be one of {list(LABEL_MODES)}, got {spec.label_mode!r}"
         )
+    if spec.votes is not None and spec.label_column not in (None, LABEL_COLUMN):
+        raise ValueError(
+            f"source {spec.display_name!r}: with `votes` the labels are FER+'s (label_column {LABEL_COLUMN!r}), "
+            f"not {spec.label_column!r}; use `preset: ferplus`"
+        )
     if spec.label_mode is not None and spec.votes is None:
         raise ValueError(
             f"source {spec.display_name!r}: label_mode needs `votes` (the path of FER+'s fer2013new.csv)"
