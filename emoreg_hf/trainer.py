@@ -52,8 +52,8 @@ class EmoRegTrainer(Trainer):
 
     `finisher` (resize to the model's input + normalise) runs on the device as the first step of every
     training and evaluation step, so the host never builds float full-size tensors. The loss is
-    EmoReg's own (docs/method.md) or, for a plain classifier, cross-entropy that also takes mixup's soft
-    targets. During training it keeps running regulation statistics and logs them with the loss; the
+    EmoReg's own (docs/method.md) or, for a plain classifier, cross-entropy that also takes soft targets
+    (mixup's, and FER+'s `crossentropy` mode: docs/data-sources.md). During training it keeps running regulation statistics and logs them with the loss; the
     console and the trackers get scalars, while per-class ρ and emotion shares go to the results and, as
     histograms and figures, to TensorBoard (`callbacks.RegulationDetailsCallback`).
     """

@@ -40,6 +40,22 @@ SOURCE_PRESETS: dict[str, dict[str, Any]] = {
         "obtain": "download fer2013.csv from https://www.kaggle.com/c/challenges-in-representation-learning-"
         "facial-expression-recognition-challenge/data and give its path as data_files",
     },
+    # FER+ (Barsoum et al. 2016, github.com/microsoft/FERPlus): the same faces, relabelled by ten annotators;
+    # fer2013new.csv (`votes`) is joined to fer2013.csv by row (data/ferplus.py). Eight classes: the FER+
+    # emotions, contempt included (taxonomy `ferplus8`); dropped: no image name, unknown, not a face.
+    "ferplus": {
+        "path": "csv",
+        "source": "ferplus",
+        "image_column": "pixels",
+        "pixels_size": 48,
+        "label_column": "ferplus",
+        "label_mode": "majority",
+        "split_column": "Usage",
+        "split_map": {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"},
+        "load_kwargs": {"skipinitialspace": True},
+        "obtain": "download fer2013.csv (see the fer2013 preset) as data_files, and fer2013new.csv from "
+        "https://github.com/microsoft/FERPlus as votes",
+    },
 }
 
 
@@ -73,6 +89,13 @@ class SourceSpec:
     pixels_size: int | list[int] | None = None
     split_column: str | None = None  # a column naming each row's split (FER-2013: `Usage`)
     split_map: dict | None = None  # its values -> train / validation / test (default: the values themselves)
+    votes: str | None = None  # FER+'s fer2013new.csv, joined to the rows by order (data/ferplus.py)
+    label_mode: str | None = None  # FER+: majority | probability | crossentropy (with `votes`)
+
+    def __post_init__(self):
+        from .ferplus import check_label_mode
+
+        check_label_mode(self)
 
     @classmethod
     def from_any(cls, spec: SourceSpec | Mapping | str) -> SourceSpec:
@@ -110,6 +133,7 @@ class SourceSpec:
         """The local files or folders this source reads (none for a Hub id, which cannot be checked offline)."""
         if self.path in PACKAGED_BUILDERS:
             files = [self.data_files] if isinstance(self.data_files, str) else []
+            files += [self.votes] if self.votes else []
             return [self.data_dir, *files] if self.data_dir else files
         if (
             self.path.startswith((".", "/", "~"))

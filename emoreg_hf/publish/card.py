@@ -63,6 +63,9 @@ CITATION = """@article{landi2026emotional,
 # The reasons a load left rows out (`DatasetRecord.rows_dropped`), in the card's words.
 DROPPED_ROWS = {
     "class_not_in_train": "of a class no training row has (drop_unseen_classes)",
+    "ferplus_no_image": "without a FER+ image name (faces FER+ left out)",
+    "ferplus_not_face": "voted not a face by FER+'s annotators",
+    "ferplus_unknown": "with no emotion from FER+'s votes under its label mode (unknown, or no agreement)",
     "no_label": "without a label (drop_unlabeled)",
     "unmapped_label": "with a label outside the label mapping (drop_unmapped)",
     "unreadable_image": "with an unreadable image (on_bad_image: skip)",
