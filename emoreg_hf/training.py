@@ -196,7 +196,7 @@ def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
     import datasets
 
     from .data import Collator, DeviceFinisher, LoaderTransform, build_image_processor, infer_working_size
-    from .data.ferplus import draws_targets
+    from .data.specs import draws_targets
     from .data.streaming import StreamedTrainSplit, source_names
 
     size = model_geometry["size"]

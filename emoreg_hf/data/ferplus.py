@@ -210,19 +210,6 @@ def check_label_mode(spec) -> None:
         )
 
 
-def draws_targets(sources) -> bool:
-    """Whether a run's training targets are drawn per sighting (a FER+ source in `probability` mode); a
-    run cannot mix that with a `crossentropy` source (the collator does one or the other)."""
-    from .specs import SourceSpec
-
-    modes = {SourceSpec.from_any(s).label_mode for s in sources or ()} & set(SOFT_MODES)
-    if len(modes) > 1:
-        raise ValueError(
-            "FER+ sources in label_mode probability and crossentropy in one run: choose one of the two"
-        )
-    return modes == {"probability"}
-
-
 def with_one_hot(ds: datasets.Dataset, num_classes: int) -> datasets.Dataset:
     """A hard-label split with its labels as one-hot distributions, to be mixed with FER+ soft targets."""
     if DISTRIBUTION in ds.column_names:

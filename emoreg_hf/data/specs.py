@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ferplus import SOFT_MODES, check_label_mode
 from .schema import PACKAGED_BUILDERS
 
 # Sources as their authors released them, one key away: `{preset: fer2013, data_files: /path/to/fer2013.csv}`.
@@ -93,8 +94,6 @@ class SourceSpec:
     label_mode: str | None = None  # FER+: majority | probability | crossentropy (with `votes`)
 
     def __post_init__(self):
-        from .ferplus import check_label_mode
-
         check_label_mode(self)
 
     @classmethod
@@ -177,3 +176,14 @@ def check_sources_available(sources: list) -> None:
         raise FileNotFoundError(
             "affective data is missing (nothing was trained):\n  - " + "\n  - ".join(problems)
         )
+
+
+def draws_targets(sources) -> bool:
+    """Whether a run's training targets are drawn per sighting (a FER+ source in `probability` mode); a
+    run cannot mix that with a `crossentropy` source (the collator does one or the other)."""
+    modes = {SourceSpec.from_any(s).label_mode for s in sources or ()} & set(SOFT_MODES)
+    if len(modes) > 1:
+        raise ValueError(
+            "FER+ sources in label_mode probability and crossentropy in one run: choose one of the two"
+        )
+    return modes == {"probability"}
