@@ -3,7 +3,9 @@
 Emotion data sets are imbalanced (FER-2013's `disgust` is 1.5 % of its faces). `--class_weighting balanced`
 weights every cross-entropy term of the training loss (EmoReg's three: the blend and both responses) by
 n / (K · n_c), the weights scikit-learn calls "balanced"; `--class_balanced_sampler` draws training images
-with probability ∝ 1 / n_c of their class instead. Both stages take both; the run record keeps the counts,
+with probability ∝ 1 / n_c of their class instead. With soft targets (FER+) n_c is the sum of the targets'
+shares of class c, the weight multiplies each class's term of the soft cross-entropy, and the sampler reads a
+row's top class. Both stages take both; the run record keeps the counts,
 the weights and the sampler (`class_balance`), and the card says which was used.
 """
 
@@ -21,8 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def class_counts(train_split, num_classes: int, label_column: str = "label") -> np.ndarray:
-    """Rows per class id of a map-style training split (the labels only are read, no image is decoded)."""
+    """Rows per class id of a map-style training split (the labels only are read, no image is decoded). With
+    FER+ soft targets, the sum of the rows' distributions: how often each class is the target, in
+    expectation (a face voted 0.6 happiness / 0.4 surprise counts 0.6 and 0.4)."""
     import datasets
+
+    from .data.ferplus import DISTRIBUTION
 
     if isinstance(train_split, datasets.IterableDataset):
         raise ValueError(
@@ -30,6 +36,9 @@ def class_counts(train_split, num_classes: int, label_column: str = "label") -> 
             "and a streamed source has none before it is read: drop `streaming: true` from the sources, or "
             "both options"
         )
+    if DISTRIBUTION in train_split.column_names:
+        soft = np.asarray(train_split.select_columns([DISTRIBUTION])[DISTRIBUTION], dtype=np.float64)
+        return soft.reshape(-1, num_classes).sum(0).round(4)
     labels = np.asarray(train_split.select_columns([label_column])[label_column], dtype=np.int64)
     return np.bincount(labels, minlength=num_classes)
 

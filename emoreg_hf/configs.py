@@ -101,6 +101,14 @@ class DataArguments:
             "use it or class_weighting, not both (that corrects twice)."
         },
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Train and evaluate in the channels-last memory format (NHWC): the model's 4-D weights and "
+            "every finished batch. Only the speed of convolutions changes (oneDNN on CPUs, tensor cores on "
+            "GPUs), not what is trained; measure it first (benchmarks/cpu_efficiency.py)."
+        },
+    )
     validation_split_size: float = field(
         default=0.1,
         metadata={
@@ -192,13 +200,15 @@ class PretrainArguments(AveragingArguments, DataArguments):
         metadata={
             "help": "Affective data sources: a list of source specs (path, label_column, weight, ...; "
             "or a source as its authors released it, `preset: NAME` plus where your copy is, e.g. "
-            "{preset: fer2013, data_files: /path/to/fer2013.csv}; docs/data-sources.md) "
+            "{preset: fer2013, data_files: /path/to/fer2013.csv}, or FER+'s votes with "
+            "{preset: ferplus, data_files: /path/to/fer2013.csv, votes: /path/to/fer2013new.csv, "
+            "label_mode: majority|probability|crossentropy}; docs/data-sources.md) "
             "or a YAML file holding that list under `affective_sources:`."
         },
     )
     taxonomy: str | dict = field(
         default="ekman7",
-        metadata={"help": "Emotion label space: ekman7, mikels8, valence3 or {name, labels}."},
+        metadata={"help": "Emotion label space: ekman7, mikels8, valence3, ferplus8 or {name, labels}."},
     )
     model_name_or_path: str | None = field(
         default=None,

@@ -111,6 +111,7 @@ class RecipeRun:
             finisher=finisher,
             class_weights=loss_weights(self.balance),
             train_sampler=balanced_sampler(self.balance, splits["train"], training_args.seed),
+            channels_last=args.channels_last,
             **trainer_kwargs,
         )
         if args.ema_decay is not None:  # after every optimizer step, on the unwrapped model of every rank

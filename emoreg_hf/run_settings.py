@@ -48,6 +48,10 @@ IGNORED_TRAINING_ARGUMENTS = frozenset(
 )  # fmt: skip
 
 
+# Recipe arguments that do not change what is trained: how the folder is used, the memory format.
+IGNORED_RECIPE_ARGUMENTS = frozenset({"overwrite_output_dir", "channels_last"})
+
+
 # With `load_best_model_at_end` these choose which checkpoint becomes the model, so they count.
 BEST_MODEL_SCHEDULE = frozenset({"eval_strategy", "eval_steps", "eval_delay", "save_strategy", "save_steps"})
 
@@ -79,7 +83,7 @@ def comparable_settings(
     """What makes two runs the same run: the recipe arguments, the hyperparameters and every other
     TrainingArguments value that changes training, as JSON would store them (the image size is left out:
     it is known only once the model is built)."""
-    settings = {k: v for k, v in config.items() if k not in ("overwrite_output_dir",)}
+    settings = {k: v for k, v in config.items() if k not in IGNORED_RECIPE_ARGUMENTS}
     settings.update({f"hyperparameters.{k}": v for k, v in hyperparameters.items() if k != "image_size"})
     settings.update({f"training_args.{k}": v for k, v in (arguments or {}).items()})
     return json.loads(json.dumps(settings, default=str))

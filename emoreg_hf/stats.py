@@ -7,7 +7,8 @@ built from the same runs therefore always give the same verdict.
 For a study with a pre-registered analysis (docs/method.md, "How results are judged"): the paired t-test's
 p-value, Holm's correction of a family of secondary comparisons, an equivalence test against a margin
 (TOST: the 90% interval inside ±margin), the power a planned number of seeds has with its uncertainty, and
-the test that tells a degenerate control (a classifier at the majority-class rate) from one that learned.
+the test that tells a degenerate control (a classifier at the majority-class rate) from one that learned;
+for a nested study, the between-group SD of a one-way random-effects ANOVA with its MLS interval.
 """
 
 from __future__ import annotations
@@ -217,6 +218,89 @@ def minimum_detectable_difference(
     )
 
 
+def models_for_power(
+    difference: float, std: float, *, confidence: float = CONFIDENCE, power: float = 0.8, n_max: int = 10_000
+) -> int | None:
+    """The smallest number of paired units (>= 2) whose two-sided paired t-test detects a true mean
+    `difference` with probability `power` when the per-unit differences have standard deviation `std`
+    (`paired_power`); None when even `n_max` does not."""
+    if std <= 0:
+        return 2
+    low, high = 2, 2
+    while paired_power(difference, std, high, confidence) < power:
+        if high >= n_max:
+            return None
+        low, high = high, min(n_max, 2 * high)
+    while low < high:  # power grows with n: the first n that reaches it
+        middle = (low + high) // 2
+        if paired_power(difference, std, middle, confidence) >= power:
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+def random_effects(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Balanced one-way random-effects ANOVA (groups of equal size k >= 2, at least 2 groups): the
+    between-group SD tau (tau^2 = max(0, (MSB - MSW) / k)), the within-group SD sigma (sigma^2 = MSW), and
+    tau's `confidence` interval by the modified-large-sample (MLS) method of Graybill and Wang (1980, JASA
+    75:869-873) in its form for a difference of two mean squares, (MSB - MSW) / k (Ting, Burdick, Graybill,
+    Jeyaratnam and Lu 1990, J. Stat. Comput. Simul. 35:135-143; Burdick and Graybill 1992, "Confidence
+    Intervals on Variance Components", section 3.5): why not a Wald interval, tau^2 is a difference of two
+    noisy mean squares, and MLS keeps close to its nominal level even with few groups. A bound below 0 is
+    reported as 0 (a variance is not negative)."""
+    groups = [[float(v) for v in group] for group in groups]
+    a, k = len(groups), len(groups[0]) if groups else 0
+    if a < 2 or k < 2 or any(len(group) != k for group in groups):
+        sizes = [len(group) for group in groups]
+        raise ValueError(
+            f"a balanced one-way random-effects ANOVA needs >= 2 groups of one size >= 2, got sizes {sizes}"
+        )
+    means = [math.fsum(group) / k for group in groups]
+    grand = math.fsum(means) / a
+    msb = k * math.fsum((m - grand) ** 2 for m in means) / (a - 1)
+    msw = math.fsum((v - m) ** 2 for group, m in zip(groups, means) for v in group) / (a * (k - 1))
+    low, high = mls_difference_interval(msb, a - 1, msw, a * (k - 1), 1 / k, 1 / k, confidence)
+    tau2 = max(0.0, (msb - msw) / k)
+    return {
+        "groups": a,
+        "per_group": k,
+        "msb": msb,
+        "msw": msw,
+        "tau": math.sqrt(tau2),
+        "sigma": math.sqrt(msw),
+        "tau_interval": [math.sqrt(max(0.0, low)), math.sqrt(max(0.0, high))],
+        "confidence": confidence,
+    }
+
+
+def mls_difference_interval(
+    s1: float, df1: int, s2: float, df2: int, c1: float, c2: float, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """The two-sided MLS interval of c1 * E[s1] - c2 * E[s2] from two independent mean squares (Burdick and
+    Graybill 1992, section 3.5; `random_effects` cites the method); bounds may be negative."""
+    alpha = (1 - confidence) / 2
+
+    def f(
+        upper_tail: float, d1: float, d2: float
+    ) -> float:  # the F value with `upper_tail` area to its right
+        return (
+            float(st.f.isf(upper_tail, d1, d2))
+            if math.isfinite(d2)
+            else float(st.chi2.isf(upper_tail, d1) / d1)
+        )
+
+    g1, g2 = 1 - 1 / f(alpha, df1, math.inf), 1 - 1 / f(alpha, df2, math.inf)
+    h1, h2 = 1 / f(1 - alpha, df1, math.inf) - 1, 1 / f(1 - alpha, df2, math.inf) - 1
+    f_high, f_low = f(alpha, df1, df2), f(1 - alpha, df1, df2)
+    g12 = ((f_high - 1) ** 2 - g1**2 * f_high**2 - h2**2) / f_high
+    h12 = ((1 - f_low) ** 2 - h1**2 * f_low**2 - g2**2) / f_low
+    estimate, a, b = c1 * s1 - c2 * s2, c1 * s1, c2 * s2
+    lower = estimate - math.sqrt(max(0.0, g1**2 * a**2 + h2**2 * b**2 + g12 * a * b))
+    upper = estimate + math.sqrt(max(0.0, h1**2 * a**2 + g2**2 * b**2 + h12 * a * b))
+    return lower, upper
+
+
 def difference_words(stats: Mapping[str, Any]) -> str:
     """The verdict of `paired_difference` in words, as cards and reports print it."""
     return {
@@ -237,9 +321,12 @@ __all__ = [
     "equivalence",
     "holm",
     "minimum_detectable_difference",
+    "mls_difference_interval",
+    "models_for_power",
     "paired_difference",
     "paired_power",
     "planned_power",
+    "random_effects",
     "sd_interval",
     "t_quantile",
     "verdict",

@@ -74,6 +74,8 @@ BUILTIN_SPACES: dict[str, tuple[str, ...]] = {
     "ekman7": ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"),
     "mikels8": ("amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness"),
     "valence3": VALENCES,
+    # FER+'s eight classes in its vote-column order (Barsoum et al. 2016): ekman7 and contempt
+    "ferplus8": ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
 }
 
 

@@ -53,8 +53,8 @@ class EmoRegTrainer(Trainer):
 
     `finisher` (resize to the model's input + normalise) runs on the device as the first step of every
     training and evaluation step, so the host never builds float full-size tensors. The loss is
-    EmoReg's own (docs/method.md) or, for a plain classifier, cross-entropy that also takes mixup's soft
-    targets. During training it keeps running regulation statistics and logs them with the loss; the
+    EmoReg's own (docs/method.md) or, for a plain classifier, cross-entropy that also takes soft targets
+    (mixup's, and FER+'s `crossentropy` mode: docs/data-sources.md). During training it keeps running regulation statistics and logs them with the loss; the
     console and the trackers get scalars, while per-class ρ and emotion shares go to the results and, as
     histograms and figures, to TensorBoard (`callbacks.RegulationDetailsCallback`).
     """
@@ -65,9 +65,15 @@ class EmoRegTrainer(Trainer):
         finisher: Callable[[torch.Tensor], torch.Tensor] | None = None,
         class_weights: torch.Tensor | None = None,
         train_sampler: torch.utils.data.Sampler | None = None,
+        channels_last: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # channels-last (NHWC): the model's 4-D weights here, each finished batch in `finish_batch`; the
+        # optimizer is built later, on these parameters, and a resumed checkpoint loads into them in place.
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         # FSDP's transformer-based wrapping shards each `_no_split_modules` class and refuses one the model
         # lacks (transformers' timm wrapper lists one its classifier does not contain): keep those it has.
         self.model._no_split_modules = present_no_split_modules(self.model)
@@ -156,7 +162,7 @@ class EmoRegTrainer(Trainer):
 
     def finish_batch(self, inputs: dict, finisher: Callable | None = None) -> dict:
         """The batch on the device (`accelerate.utils.send_to_device`, as Trainer would move it) with its uint8
-        `pixel_values` finished by `finisher`; a new mapping, the loader's batch is left as it was. The
+        `pixel_values` finished by `finisher` (channels-last when the run asks); a new mapping, the loader's batch is left as it was. The
         training and prediction steps call it before Trainer's own input preparation, which then has
         nothing left to move; a batch finished twice is refused (`DeviceFinisher` takes uint8 only)."""
         from accelerate.utils import send_to_device
@@ -165,6 +171,8 @@ class EmoRegTrainer(Trainer):
         finisher = finisher or self.finisher
         if finisher is not None and inputs.get("pixel_values") is not None:
             pixels = finisher(inputs["pixel_values"])
+            if self.channels_last and pixels.ndim == 4:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
             inputs["pixel_values"] = (
                 pixels.to(self.model.dtype) if self.model.dtype.is_floating_point else pixels
             )
@@ -199,12 +207,19 @@ class EmoRegTrainer(Trainer):
         )
         finisher = self.finisher
         if finisher is not None and self.tta == "ten_crop":  # finished once, straight at the larger size
-            finisher = finisher.at_size(enlarged_size(size))
+            from .data import DeviceFinisher
+
+            finisher = DeviceFinisher(enlarged_size(size), finisher.mean, finisher.std, finisher.rescale)
         batch = self.finish_batch(inputs, finisher)
         labels = batch.get("labels")
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format  # views are copies
+
+        def logits_of(views: torch.Tensor) -> torch.Tensor:
+            return model(pixel_values=views.contiguous(memory_format=layout)).logits
+
         with torch.no_grad(), self.compute_loss_context_manager():
             log_probs = averaged_log_probs(
-                lambda x: model(pixel_values=x).logits,
+                logits_of,
                 batch["pixel_values"],
                 self.tta,
                 size,

@@ -234,6 +234,7 @@ def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
     import datasets
 
     from .data import Collator, DeviceFinisher, LoaderTransform, build_image_processor, infer_working_size
+    from .data.specs import draws_targets
     from .data.streaming import StreamedTrainSplit, source_names
 
     size = model_geometry["size"]
@@ -254,7 +255,10 @@ def input_pipeline(splits, model_geometry: dict, data_args, num_classes: int):
             on_bad_image=data_args.on_bad_image,
         )
     collator = Collator(
-        num_classes=num_classes, mixup_alpha=data_args.mixup_alpha, cutmix_alpha=data_args.cutmix_alpha
+        num_classes=num_classes,
+        mixup_alpha=data_args.mixup_alpha,
+        cutmix_alpha=data_args.cutmix_alpha,
+        draw_targets=draws_targets(getattr(data_args, "affective_sources", None)),
     )
     processor = build_image_processor(size, model_geometry["mean"], model_geometry["std"])
     logger.info(

@@ -137,7 +137,7 @@ def test_intervals_are_chosen_only_where_the_user_chose_none(tmp_path):
 SHIPPED_CONFIGS = sorted(
     [
         p
-        for d in ("demo", "vit-base-patch16", "resnet50", "convnext-tiny")
+        for d in ("demo", "vit-base-patch16", "resnet50", "convnext-tiny", "fer2013")
         for p in (ROOT / "recipes" / d).glob("*.yaml")
     ]
     + list((ROOT / "benchmarks" / "results").glob("*/runs/*/*/seed*.yaml"))

@@ -4,6 +4,7 @@ run folder (resume over a bad checkpoint, overwrite of a finished run)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -259,16 +260,28 @@ def test_deepspeed_without_the_package_is_one_line(tmp_path, monkeypatch):
             RecipeArgumentParser(FinetuneArguments).parse([*argv, "--output_dir", str(tmp_path)])
 
 
-@pytest.mark.slow
-def test_deepspeed_zero3_trains_emoreg_on_two_cpu_ranks_and_resumes(tmp_path, demo_runs):
-    """DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu, its collectives over torch.distributed), ZeRO-3 from
-    recipes/accelerate_configs/zero3.yaml: weights, gradients and optimizer state sharded over 2 ranks."""
-    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (the dev extra includes it)")
-    out = tmp_path / "run"
-    recipe = [
-        "recipes/finetune.py", "--affect_model_name_or_path", str(demo_runs.pretrain), *TINY[2:],
-        "--max_steps", "4", "--output_dir", str(out),
-    ]  # fmt: skip
+# Each rank writes the optimizer steps it begins (1-based) to PATH.<rank>: where a resumed run starts.
+RECORD_STEPS = """
+from transformers import TrainerCallback
+import emoreg_hf.trainer as trainer
+
+class Steps(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        with open(f"{path}.{{args.process_index}}", "a") as out:
+            out.write(f"{{state.global_step + 1}}\\n")
+
+init = trainer.EmoRegTrainer.__init__
+def patched(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self.add_callback(Steps())
+trainer.EmoRegTrainer.__init__ = patched
+"""
+
+
+def deepspeed_launch(config: str, *script) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file CONFIG` on 2 CPU ranks: DeepSpeed's CPU accelerator
+    (DS_ACCELERATOR=cpu), its collectives over torch.distributed (gloo plus its shared-memory op, compiled on
+    first use and cached in ~/.cache/torch_extensions), fp32 (the configs' bf16 is for GPUs)."""
     env = {
         **os.environ,
         "DS_ACCELERATOR": "cpu",
@@ -276,17 +289,59 @@ def test_deepspeed_zero3_trains_emoreg_on_two_cpu_ranks_and_resumes(tmp_path, de
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
     }
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
+                  "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", free_port()]  # fmt: skip
+    return subprocess.run(
+        [*accelerate, *map(str, script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
-    def launch(*script) -> subprocess.CompletedProcess:
-        accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                      "recipes/accelerate_configs/zero3.yaml", "--num_processes", "2", "--mixed_precision", "no",
-                      "--main_process_port", free_port()]  # fmt: skip
-        return subprocess.run(
-            [*accelerate, *script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-        )
 
+@pytest.mark.slow
+def test_deepspeed_zero2_trains_on_two_cpu_ranks_and_resumes_from_its_checkpoint(tmp_path):
+    """The docs' ZeRO-2 row (docs/scale.md, section 3), re-run: recipes/accelerate_configs/zero2.yaml, the
+    baseline on 2 CPU ranks, optimizer state partitioned; a run stopped after its step-2 checkpoint, then the
+    same command resumes it there and finishes."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (the dev extra includes it)")
+    config, out, steps = "recipes/accelerate_configs/zero2.yaml", tmp_path / "run", tmp_path / "steps"
+    recipe = ["recipes/finetune.py", *TINY, "--max_steps", "4", "--output_dir", out]
     crash = patched_recipe(tmp_path, "crash", CRASH_AT_STEP.format(step=2))
-    result = launch(str(crash), *recipe)
+    result = deepspeed_launch(config, crash, *recipe)
+    assert result.returncode != 0 and "simulated crash at step 2" in result.stderr, result.stderr[-4000:]
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "latest").read_text().strip() == "global_step2"
+    assert sorted(p.name for p in (checkpoint / "global_step2").iterdir()) == [
+        "mp_rank_00_model_states.pt",  # the weights, whole: ZeRO-2 shards only optimizer state and gradients
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
+
+    record_steps = patched_recipe(tmp_path, "steps", RECORD_STEPS.format(path=steps))
+    result = deepspeed_launch(config, record_steps, *recipe)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Resuming from {checkpoint}" in result.stderr
+    for rank in (0, 1):  # both ranks went on at step 3: nothing before the checkpoint was trained again
+        assert Path(f"{steps}.{rank}").read_text().split() == ["3", "4"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert state["global_step"] == 4 and len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert (out / "checkpoint-4" / "global_step4" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").is_file()
+    record = json.loads((out / "run_info.json").read_text())
+    assert record["resumed_from_step"] == 2 and record["hyperparameters"]["world_size"] == 2
+    assert math.isfinite(record["results"]["train_loss"]) and math.isfinite(record["results"]["eval_loss"])
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_trains_emoreg_on_two_cpu_ranks_and_resumes(tmp_path, demo_runs):
+    """DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu, its collectives over torch.distributed), ZeRO-3 from
+    recipes/accelerate_configs/zero3.yaml: weights, gradients and optimizer state sharded over 2 ranks."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (the dev extra includes it)")
+    out, config = tmp_path / "run", "recipes/accelerate_configs/zero3.yaml"
+    recipe = [
+        "recipes/finetune.py", "--affect_model_name_or_path", str(demo_runs.pretrain), *TINY[2:],
+        "--max_steps", "4", "--output_dir", str(out),
+    ]  # fmt: skip
+    crash = patched_recipe(tmp_path, "crash", CRASH_AT_STEP.format(step=2))
+    result = deepspeed_launch(config, crash, *recipe)
     assert result.returncode != 0 and "simulated crash at step 2" in result.stderr
     shards = sorted(p.name for p in (out / "checkpoint-2" / "global_step2").iterdir())
     assert [name for name in shards if "model_states" in name] == [
@@ -294,7 +349,7 @@ def test_deepspeed_zero3_trains_emoreg_on_two_cpu_ranks_and_resumes(tmp_path, de
         "zero_pp_rank_1_mp_rank_00_model_states.pt",
     ]  # fmt: skip  (each rank its shard of the weights: ZeRO-3)
 
-    result = launch(*recipe)
+    result = deepspeed_launch(config, *recipe)
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"Resuming from {out / 'checkpoint-2'}" in result.stderr
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
@@ -322,3 +377,22 @@ def test_an_fsdp_config_on_the_cpu_is_refused_not_run_as_ddp(tmp_path, monkeypat
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch --config_file fsdp*.yaml sets
     with pytest.raises(ValueError, match="FSDP accelerate config on the CPU.*plain data parallelism"):
         prepare_training(training_args, set())
+
+
+def test_every_path_that_ran_here_names_a_test_that_exists():
+    """docs/scale.md section 3: each row that ran names the tests that run it again; a renamed or removed
+    test would leave the row claiming a check that no longer happens."""
+    import re
+
+    text = (ROOT / "docs" / "scale.md").read_text()
+    section = text[text.index("## 3. Many processes") : text.index("## 4.")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 8
+    for row in rows:
+        checked_by = row.split(" | ")[2]
+        names = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", checked_by)
+        assert names, f"no test named in the row {row[:60]!r}"
+        for path, name in names:
+            assert (ROOT / path).is_file(), path
+            if name:
+                assert f"\ndef {name}(" in (ROOT / path).read_text(), f"{path}::{name} is gone"

@@ -26,13 +26,19 @@ def make_model(**options) -> EmoRegForImageClassification:
     return EmoRegForImageClassification(config)
 
 
-def trainer(model, tmp_path, **args) -> EmoRegTrainer:
+def trainer(model, tmp_path, channels_last: bool = False, **args) -> EmoRegTrainer:
     examples = [{"pixel_values": PIXELS[i], "labels": int(LABELS[i])} for i in range(4)]
     arguments = TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
         report_to=[], use_cpu=True, remove_unused_columns=False, save_strategy="no", **{"max_steps": 1, **args},
     )  # fmt: skip
-    return EmoRegTrainer(model=model, args=arguments, train_dataset=examples, eval_dataset=examples)
+    return EmoRegTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=examples,
+        eval_dataset=examples,
+        channels_last=channels_last,
+    )
 
 
 def test_trainer_finds_labels_in_emoreg_evaluation_batches(tmp_path):
@@ -121,3 +127,42 @@ def test_each_batch_is_finished_once_on_the_device_through_public_hooks(tmp_path
     assert finished["pixel_values"].dtype == torch.float32 and batch["pixel_values"].dtype == torch.uint8
     with pytest.raises(TypeError, match="expects uint8"):
         run.finish_batch(finished)  # a batch is never finished twice
+
+
+@pytest.mark.parametrize("kind", ["emoreg", "baseline"])
+def test_channels_last_reaches_the_weights_and_every_batch_and_the_run_trains(tmp_path, kind):
+    """`--channels_last true`: the model's 4-D weights are NHWC from the start and stay so through the
+    optimizer's steps, every batch the model sees (training and evaluation) is NHWC, and the saved weights
+    load back equal; off, nothing changes format."""
+    from transformers import AutoModelForImageClassification as Auto
+
+    def convs(module):
+        return [p for p in module.parameters() if p.ndim == 4]
+
+    def is_nhwc(tensor):  # a 1x1 map is both formats: only tensors with a real spatial layout tell
+        return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+    model = make_model() if kind == "emoreg" else Auto.from_config(resnet_config(CIFAR10))
+    run = trainer(model, tmp_path, channels_last=True, max_steps=2)
+    uint8 = [{"pixel_values": (PIXELS[i] * 40 + 128).clamp(0, 255).to(torch.uint8), "labels": int(LABELS[i])}
+             for i in range(4)]  # fmt: skip
+    run.train_dataset = run.eval_dataset = uint8
+    run.finisher = DeviceFinisher(32, (0.5,) * 3, (0.25,) * 3)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(is_nhwc(kw.get("pixel_values", a and a[0]))),
+                                    with_kwargs=True)  # fmt: skip
+    assert convs(model) and all(is_nhwc(p) for p in convs(model) if p.shape[-1] > 1)
+    before = [p.detach().clone() for p in convs(model)]
+    run.train()
+    assert run.state.global_step == 2 and any(not torch.equal(a, b) for a, b in zip(before, convs(model)))
+    assert all(is_nhwc(p) for p in convs(model) if p.shape[-1] > 1)
+    run.evaluate()
+    assert seen and all(seen)  # 2 training batches, 2 evaluation batches
+    run.save_model(str(tmp_path / "saved"))
+    loaded = type(model).from_pretrained(tmp_path / "saved")
+    assert all(torch.equal(a, b) for a, b in zip(convs(loaded), convs(model)))
+
+    plain = trainer(Auto.from_config(resnet_config(CIFAR10)), tmp_path / "plain")
+    finished = plain.finish_batch({"pixel_values": uint8[0]["pixel_values"][None].repeat(2, 1, 1, 1)})
+    assert not plain.channels_last and finished["pixel_values"] is not None
+    assert not any(is_nhwc(p) for p in convs(plain.model))

@@ -123,9 +123,11 @@ def test_a_finished_run_restarted_with_other_settings_is_refused(finished, chang
 
 def test_settings_that_do_not_change_training_find_the_finished_run(finished):
     """What is logged, evaluated along the way, saved or how fast it loads is not the run: the deliberately
-    ignored TrainingArguments (run_settings.IGNORED_TRAINING_ARGUMENTS)."""
+    ignored TrainingArguments (run_settings.IGNORED_TRAINING_ARGUMENTS) and the memory format
+    (run_settings.IGNORED_RECIPE_ARGUMENTS)."""
     before = snapshot(finished)
     other = ["--logging_steps", "3", "--eval_strategy", "no", "--save_total_limit", "2"]
+    other += ["--channels_last", "true"]
     code, out, err = recipe("finetune.py", *BASELINE, *other, "--dataloader_num_workers", "1", "--output_dir",
                             finished)  # fmt: skip
     assert code == 0 and "holds this run, finished" in out, err[-2000:]

@@ -147,17 +147,43 @@ def test_stage_one_on_a_streamed_target_the_positive_control(tmp_path):
     assert record["data_report"]["sources"]["synthetic-target"]["streamed"]["rows"] == 3 * 8
 
 
+# Which rows reach a training step on each rank (a coded image's grey value is its row id), and which loader
+# workers read for which rank; each process appends to PATH.trained.<rank> / PATH.readers.
+RECORD_ROWS = """
+import torch
+import emoreg_hf.trainer as trainer
+from emoreg_hf.data.streaming import StreamedTrainSplit
+
+step = trainer.EmoRegTrainer.training_step
+def recording_step(self, model, inputs, *args, **kwargs):
+    with open(f"{path}.trained.{{self.args.process_index}}", "a") as out:
+        out.write(" ".join(str(int(v)) for v in inputs["pixel_values"][:, 0, 0, 0]) + "\\n")
+    return step(self, model, inputs, *args, **kwargs)
+trainer.EmoRegTrainer.training_step = recording_step
+
+iterate = StreamedTrainSplit.__iter__
+def reading(self):
+    info = torch.utils.data.get_worker_info()
+    with open("{path}.readers", "a") as out:
+        out.write(f"{{self.rank}} {{info.id if info else None}}\\n")
+    yield from iterate(self)
+StreamedTrainSplit.__iter__ = reading
+"""
+
+
 @pytest.mark.slow
 def test_both_recipes_train_on_a_stream_with_max_steps_on_two_ranks(tmp_path):
-    """Stage 1 on a streamed source mixed with a map-style one, 2 gloo ranks x 2 loader workers each;
-    stage 2 on a streamed target. Every row trained on is counted once, per source, over the ranks."""
-    from test_distributed import torchrun
+    """Stage 1 on a streamed source mixed with a map-style one, then stage 2 (EmoReg on that stage 1) on a
+    streamed target, each on 2 gloo ranks x 2 loader workers (torchrun). Every row trained on is counted once,
+    per source, over the ranks; stage 2's 64 coded rows are one pass: each rank trains its own half."""
+    from test_distributed import patched_recipe, torchrun
 
     steps = ["--max_steps", "4", "--eval_strategy", "steps", "--save_strategy", "no", "--report_to", "none"]
+    two_workers = ["--per_device_train_batch_size", "8", "--dataloader_num_workers", "2"]
     sources = "[{path: 'demo:synthetic-faces', streaming: true, weight: 1}, {path: 'demo:synthetic-scenes', weight: 1}]"
     result = torchrun(
-        "recipes/pretrain.py", "--affective_sources", sources, *steps, "--per_device_train_batch_size", "8",
-        "--dataloader_num_workers", "2", "--max_eval_samples", "32", "--output_dir", tmp_path / "pretrain",
+        "recipes/pretrain.py", "--affective_sources", sources, *steps, *two_workers,
+        "--max_eval_samples", "32", "--output_dir", tmp_path / "pretrain",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((tmp_path / "pretrain" / "data_report.json").read_text())
@@ -170,15 +196,25 @@ def test_both_recipes_train_on_a_stream_with_max_steps_on_two_ranks(tmp_path):
         name: counts["rows"] for name, counts in streamed.items()
     }
 
-    code, out, err = recipe(
-        "finetune.py", "--dataset", "{path: 'demo:synthetic-target', streaming: true}", *steps,
-        "--affect_model_name_or_path", tmp_path / "pretrain", "--per_device_train_batch_size", "8",
-        "--max_eval_samples", "32", "--output_dir", tmp_path / "finetune",
+    # 64 rows = 4 steps x 2 ranks x 8: each rank's half, each of its workers a quarter, 2 batches each
+    target = face_parquet(tmp_path / "target", 64, names=["cat", "dog", "owl", "emu"])
+    seen = tmp_path / "seen"
+    result = torchrun(
+        patched_recipe(tmp_path, "record_rows", RECORD_ROWS.format(path=seen)), "recipes/finetune.py",
+        "--dataset", f"{{path: '{target}', streaming: true}}", *steps, *two_workers, "--augmentation", "none",
+        "--affect_model_name_or_path", tmp_path / "pretrain", "--output_dir", tmp_path / "finetune",
     )  # fmt: skip
-    assert code == 0, err[-4000:]
+    assert result.returncode == 0, result.stderr[-4000:]
+    trained = [[int(i) for i in Path(f"{seen}.trained.{rank}").read_text().split()] for rank in (0, 1)]
+    assert [len(rows) for rows in trained] == [4 * 8, 4 * 8]
+    assert sorted(trained[0] + trained[1]) == list(range(64))  # disjoint halves, every row once
+    readers = set(Path(f"{seen}.readers").read_text().splitlines())
+    assert {"0 0", "0 1", "1 0", "1 1"} <= readers  # both loader workers of both ranks read
     record = json.loads((tmp_path / "finetune" / "run_info.json").read_text())
-    assert record["datasets"][0]["split_sizes"]["train"] == 4 * 8 and record["results"]["train_samples"] == 32
-    assert "test_accuracy" in record["results"]
+    assert record["hyperparameters"]["world_size"] == 2 and record["method"] == "emoreg"
+    # the rows trained on, summed over the ranks (stage 2 records no per-source report: one source)
+    assert record["datasets"][0]["split_sizes"]["train"] == 64 and record["results"]["train_samples"] == 64
+    assert "eval_accuracy" in record["results"]
 
 
 def test_class_balancing_a_stream_is_refused_before_any_data_is_read():

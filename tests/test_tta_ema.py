@@ -271,7 +271,7 @@ def test_a_run_finished_from_its_last_checkpoint_evaluates_and_saves_its_ema(tmp
     trainer.add_callback(WeightEMA(0.5))
     splits = {"train": split, "validation": split}
     results, _ = train_and_evaluate(
-        trainer, splits, checkpoint=str(checkpoint), label_names=NAMES, tta="flip", ema_save="ema"
+        trainer, splits, checkpoint=str(checkpoint), label_names=NAMES, tta="ten_crop", ema_save="ema"
     )
     assert {
         f"eval{v}_{m}" for v in ("", "_tta", "_ema") for m in ("accuracy", "ece", "loss")

@@ -15,7 +15,10 @@ into the output folder when the matrix first starts, and the report says if it c
 
 With `unit: stage1_model` (a study with `stage1_seeds`), every comparison is paired over stage-1 models: each
 arm's accuracy is averaged over the stage-2 seeds that read one stage-1 seed (the comparator over the same
-stage-2 seeds), and the between-stage-1 SD is estimated from the nested runs.
+stage-2 seeds), and the between-stage-1 SD is estimated from the nested runs (`replicates`).
+
+Within the secondary family both the difference p-values and the TOST p-values are Holm-adjusted: a
+comparison reads "equivalent" only when its adjusted TOST p is below alpha.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from .. import stats
 from ..metrics import MECHANISM_NAMES
 from ..run_record import utc_now
+from . import replicates
 
 PLAN_FILE = "analysis_plan.json"
 PLAN_KEYS = (
@@ -128,9 +132,12 @@ def _series(records: Mapping[str, Mapping[int, Mapping]], method: str, key: str)
     }
 
 
-def _comparison(records, pair: Sequence[str], split: str, margin: float, alpha: float) -> dict:
+def _comparison(records, pair: Sequence[str], split: str, margin: float, alpha: float, groups=None) -> dict:
+    """`pair[0] - pair[1]` paired over seeds, or over stage-1 models when `groups` (`replicates.stage1_groups`)."""
     method, comparator = pair
     key = f"{split}_accuracy"
+    if groups is not None:
+        return replicates.comparison(records, pair, key, groups, margin, alpha)
     difference = stats.paired_difference(
         _series(records, method, key), _series(records, comparator, key), 1 - alpha
     )
@@ -184,21 +191,30 @@ def stage1_checks(stage1: Mapping[str, Mapping[int, Mapping]]) -> dict[str, dict
     return out
 
 
-def reliance(records: Mapping[str, Mapping[int, Mapping]], split: str) -> dict[str, dict]:
+def reliance(records: Mapping[str, Mapping[int, Mapping]], split: str, groups=None) -> dict[str, dict]:
     """Per EmoReg arm: the accuracy drop with h_A and e(x) permuted across images and replaced by their mean;
     where the records have them, the mechanism figures too (`metrics.MECHANISM_NAMES`: h_A or e(x) alone
-    changed, z_N and z_E alone), left out for records evaluated before them."""
+    changed, z_N and z_E alone), left out for records evaluated before them. Described over seeds, or over
+    stage-1 models (each the mean of its stage-2 seeds) when `groups` is given."""
+
+    def described(values: dict) -> dict:
+        return (
+            stats.describe(list(values.values()))
+            if groups is None
+            else replicates.unit_described(values, groups)
+        )
+
     out = {}
     for method in records:
         permuted = _series(records, method, f"{split}_reliance_permuted")
         if permuted:
             out[method] = {
-                "permuted": stats.describe(list(permuted.values())),
-                "mean": stats.describe(list(_series(records, method, f"{split}_reliance_mean").values())),
+                "permuted": described(permuted),
+                "mean": described(_series(records, method, f"{split}_reliance_mean")),
             }
             for key in MECHANISM_NAMES:
                 if values := _series(records, method, f"{split}_{key}"):
-                    out[method][key] = stats.describe(list(values.values()))
+                    out[method][key] = described(values)
     return out
 
 
@@ -211,13 +227,24 @@ def analyse(
     stage1: Mapping[str, Mapping[int, Mapping]],
     stage1_of: Mapping[str, str | None],
     registered: Mapping[str, Any] | None = None,
+    groups: Mapping[int, Sequence[int]] | None = None,
+    scope: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The plan carried out: primary (with equivalence, power and a decision), secondary (Holm-adjusted),
-    positive control, stage-1 checks, reliance, and which comparisons rest on a degenerate stage 1.
-    `records`: `{method: {seed: all_results}}`; `stage1`: `{variant: {seed: all_results}}`; `stage1_of`: the
-    stage-1 variant each method reads (None for none)."""
+    """The plan carried out: primary (with equivalence, power and a decision), secondary (Holm-adjusted, the
+    difference and the TOST p-values each as one family), positive control, stage-1 checks, reliance, and
+    which comparisons rest on a degenerate stage 1; with `unit: stage1_model`, everything over stage-1 models
+    and tau (`replicates.tau`). `records`: `{method: {seed: all_results}}`; `stage1`: `{variant: {seed:
+    all_results}}`; `stage1_of`: the stage-1 variant each method reads (None for none); `groups`: `{stage-1
+    seed: [stage-2 seeds reading it]}` (`replicates.stage1_groups`, needed by the stage-1-model unit);
+    `scope`: what a conclusion holds for (stage-1 models per arm, stage-2 seeds, epochs), kept as given."""
     margin, alpha = plan["equivalence_margin"], plan["alpha"]
     checks = stage1_checks(stage1)
+    nested = plan.get("unit") == "stage1_model"
+    if nested and not groups:
+        raise ValueError(
+            "analysis.unit: stage1_model needs the stage-1 seed each stage-2 seed reads (`groups`)"
+        )
+    groups = groups if nested else None
 
     def degenerate_parts(pair: Sequence[str]) -> list[dict]:
         """The methods of `pair` whose stage 1 is degenerate, with that stage 1."""
@@ -227,21 +254,23 @@ def analyse(
             if stage1_of.get(m) and checks.get(stage1_of[m], {}).get("degenerate")
         ]
 
-    primary = _comparison(records, plan["primary"], split, margin, alpha)
+    primary = _comparison(records, plan["primary"], split, margin, alpha, groups)
     primary["degenerate"] = degenerate_parts(plan["primary"])
     primary["decision"] = stats.decide(primary, primary["equivalence"]["equivalent"], alpha=alpha)
     planned_seeds = plan.get("planned_seeds") or planned_seeds
     if primary.get("std"):
         primary["power"] = stats.planned_power(primary["std"], primary["n"], planned_seeds, margin, 1 - alpha)
 
-    secondary = [_comparison(records, pair, split, margin, alpha) for pair in plan["secondary"]]
+    secondary = [_comparison(records, pair, split, margin, alpha, groups) for pair in plan["secondary"]]
     adjusted = stats.holm({i: c["p_value"] for i, c in enumerate(secondary)})
+    tost = stats.holm({i: c["equivalence"]["p_value"] for i, c in enumerate(secondary)})
     for i, comparison in enumerate(secondary):
         comparison["p_holm"] = adjusted[i]
+        equivalence = comparison["equivalence"]
+        equivalence["p_holm"] = tost[i]
+        equivalence["equivalent_holm"] = None if tost[i] is None else tost[i] < alpha
         comparison["degenerate"] = degenerate_parts([comparison["method"], comparison["versus"]])
-        comparison["decision"] = stats.decide(
-            comparison, comparison["equivalence"]["equivalent"], comparison["p_holm"], alpha
-        )
+        comparison["decision"] = stats.decide(comparison, equivalence["equivalent_holm"], adjusted[i], alpha)
 
     positive = None
     if plan.get("positive_control"):
@@ -261,7 +290,22 @@ def analyse(
         "secondary": secondary,
         "positive_control": positive,
         "stage1": checks,
-        "reliance": reliance(records, split),
+        "reliance": reliance(records, split, groups),
+        **({"scope": dict(scope)} if scope else {}),
+        **(
+            {
+                "tau": replicates.tau(
+                    records,
+                    plan["primary"],
+                    [m for m in records if stage1_of.get(m)],
+                    f"{split}_accuracy",
+                    groups,
+                    margin,
+                )
+            }
+            if nested
+            else {}
+        ),
     }
 
 

@@ -11,12 +11,8 @@ import jinja2
 from .. import registry, stage1_variants, stats
 from ..metrics import MECHANISM_NAMES
 from ..templates import read_template
-
-
-def _pct(value: float | None, digits: int = 2, sign: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:+.{digits}f}" if sign else f"{100 * value:.{digits}f}"
+from .render_analysis import analysis_context, nested_stage1
+from .render_analysis import pct as _pct
 
 
 def _mean_std(stat: dict | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -32,6 +28,22 @@ def _mechanism(entry: dict) -> dict[str, str] | None:
     if not any(entry.get(key) for key in MECHANISM_NAMES):
         return None
     return {key: _mean_std(entry.get(key)) for key in MECHANISM_NAMES}
+
+
+def _reliance_entries(summary: dict) -> dict[str, dict]:
+    """Per method, its reliance figures as the report shows them: over stage-2 seeds (`summary["methods"]`),
+    or, when the stage-1 model is the unit, over stage-1 models (the pre-registered analysis's `reliance`)."""
+    reliance = (summary.get("analysis") or {}).get("reliance")
+    if not (nested_stage1(summary) or {}).get("unit") or not reliance:
+        return summary["methods"]
+    return {
+        method: {
+            "reliance_permuted": r["permuted"],
+            "reliance_mean": r["mean"],
+            **{key: r[key] for key in MECHANISM_NAMES if key in r},
+        }
+        for method, r in reliance.items()
+    }
 
 
 def _interval(stat: dict | None, scale: float = 100.0, sign: bool = False) -> str:
@@ -83,81 +95,6 @@ def _degenerate(summary: dict) -> set[str]:
         if method in registry.MATRIX
         and registry.MATRIX[method].stage1
         and (checks.get(registry.MATRIX[method].stage1) or {}).get("degenerate")
-    }
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f}" if value >= 0.001 else "< 0.001"
-
-
-def _tested(c: dict, *, holm: bool = False) -> dict:
-    """A comparison of the pre-registered analysis as the template words it (pp, p-values, equivalence)."""
-    eq = c["equivalence"]
-    return {
-        "method": c["method"],
-        "versus": c["versus"],
-        "mean": _pct(c["mean"], sign=True),
-        "n": c["n"],
-        "testable": c["n"] >= 2 and c.get("ci_low") is not None,
-        "level": round(100 * (1 - (1 - eq["level"]) / 2)),  # the difference's interval: 1 - alpha
-        "ci": f"[{_pct(c.get('ci_low'), sign=True)}, {_pct(c.get('ci_high'), sign=True)}]",
-        "p": _p(c.get("p_value")),
-        "p_holm": _p(c.get("p_holm")) if holm else None,
-        "eq_level": int(round(100 * eq["level"])),
-        "eq_ci": f"[{_pct(eq.get('ci_low'), sign=True)}, {_pct(eq.get('ci_high'), sign=True)}]",
-        "margin": _pct(eq["margin"]),
-        "tost_p": _p(eq.get("p_value")),
-        "decision": c["decision"],
-        "positive": (c.get("mean") or 0) > 0,
-        "degenerate": c.get("degenerate") or [],
-    }
-
-
-def _analysis_context(result: dict | None) -> dict | None:
-    """The pre-registered analysis (`analysis.analyse`, in results.json) as values for the template."""
-    if not result:
-        return None
-    power = result["primary"].get("power")
-    stage1 = []
-    for variant, check in result["stage1"].items():
-        accuracy, association = check["accuracy"], check.get("kmeans_association")
-        stage1.append(
-            {
-                "variant": variant,
-                "accuracy": _pct(accuracy.get("mean")),
-                "spread": None if accuracy.get("std") is None else _pct(accuracy["std"]),
-                "majority": _pct(check["majority_accuracy"].get("mean")),
-                "degenerate": check["degenerate"],
-                "association": None
-                if not association
-                else {
-                    "v": f"{association['cramers_v']['mean']:.3f}",
-                    "share": f"{100 * association['information_share']['mean']:.2f}",
-                },
-            }
-        )
-    return {
-        "registered_at": result.get("registered_at"),
-        "changed": result.get("changed_after_registration"),
-        "primary": _tested(result["primary"]),
-        "power": None
-        if not power
-        else {
-            "n_planned": power["n_planned"],
-            "n_observed": power["n_observed"],
-            "std": _pct(power["std"]),
-            "std_interval": [_pct(v) for v in power["std_interval"]],
-            "margin": _pct(power["margin"]),
-            "at_margin": f"{100 * power['power_at_margin']:.0f}",
-            "at_margin_interval": [f"{100 * v:.0f}" for v in power["power_at_margin_interval"]],
-            "detectable": _pct(power["detectable_at_80_power"]),
-            "detectable_interval": [_pct(v) for v in power["detectable_at_80_power_interval"]],
-        },
-        "secondary": [_tested(c, holm=True) for c in result["secondary"]],
-        "positive_control": result.get("positive_control"),
-        "stage1": stage1,
     }
 
 
@@ -276,6 +213,7 @@ def render_markdown(summary: dict, *, title: str | None = None) -> str:
         "images": _images_per_run(summary.get("images") or {}),
         "stage1": _stage1(summary),
         "stage1_seeds": summary.get("stage1_seeds"),
+        "nested_stage1": nested_stage1(summary),
         "vs_baseline": [
             _difference(method, summary["baseline"], entry["vs_baseline"], degenerate)
             for method, entry in summary["methods"].items()
@@ -292,10 +230,11 @@ def render_markdown(summary: dict, *, title: str | None = None) -> str:
                 "mean": _mean_std(entry.get("reliance_mean")),
                 "mechanism": _mechanism(entry),
             }
-            for method, entry in summary["methods"].items()
+            for method, entry in _reliance_entries(summary).items()
             if entry.get("reliance_permuted")
         ],
-        "analysis": _analysis_context(summary.get("analysis")),
+        "reliance_over": "stage-1 models" if (nested_stage1(summary) or {}).get("unit") else "seeds",
+        "analysis": analysis_context(summary.get("analysis")),
         "power": [
             {"method": method, "detectable": f"{100 * entry['vs_baseline']['detectable_at_80_power']:.2f}"}
             for method, entry in summary["methods"].items()

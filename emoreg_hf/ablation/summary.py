@@ -155,12 +155,27 @@ def _provenance(collected: dict, registered: str | None) -> dict | None:
     }
 
 
+def _scope(config, finetune: dict[str, dict[int, RunRecord]], primary: Sequence[str]) -> dict[str, Any]:
+    """What a conclusion of the study holds for: its stage-1 models per arm, its stage-2 seeds (and how many
+    share one stage-1 model) and the stage-2 schedule its primary arms' records ran (epochs, when one)."""
+    models = len(config.stage1_seeds) if config.stage1_seeds is not None else len(config.seeds)
+    epochs = {
+        r.hyperparameters.get("num_train_epochs") for m in primary for r in finetune.get(m, {}).values()
+    }
+    return {
+        "stage1_models_per_arm": models,
+        "stage2_seeds": len(config.seeds),
+        "stage2_seeds_per_model": len(config.seeds) // models if config.stage1_seeds is not None else 1,
+        "stage2_epochs": epochs.pop() if len(epochs) == 1 else None,
+    }
+
+
 def summarize_study(study_dir: str | Path) -> dict:
     """The numbers of the study in `study_dir` from its `records/` alone (the run folders are not read):
     `summarize` over its methods and seeds, the images per run and stage, stage 1's accuracies and checks,
     the pre-registered analysis (when the study declares one), and the study itself (title, notes, data,
     the command that ran it), as `results.json` keeps them."""
-    from . import analysis
+    from . import analysis, replicates
 
     config, command = load_study(study_dir)
     root = Path(study_dir)
@@ -187,14 +202,17 @@ def summarize_study(study_dir: str | Path) -> dict:
     plan_file = root / RECORDS / analysis.PLAN_FILE
     registered = json.loads(plan_file.read_text()) if plan_file.is_file() else None
     if config.analysis is not None:
+        nested = config.analysis.get("unit") == "stage1_model"
         summary["analysis"] = analysis.analyse(
             {m: {s: r.results for s, r in runs.items()} for m, runs in finetune.items()},
             config.analysis,
             split=summary["split"],
-            planned_seeds=len(config.seeds),
+            planned_seeds=len(config.stage1_seeds if nested else config.seeds),  # the unit's count
             stage1=stage1_results,
             stage1_of={m: registry.MATRIX[m].stage1 for m in config.methods},
             registered=registered,
+            groups=replicates.stage1_groups(config.seeds, config.stage1_seeds) if nested else None,
+            scope=_scope(config, finetune, config.analysis["primary"]),
         )
     provenance = _provenance(collected, (registered or {}).get("registered_at"))
     if provenance is not None:  # studies whose records predate these fields keep their results.json

@@ -1,8 +1,8 @@
 """Data layer: the shared schema and codes (`schema`), sources as data (`specs`), loading one source
-(`sources`) and bringing its splits to the schema (`prepare`), affective mixtures (`mixture`), target data
-sets (`targets`), streamed training splits (`streaming`), the loader/device split of the input path
-(`transforms`: uint8 on the host, resize + normalise on the device), and the embedded synthetic demo
-(`demo`)."""
+(`sources`) and bringing its splits to the schema (`prepare`), FER+ votes as labels (`ferplus`), affective
+mixtures (`mixture`), target data sets (`targets`), streamed training splits (`streaming`), the
+loader/device split of the input path (`transforms`: uint8 on the host, resize + normalise on the device),
+and the embedded synthetic demo (`demo`)."""
 
 from .demo import DEMO_NAMES, ensure_demo
 from .mixture import load_affective_mixture

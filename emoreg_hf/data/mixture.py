@@ -12,6 +12,7 @@ from typing import Any
 import datasets
 
 from ..taxonomy import LabelSpace, get_label_space
+from .ferplus import DISTRIBUTION, soft_class_counts, votes_dropped, with_one_hot
 from .prepare import check_policy, label_vocabulary, pick_column, prepare_split
 from .schema import SHUFFLE_BUFFER
 from .sources import find_validation, load_with_train_split
@@ -89,6 +90,8 @@ def load_affective_mixture(
         stats: dict[str, Any] = {"path": spec.path, "weight": spec.weight, "streaming": spec.streaming}
         if hasattr(loaded, "split_counts"):  # rows per value of the source's split column (FER-2013's Usage)
             stats["split_column"] = loaded.split_counts
+        if hasattr(loaded, "votes_report"):  # FER+: rows read and dropped per split and reason, per mode
+            stats["votes"] = loaded.votes_report
         if vocab is not None:
             mapping = space.map_labels(
                 vocab, source=src, label_map=spec.label_map, drop_unmapped=spec.drop_unmapped
@@ -124,6 +127,10 @@ def load_affective_mixture(
                 stats.setdefault("splits", {}),
             )
         train = parts[train_split]
+        if shuffle_labels and DISTRIBUTION in train.column_names:
+            raise ValueError(
+                f"source {src!r}: shuffle_labels permutes hard labels; use `label_mode: majority` for this control"
+            )
         if shuffle_labels:
             train = permute_labels(train, seed + i)
         if val_split:
@@ -134,14 +141,20 @@ def load_affective_mixture(
             validation = parts[first_rows]
         else:
             train, validation = carve_validation(train, validation_split_size, seed, src)
+            if DISTRIBUTION in validation.column_names:  # evaluation is by (majority) labels
+                validation = validation.remove_columns(DISTRIBUTION)
         roles = {"train": train_split, "validation": val_split, "test": test_split}
         stats["rows_dropped"] = rows_dropped(stats["splits"], {r: s for r, s in roles.items() if s})
+        for role, reasons in votes_dropped(stats.get("votes") or {"splits": {}}).items():  # FER+'s drops
+            stats["rows_dropped"][role] = {**reasons, **stats["rows_dropped"].get(role, {})}
         stats["validation_from"] = val_split or (
             "first examples of the stream" if spec.streaming else "carved"
         )
         stats["train"] = len(train) if isinstance(train, datasets.Dataset) else None
         stats["validation"] = len(validation)
         stats["class_counts"] = {"train": count_labels(train), "validation": count_labels(validation)}
+        if DISTRIBUTION in (getattr(train, "column_names", None) or ()):
+            stats["soft_class_counts"] = {"train": soft_class_counts(train, list(space.names))}
         if test_split:  # true labels, also under shuffle_labels: measures how much real emotion was learned
             tests.append(parts[test_split])
             stats["test"] = len(parts[test_split])
@@ -159,6 +172,10 @@ def load_affective_mixture(
         validations.append(validation)
 
     streaming = any(not isinstance(t, datasets.Dataset) for t in trains)
+    if any(DISTRIBUTION in (t.column_names or ()) for t in trains):  # FER+ soft targets: one-hot for the rest
+        if streaming:
+            raise ValueError("FER+ soft targets (label_mode probability/crossentropy) need map-style sources")
+        trains = [with_one_hot(t, space.num_labels) for t in trains]
     if streaming:  # map-style sources join the stream in its schema (their rows were checked on loading)
         trains = [as_stream_rows(t) if isinstance(t, datasets.Dataset) else t for t in trains]
     if weighted:

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .ferplus import DISTRIBUTION
 from .images import check_image, to_8bit_rgb
 from .schema import IMAGE_COLUMN_CANDIDATES, LABEL_COLUMN_CANDIDATES, STREAM_FEATURES, UNLABELED, UNMAPPED
 from .specs import SourceSpec
@@ -115,13 +116,19 @@ class _Prepare:
         split: str,
         on_bad_image: str,
         check_images: bool = True,
+        num_classes: int | None = None,
     ):
         self.lookup, self.int_names, self.source, self.split = lookup, int_names, source, split
         self.on_bad_image, self.check_images = on_bad_image, check_images
+        self.num_classes = num_classes  # of the run: a soft target (DISTRIBUTION) is mapped onto them
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         keep, labels, careful, bad = [], [], [], []
-        for value, label, row in zip(batch["image"], batch["label"], indices):
+        soft = batch.get(DISTRIBUTION)
+        mapped_soft = [] if soft is not None else None
+        for i, (value, label, row) in enumerate(zip(batch["image"], batch["label"], indices)):
+            if mapped_soft is not None:
+                mapped_soft.append([0.0] * self.num_classes)
             ok, convert = True, False
             if is_missing_label(label):  # counted before the map; here only dropped (drop_unlabeled)
                 keep.append(False)
@@ -152,17 +159,39 @@ class _Prepare:
                     self.int_names,
                     f"source {self.source!r}, split {self.split!r}, row {row}",
                 )
+            if mapped_soft is not None and label is not None:
+                mapped_soft[-1] = self._distribution(soft[i], row)
+                label = int(np.argmax(mapped_soft[-1]))  # the soft target's top class (first of a tie)
             labels.append(-1 if label is None else label)
             keep.append(ok)
             careful.append(ok and convert)
             bad.append(not ok)
-        return {
+        out = {
             "label": labels,
             "source": [self.source] * len(keep),
             "_keep": keep,
             "_bad": bad,
             "_careful": careful,
         }
+        if mapped_soft is not None:
+            out[DISTRIBUTION] = mapped_soft
+        return out
+
+    def _distribution(self, values: list[float], row: int) -> list[float]:
+        """A source-class distribution summed onto the run's classes (valence3 adds FER+'s negatives)."""
+        out = [0.0] * self.num_classes
+        for c, p in enumerate(values):
+            if p > 0:
+                name = self.int_names[c] if self.int_names is not None else str(c)
+                j = self.lookup[name] if self.lookup is not None else c
+                if j is None:
+                    raise ValueError(
+                        f"source {self.source!r}, split {self.split!r}, row {row}: its soft target gives "
+                        f"{name!r} a share, but the label mapping drops that class; map it with `label_map` "
+                        "or train on `label_mode: majority`"
+                    )
+                out[j] += float(p)
+        return out
 
 
 def _preview(names: list[str], n: int = 5) -> str:
@@ -182,7 +211,8 @@ def prepare_split(
     """Rename to image/label, check images, map labels, add source, cast to the final features."""
     image_col = pick_column(spec, ds.features, "image")
     label_col = pick_column(spec, ds.features, "label")
-    ds = ds.select_columns([image_col, label_col])
+    soft = [DISTRIBUTION] if DISTRIBUTION in ds.column_names else []  # FER+ soft targets (ferplus.py)
+    ds = ds.select_columns([image_col, label_col, *soft])
     if image_col != "image":
         ds = ds.rename_column(image_col, "image")
     if label_col != "label":
@@ -202,7 +232,9 @@ def prepare_split(
             "source to drop them (they are counted in the data report)."
         )
     int_names = label_names if isinstance(ds.features["label"], datasets.ClassLabel) else None
-    fn = _Prepare(lookup, int_names, spec.display_name, split, on_bad_image)
+    fn = _Prepare(
+        lookup, int_names, spec.display_name, split, on_bad_image, num_classes=class_label.num_classes
+    )
     features = datasets.Features(
         {
             "image": datasets.Image(decode=False),
@@ -211,6 +243,7 @@ def prepare_split(
             "_keep": datasets.Value("bool"),
             "_bad": datasets.Value("bool"),
             "_careful": datasets.Value("bool"),
+            **({DISTRIBUTION: datasets.Sequence(datasets.Value("float32"))} if soft else {}),
         }
     )
     ds = ds.map(fn, batched=True, with_indices=True, features=features)

@@ -14,6 +14,7 @@ import logging
 import datasets
 import numpy as np
 
+from .ferplus import DISTRIBUTION
 from .splits import column_values
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ def kmeans_relabel(splits: dict, clusters: int, seed: int) -> tuple[dict, dict]:
             **association(assigned, emotions),
             "sizes": np.bincount(assigned, minlength=clusters).astype(int).tolist(),
         }
-        out[name] = split.remove_columns("label").add_column(
+        replaced = [c for c in ("label", DISTRIBUTION) if c in split.column_names]  # FER+ soft targets too
+        out[name] = split.remove_columns(replaced).add_column(
             "label", assigned.astype(int).tolist(), feature=feature
         )
         logger.info("k-means labels, %s: %s", name, report[name])

@@ -1,6 +1,6 @@
 """Loading one source: any image-classification data set through ``datasets.load_dataset`` (from the Hub,
-or from the local cache when the Hub is out of reach), its rows regrouped by a split column and its pixel
-strings decoded when the spec asks, and its training and validation splits found."""
+or from the local cache when the Hub is out of reach), its rows regrouped by a split column, its pixel
+strings decoded and FER+ votes joined when the spec asks, and its training and validation splits found."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 
 from .demo import resolve_demo_path
+from .ferplus import join_votes, without_soft_targets
 from .images import PixelStrings, pixels_size
 from .schema import PACKAGED_BUILDERS, VALIDATION_SPLIT_NAMES
 from .specs import SourceSpec
@@ -145,10 +146,23 @@ def _load(spec: SourceSpec):
             else ""
         )
         raise type(err)(f"source {spec.display_name!r}: load_dataset({kwargs}) failed: {err}{local}") from err
+    votes_report = None
+    if spec.votes is not None:  # FER+: labels from the votes file, joined by row before the split
+        if spec.streaming:
+            raise ValueError(
+                f"source {spec.display_name!r}: votes needs a map-style source; set `streaming: false`"
+            )
+        loaded, votes_report = join_votes(loaded, spec)
     if spec.split_column is not None:
         loaded = split_by_column(loaded, spec)
     if spec.pixels_size is not None:
         loaded = decode_pixel_strings(loaded, spec)
+    if votes_report is not None:
+        counts = getattr(loaded, "split_counts", None)
+        loaded = without_soft_targets(loaded)
+        loaded.votes_report = votes_report  # type: ignore[attr-defined]
+        if counts is not None:
+            loaded.split_counts = counts  # type: ignore[attr-defined]
     return loaded
 
 

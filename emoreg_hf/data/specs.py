@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ferplus import SOFT_MODES, check_label_mode
 from .schema import PACKAGED_BUILDERS
 
 # Sources as their authors released them, one key away: `{preset: fer2013, data_files: /path/to/fer2013.csv}`.
@@ -39,6 +40,22 @@ SOURCE_PRESETS: dict[str, dict[str, Any]] = {
         "load_kwargs": {"skipinitialspace": True},  # some copies write `emotion, Usage, pixels`
         "obtain": "download fer2013.csv from https://www.kaggle.com/c/challenges-in-representation-learning-"
         "facial-expression-recognition-challenge/data and give its path as data_files",
+    },
+    # FER+ (Barsoum et al. 2016, github.com/microsoft/FERPlus): the same faces, relabelled by ten annotators;
+    # fer2013new.csv (`votes`) is joined to fer2013.csv by row (data/ferplus.py). Eight classes: the FER+
+    # emotions, contempt included (taxonomy `ferplus8`); dropped: no image name, unknown, not a face.
+    "ferplus": {
+        "path": "csv",
+        "source": "ferplus",
+        "image_column": "pixels",
+        "pixels_size": 48,
+        "label_column": "ferplus",
+        "label_mode": "majority",
+        "split_column": "Usage",
+        "split_map": {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"},
+        "load_kwargs": {"skipinitialspace": True},
+        "obtain": "download fer2013.csv (see the fer2013 preset) as data_files, and fer2013new.csv from "
+        "https://github.com/microsoft/FERPlus as votes",
     },
 }
 
@@ -73,6 +90,11 @@ class SourceSpec:
     pixels_size: int | list[int] | None = None
     split_column: str | None = None  # a column naming each row's split (FER-2013: `Usage`)
     split_map: dict | None = None  # its values -> train / validation / test (default: the values themselves)
+    votes: str | None = None  # FER+'s fer2013new.csv, joined to the rows by order (data/ferplus.py)
+    label_mode: str | None = None  # FER+: majority | probability | crossentropy (with `votes`)
+
+    def __post_init__(self):
+        check_label_mode(self)
 
     @classmethod
     def from_any(cls, spec: SourceSpec | Mapping | str) -> SourceSpec:
@@ -110,6 +132,7 @@ class SourceSpec:
         """The local files or folders this source reads (none for a Hub id, which cannot be checked offline)."""
         if self.path in PACKAGED_BUILDERS:
             files = [self.data_files] if isinstance(self.data_files, str) else []
+            files += [self.votes] if self.votes else []
             return [self.data_dir, *files] if self.data_dir else files
         if (
             self.path.startswith((".", "/", "~"))
@@ -153,3 +176,14 @@ def check_sources_available(sources: list) -> None:
         raise FileNotFoundError(
             "affective data is missing (nothing was trained):\n  - " + "\n  - ".join(problems)
         )
+
+
+def draws_targets(sources) -> bool:
+    """Whether a run's training targets are drawn per sighting (a FER+ source in `probability` mode); a
+    run cannot mix that with a `crossentropy` source (the collator does one or the other)."""
+    modes = {SourceSpec.from_any(s).label_mode for s in sources or ()} & set(SOFT_MODES)
+    if len(modes) > 1:
+        raise ValueError(
+            "FER+ sources in label_mode probability and crossentropy in one run: choose one of the two"
+        )
+    return modes == {"probability"}

@@ -11,6 +11,7 @@ from typing import Any
 
 import datasets
 
+from .ferplus import SOFT_MODES
 from .prepare import check_policy, label_vocabulary, pick_column, prepare_split
 from .schema import SHUFFLE_BUFFER
 from .sources import declared_class_names, find_validation, load_with_train_split
@@ -53,7 +54,13 @@ def resolve_target_spec(spec: str | Mapping | SourceSpec) -> SourceSpec:
             raise ValueError(
                 f"unknown target preset {preset!r}; available: {sorted(TARGET_PRESETS) + sorted(SOURCE_PRESETS)}"
             )
-    return SourceSpec.from_any(spec)
+    resolved = SourceSpec.from_any(spec)
+    if resolved.label_mode in SOFT_MODES:
+        raise ValueError(
+            f"target {resolved.display_name!r}: label_mode {resolved.label_mode!r} gives soft training targets, "
+            "which only stage 1's affective sources take; a target data set needs `label_mode: majority`"
+        )
+    return resolved
 
 
 def target_classes(source_names: list[str], label_map: dict) -> list[str]:

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as tvF
 
 from ..configuration_emoreg import COLOR_MODES  # the model's own, defined once there (remote code)
+from .ferplus import DISTRIBUTION
 
 AUGMENTATIONS = ("none", "basic", "padcrop", "randaugment", "trivialaugment", "autoaugment")
 logger = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class LoaderTransform:
         out = {"pixel_values": pixels}
         if "label" in batch:
             out["labels"] = list(batch["label"])
+        if DISTRIBUTION in batch:  # FER+ soft targets (training split only)
+            out[DISTRIBUTION] = list(batch[DISTRIBUTION])
         return out
 
     def __getstate__(self):
@@ -155,12 +158,20 @@ class Collator:
     operation, and was not slower in `benchmarks/mixup_collate.py` (see docs/architecture.md), so it stays.
     """
 
-    def __init__(self, num_classes: int | None = None, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        draw_targets: bool = False,
+    ):
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
         if (mixup_alpha or cutmix_alpha) and not num_classes:
             raise ValueError("mixup/cutmix need num_classes (soft targets are [batch, num_classes])")
         self.num_classes, self.mixup_alpha, self.cutmix_alpha = num_classes, mixup_alpha, cutmix_alpha
+        # FER+ soft targets: `probability` draws a class per sighting, else the distribution is the target
+        self.draw_targets = draw_targets
 
     @property
     def mixes(self) -> bool:
@@ -181,6 +192,11 @@ class Collator:
         if pixels.dtype != torch.uint8:
             raise TypeError(f"Collator expects uint8 pixel_values from LoaderTransform, got {pixels.dtype}")
         labels = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.int64)
+        if examples[0].get(DISTRIBUTION) is not None:  # FER+ soft targets: [B, num_classes]
+            targets = torch.tensor([list(e[DISTRIBUTION]) for e in examples], dtype=torch.float32)
+            # `probability` (the paper's PLD): a class drawn from each face's distribution every time the face
+            # is seen, from torch's generator as the augmentations draw (seeded by the run's seed).
+            labels = torch.multinomial(targets, 1).squeeze(1) if self.draw_targets else targets
         if self.mixup_alpha or self.cutmix_alpha:
             pixels, labels = self._mix(pixels, labels)
         return {"pixel_values": pixels, "labels": labels}
@@ -205,7 +221,7 @@ class Collator:
             lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
         else:
             x = (x.float() * lam + other.float() * (1 - lam)).round_().to(torch.uint8)
-        onehot = F.one_hot(y, self.num_classes).float()
+        onehot = y.float() if y.is_floating_point() else F.one_hot(y, self.num_classes).float()
         return x, onehot * lam + onehot.roll(1, 0) * (1 - lam)
 
 
@@ -255,10 +271,6 @@ class DeviceFinisher:
             mean, std = (mean,) * 3, (std,) * 3
         rescale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
         return cls(hw, mean, std, rescale=rescale)
-
-    def at_size(self, size: int | Sequence[int]) -> DeviceFinisher:
-        """The same finishing to another output size (ten-crop TTA cuts its crops from a larger image)."""
-        return DeviceFinisher(size, self.mean, self.std, rescale=self.rescale)
 
     def _scale_shift(self, device: torch.device):
         """``x * scale + shift == (x * rescale - mean) / std``, per channel, cached per device."""

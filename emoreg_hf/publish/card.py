@@ -16,11 +16,21 @@ from huggingface_hub import ModelCard, ModelCardData
 from .. import registry, stage1_variants, stats
 from ..taxonomy import taxonomy_name
 from ..templates import read_template
-from .facts import LOCAL_REPO, affect_variant, caps, data_report_table, model_title, needs_remote_code
+from .facts import (
+    LOCAL_REPO,
+    affect_variant,
+    caps,
+    class_balance,
+    data_report_table,
+    model_title,
+    needs_remote_code,
+    shared_stage1,
+)
 from .licenses import check_license
 from .plots import make_plots
 from .results import (
     SPLITS,
+    averaging,
     comparisons,
     eval_results,
     fmt,
@@ -54,6 +64,9 @@ CITATION = """@article{landi2026emotional,
 # The reasons a load left rows out (`DatasetRecord.rows_dropped`), in the card's words.
 DROPPED_ROWS = {
     "class_not_in_train": "of a class no training row has (drop_unseen_classes)",
+    "ferplus_no_image": "without a FER+ image name (faces FER+ left out)",
+    "ferplus_not_face": "voted not a face by FER+'s annotators",
+    "ferplus_unknown": "with no emotion from FER+'s votes under its label mode (unknown, or no agreement)",
     "no_label": "without a label (drop_unlabeled)",
     "unmapped_label": "with a label outside the label mapping (drop_unmapped)",
     "unreadable_image": "with an unreadable image (on_bad_image: skip)",
@@ -218,34 +231,6 @@ def _frameworks(record) -> list[dict[str, str]]:
     return [{"name": FRAMEWORK_NAMES.get(k, k), "version": v} for k, v in versions.items()]
 
 
-def _class_balance(record) -> dict[str, Any] | None:
-    """What the run did about class imbalance, for the card (None: plain loss, shuffled sampling)."""
-    balance = record.class_balance
-    if not balance:
-        return None
-    weights = balance.get("loss_weights") or {}
-    return {
-        "weighting": balance.get("class_weighting"),
-        "sampler": balance.get("sampler"),
-        "rows": [
-            {"name": name, "count": count, "weight": f"{weights[name]:.3f}" if name in weights else "–"}
-            for name, count in (balance.get("train_counts") or {}).items()
-        ],
-    }
-
-
-def _averaging(config: dict[str, Any]) -> dict[str, Any]:
-    """The run's test-time augmentation and weight EMA, for the rows they add to the results (older
-    records have neither)."""
-    tta = config.get("tta") or "none"
-    return {
-        "tta": None if tta == "none" else tta,
-        "ema_decay": shown(config.get("ema_decay")),
-        "ema_warmup": bool(config.get("ema_warmup")),
-        "ema_saved": config.get("ema_save") == "ema",
-    }
-
-
 def per_class_recall(run: RunFolder) -> dict[str, Any] | None:
     """Recall (the accuracy within each true class) on the split the run's predictions file holds."""
     predictions = run.predictions
@@ -345,13 +330,14 @@ def card_context(
         "controls": {k: v for k, v in record.controls.items() if v},
         "synthetic_data": record.synthetic_data,
         "caps": caps(run),
-        "class_balance": _class_balance(record),
+        "class_balance": class_balance(record),
         "per_class": per_class_recall(run) if run.stage == "pretrain" else None,
         "results": results_table(statistics, metrics),
-        "averaging": _averaging(record.config),
+        "averaging": averaging(record.config),
         "regulation": regulation_tables(statistics),
         "n_runs": len(runs),
         "seeds": [r.record.seed for r in runs],
+        "shared_stage1": shared_stage1(runs) if uses_stage1 else None,
         "comparisons": comparisons(runs, compare),
         "confidence_level": int(round(100 * stats.CONFIDENCE)),
         "plots": plots or {},

@@ -1,6 +1,6 @@
 """What a card says about a run besides its numbers, read from its record: whether `--max_*_samples`
 dropped rows, whether the checkpoint needs remote code, a title when no Hub id is known, and the class
-counts of what stage 1 trained on. Values only: the templates word them."""
+counts of what stage 1 trained on, and which stage-1 model the seeds of a card read. Values only: the templates word them."""
 
 from __future__ import annotations
 
@@ -160,4 +160,61 @@ def affect_variant(record) -> str | None:
     return None
 
 
-__all__ = ["LOCAL_REPO", "affect_variant", "caps", "data_report_table", "model_title", "needs_remote_code"]
+def class_balance(record) -> dict[str, Any] | None:
+    """What the run did about class imbalance, for the card (None: plain loss, shuffled sampling)."""
+    balance = record.class_balance
+    if not balance:
+        return None
+    weights = balance.get("loss_weights") or {}
+    return {
+        "weighting": balance.get("class_weighting"),
+        "sampler": balance.get("sampler"),
+        "rows": [
+            {"name": name, "count": count, "weight": f"{weights[name]:.3f}" if name in weights else "–"}
+            for name, count in (balance.get("train_counts") or {}).items()
+        ],
+    }
+
+
+def _seed_ranges(seeds: Sequence[int]) -> str:
+    """`[0, 1, 2, 4]` -> "0-2, 4"."""
+    parts, start = [], None
+    for i, seed in enumerate(seeds):
+        start = seed if start is None else start
+        if i + 1 == len(seeds) or seeds[i + 1] != seed + 1:
+            parts.append(str(seed) if start == seed else f"{start}-{seed}")
+            start = None
+    return ", ".join(parts)
+
+
+def shared_stage1(runs: Sequence[RunFolder]) -> list[dict[str, Any]] | None:
+    """Which trained stage-1 model the seeds of a multi-seed card read, grouped by the affective checkpoint
+    as recorded (never published) and named by its stage-1 variant and published folder name
+    (`normal/seed0` in a study; a Hub id as it is): `[{"model", "seeds" (as ranges), "n"}]`. Seeds that
+    share one stage-1 model spread by stage-2 training alone, which the card must say. None for one run or
+    runs without a trained stage 1."""
+    groups: dict[str, list[int]] = {}
+    names: dict[str, str] = {}
+    for run in runs:
+        shown = run.record.models.get("affect")
+        if not shown or run.record.config.get("affect_init") == "random":
+            return None
+        model = (run.recorded or run.record).models.get("affect_path") or shown
+        variant = affect_variant(run.record) or stage1_variants.NORMAL_STAGE1
+        names[model] = shown if is_hub_id(shown) else f"{variant}/{Path(shown).name}"
+        groups.setdefault(model, []).append(run.record.seed)
+    if len(runs) < 2:
+        return None
+    return [{"model": names[m], "seeds": _seed_ranges(sorted(s)), "n": len(s)} for m, s in groups.items()]
+
+
+__all__ = [
+    "LOCAL_REPO",
+    "affect_variant",
+    "caps",
+    "class_balance",
+    "data_report_table",
+    "model_title",
+    "needs_remote_code",
+    "shared_stage1",
+]

@@ -82,6 +82,18 @@ def eval_results(runs: list[RunFolder], dataset: dict[str, str]) -> list[EvalRes
 VARIANTS = ("tta", "ema")
 
 
+def averaging(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's test-time augmentation and weight EMA (its recipe arguments), for the words under the rows
+    they add; older records have neither."""
+    tta = config.get("tta") or "none"
+    return {
+        "tta": None if tta == "none" else tta,
+        "ema_decay": config.get("ema_decay"),
+        "ema_warmup": bool(config.get("ema_warmup")),
+        "ema_saved": config.get("ema_save") == "ema",
+    }
+
+
 def results_table(statistics: Statistics, metrics: Sequence[str]) -> dict[str, Any]:
     """Columns: the metrics (and the loss) the plain results have; rows: each split, then its variants."""
     metrics = [m for m in (*metrics, "loss") if any(f"{p}_{m}" in statistics for p in SPLITS)]
