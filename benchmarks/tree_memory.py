@@ -1,5 +1,7 @@
 """Resident memory of a whole process tree over a run (benchmarks only): a launcher, its ranks and their loader
-workers, sampled with psutil every 0.5 s; the summary (peak of the sum, each process's peak, the sum over
+workers, sampled with psutil every 0.5 s, as RSS and as PSS (proportional set size: a page shared by k
+processes counts 1/k in each, so the tree's PSS sum is what it holds, where the RSS sum counts every page a
+forked loader worker shares with its rank once per process); the summary (peak of the sum, each process's peak, the sum over
 windows of a period) is a pure function of the samples, so it is tested on made-up ones."""
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def role(depth: int, rank: str | None) -> str:
 
 
 def snapshot(root) -> list[dict]:
-    """`{"pid", "role", "rss"}` of `root` (a psutil.Process) and every descendant alive now."""
+    """`{"pid", "role", "rss", "pss"}` of `root` (a psutil.Process) and every descendant alive now (`pss`
+    falls back to `rss` where /proc/PID/smaps cannot be read)."""
     import psutil
 
     found, todo = [], [(root, 0, None)]
@@ -29,12 +32,16 @@ def snapshot(root) -> list[dict]:
         proc, depth, rank = todo.pop()
         try:
             rss = proc.memory_info().rss
+            try:
+                pss = proc.memory_full_info().pss
+            except (psutil.AccessDenied, AttributeError):
+                pss = rss
             children = proc.children()
             if depth == 1:
                 rank = proc.environ().get("RANK")
         except psutil.Error:  # it ended between two calls
             continue
-        found.append({"pid": proc.pid, "role": role(depth, rank), "rss": rss})
+        found.append({"pid": proc.pid, "role": role(depth, rank), "rss": rss, "pss": pss})
         todo.extend((child, depth + 1, rank) for child in children)
     return found
 
@@ -67,8 +74,12 @@ class TreeSampler:
         return self.samples
 
 
-def tree_total(sample: dict) -> int:
-    return sum(p["rss"] for p in sample["procs"])
+def tree_total(sample: dict, key: str = "rss") -> int:
+    return sum(p.get(key, p["rss"]) for p in sample["procs"])
+
+
+def tree_pss(sample: dict) -> int:
+    return tree_total(sample, "pss")
 
 
 def memory_summary(samples: list[dict], period: tuple[float, float] | None = None) -> dict:
@@ -93,6 +104,7 @@ def memory_summary(samples: list[dict], period: tuple[float, float] | None = Non
         "samples": len(samples),
         "peak_rss_tree_gib": round(tree_total(peak) / GIB, 3),
         "peak_at_s": round(peak["t"] - t0, 1),
+        "peak_pss_tree_gib": round(max(map(tree_pss, samples)) / GIB, 3),
         "processes_at_peak": len(peak["procs"]),
         "max_process_rss_gib": round(processes[0]["peak_rss"] / GIB, 3),
         "processes": [
@@ -117,15 +129,15 @@ def memory_summary(samples: list[dict], period: tuple[float, float] | None = Non
 
 
 def period_windows(samples: list[dict], start: float, end: float) -> dict:
-    """Tree RSS within [start, end]: its peak and the median over the first, middle and last tenth (GiB;
-    None for a window that holds no sample)."""
+    """Tree RSS (and PSS) within [start, end]: its peak and the median over the first, middle and last tenth
+    (GiB; None for a window that holds no sample)."""
     if end <= start:
         raise ValueError(f"an empty period ({start} .. {end})")
     inside = [s for s in samples if start <= s["t"] <= end]
     tenth = (end - start) / 10
 
-    def median(a: float, b: float) -> float | None:
-        values = [tree_total(s) for s in inside if a <= s["t"] <= b]
+    def median(a: float, b: float, total=tree_total) -> float | None:
+        values = [total(s) for s in inside if a <= s["t"] <= b]
         return round(statistics.median(values) / GIB, 3) if values else None
 
     middle = start + 4.5 * tenth
@@ -135,4 +147,8 @@ def period_windows(samples: list[dict], start: float, end: float) -> dict:
         "first_tenth_gib": median(start, start + tenth),
         "middle_tenth_gib": median(middle, middle + tenth),
         "last_tenth_gib": median(end - tenth, end),
+        "peak_pss_tree_gib": round(max(map(tree_pss, inside)) / GIB, 3) if inside else None,
+        "first_tenth_pss_gib": median(start, start + tenth, tree_pss),
+        "middle_tenth_pss_gib": median(middle, middle + tenth, tree_pss),
+        "last_tenth_pss_gib": median(end - tenth, end, tree_pss),
     }

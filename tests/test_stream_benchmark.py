@@ -165,6 +165,7 @@ def test_the_sampler_sees_this_process(tmp_path):
 
     found = tree_memory.snapshot(__import__("psutil").Process(os.getpid()))
     assert found[0]["pid"] == os.getpid() and found[0]["role"] == "agent" and found[0]["rss"] > 0
+    assert 0 < found[0]["pss"] <= found[0]["rss"]  # proportional: shared pages count a share
 
 
 def test_counts_compare_the_data_report_with_the_shards():
@@ -189,12 +190,17 @@ def run(rows: int, peak: float, training_peak: float, exact: bool = True) -> dic
         "stalls_s": 0.0,
         "memory": {
             "peak_rss_tree_gib": peak,
+            "peak_pss_tree_gib": peak / 2,
             "max_process_rss_gib": 1.0,
             "training": {
                 "peak_rss_tree_gib": training_peak,
+                "peak_pss_tree_gib": training_peak / 2,
                 "first_tenth_gib": 3.5,
                 "middle_tenth_gib": 4.0,
                 "last_tenth_gib": 4.0,
+                "first_tenth_pss_gib": 1.75,
+                "middle_tenth_pss_gib": 2.0,
+                "last_tenth_pss_gib": 2.0,
             },  # fmt: skip
             "processes": [
                 {"role": "rank0 worker", "peak_rss_gib": 0.6},
@@ -210,9 +216,8 @@ def test_the_summary_and_the_markdown_say_whether_memory_stayed_flat():
     summary = stream_scale.summarize(runs)
     assert summary["peak_rss_growth"] == pytest.approx(0.04)
     assert summary["training_peak_rss_growth"] == pytest.approx(0.2)
-    assert not summary[
-        "peak_rss_growth_ok"
-    ]  # training grew by 20 %, although the whole command's peak did not
+    assert summary["peak_pss_growth"] == pytest.approx(0.04)
+    assert not summary["peak_growth_ok"]  # training grew by 20 %, although the whole command's peak did not
     assert summary["counts_exact"] and summary["last_over_middle_tenth"] == [1.0, 1.0]
     assert not stream_scale.summarize([run(30_000, 5.0, 4.0), run(300_000, 5.0, 4.0, exact=False)])[
         "counts_exact"
@@ -220,10 +225,16 @@ def test_the_summary_and_the_markdown_say_whether_memory_stayed_flat():
     payload = {"command": "python benchmarks/stream_scale.py ...", "ranks": 2, "workers": 2, "batch_size": 100,
                "machine": {"cpus": 2, "load_before": [1.0], "load_after": [1.0]}, "runs": runs, "summary": summary}  # fmt: skip
     text = stream_scale.markdown(payload)
-    assert "| 300,000 + 1,000 | 20 | 60 | 400 | 170 | 450 | 450 | 470 | 1.90 | 0, 0.0 | 5.200 / 4.8 |" in text
+    assert (
+        "| 300,000 + 1,000 | 20 | 60 | 400 | 170 | 450 | 450 | 470 | 1.90 | 0, 0.0 | 2.600 / 2.4 | 1.75 / 2.0 / 2.0 "
+        "| 5.200 / 4.8 | 1.000 |" in text
+    )
     assert "| 301,000 | faces | 300,000 | 300,000 | True |" in text
     assert "| 31,000 | rank0 worker | 0.700 | 2 |" in text
-    assert "+4.0% over the whole command, +20.0% during training (target <= +10%: NOT met)" in text
+    assert (
+        "PSS 31,000 -> 301,000 rows: +4.0% over the whole command, +20.0% during training (target <= +10%: NOT met;"
+        in text
+    )
 
 
 def test_the_step_clock_writes_each_step_end_and_the_loop_start(tmp_path, monkeypatch):
