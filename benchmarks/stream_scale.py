@@ -194,12 +194,12 @@ def run_once(data: str, args, work: Path) -> dict:
     return row
 
 
-def by_role(processes: list[dict]) -> dict[str, tuple[float, int]]:
-    """Each kind of process (`tree_memory.role`): its largest peak and how many there were."""
-    roles: dict[str, tuple[float, int]] = {}
+def by_role(processes: list[dict]) -> dict[str, tuple[float, float, int]]:
+    """Each kind of process (`tree_memory.role`): its largest RSS and PSS peaks and how many there were."""
+    roles: dict[str, tuple[float, float, int]] = {}
     for p in processes:
-        peak, count = roles.get(p["role"], (0.0, 0))
-        roles[p["role"]] = (max(peak, p["peak_rss_gib"]), count + 1)
+        rss, pss, count = roles.get(p["role"], (0.0, 0.0, 0))
+        roles[p["role"]] = (max(rss, p["peak_rss_gib"]), max(pss, p.get("peak_pss_gib", 0.0)), count + 1)
     return roles
 
 
@@ -256,12 +256,12 @@ def markdown(payload: dict) -> str:
             lines.append(
                 f"| {sum(r['rows'].values()):,} | {name} | {c['has']:,} | {c['trained']:,} | {c['exact']} |"
             )
-    lines += ["", "Peak RSS per kind of process (GiB; the largest of them, and how many there were over the run: "
-              "evaluation starts loader workers of its own):", "",
-              "| run | process | peak | processes |", "|---|---|---:|---:|"]  # fmt: skip
+    lines += ["", "Peak RSS and PSS per kind of process (GiB; the largest of them, and how many there were over the "
+              "run: evaluation starts loader workers of its own):", "",
+              "| run | process | peak RSS | peak PSS | processes |", "|---|---|---:|---:|---:|"]  # fmt: skip
     for r in runs:
-        for name, (peak, count) in by_role(r["memory"]["processes"]).items():
-            lines.append(f"| {sum(r['rows'].values()):,} | {name} | {peak:.3f} | {count} |")
+        for name, (rss, pss, count) in by_role(r["memory"]["processes"]).items():
+            lines.append(f"| {sum(r['rows'].values()):,} | {name} | {rss:.3f} | {pss:.3f} | {count} |")
     lines += [
         "",
         f"Peak tree PSS {sum(runs[0]['rows'].values()):,} -> {sum(runs[-1]['rows'].values()):,} rows: "

@@ -95,9 +95,17 @@ def memory_summary(samples: list[dict], period: tuple[float, float] | None = Non
     for sample in samples:
         for p in sample["procs"]:
             entry = per_process.setdefault(
-                p["pid"], {"pid": p["pid"], "role": p["role"], "peak_rss": 0, "first_s": sample["t"] - t0}
+                p["pid"],
+                {
+                    "pid": p["pid"],
+                    "role": p["role"],
+                    "peak_rss": 0,
+                    "peak_pss": 0,
+                    "first_s": sample["t"] - t0,
+                },
             )
             entry["peak_rss"] = max(entry["peak_rss"], p["rss"])
+            entry["peak_pss"] = max(entry["peak_pss"], p.get("pss", p["rss"]))
             entry["last_s"] = sample["t"] - t0
     processes = sorted(per_process.values(), key=lambda e: -e["peak_rss"])
     summary = {
@@ -112,6 +120,7 @@ def memory_summary(samples: list[dict], period: tuple[float, float] | None = Non
                 "pid": e["pid"],
                 "role": e["role"],
                 "peak_rss_gib": round(e["peak_rss"] / GIB, 3),
+                "peak_pss_gib": round(e["peak_pss"] / GIB, 3),
                 "first_s": round(e["first_s"], 1),
                 "last_s": round(e["last_s"], 1),
             }
