@@ -203,8 +203,8 @@ def run(rows: int, peak: float, training_peak: float, exact: bool = True) -> dic
                 "last_tenth_pss_gib": 2.0,
             },  # fmt: skip
             "processes": [
-                {"role": "rank0 worker", "peak_rss_gib": 0.6},
-                {"role": "rank0 worker", "peak_rss_gib": 0.7},
+                {"role": "rank0 worker", "peak_rss_gib": 0.6, "peak_pss_gib": 0.2},
+                {"role": "rank0 worker", "peak_rss_gib": 0.7, "peak_pss_gib": 0.3},
             ],
         },
         "counts": {"faces": {"has": rows, "trained": rows if exact else rows - 1, "exact": exact}},
@@ -230,7 +230,7 @@ def test_the_summary_and_the_markdown_say_whether_memory_stayed_flat():
         "| 5.200 / 4.8 | 1.000 |" in text
     )
     assert "| 301,000 | faces | 300,000 | 300,000 | True |" in text
-    assert "| 31,000 | rank0 worker | 0.700 | 2 |" in text
+    assert "| 31,000 | rank0 worker | 0.700 | 0.300 | 2 |" in text
     assert (
         "PSS 31,000 -> 301,000 rows: +4.0% over the whole command, +20.0% during training (target <= +10%: NOT met;"
         in text
