@@ -386,7 +386,9 @@ def test_every_path_that_ran_here_names_a_test_that_exists():
 
     text = (ROOT / "docs" / "scale.md").read_text()
     section = text[text.index("## 3. Many processes") : text.index("## 4.")]
-    table = section[section.index("| engine / path |") :].split("\n\n")[0]  # the table of paths, not later ones
+    table = section[section.index("| engine / path |") :].split("\n\n")[
+        0
+    ]  # the table of paths, not later ones
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) >= 8
     for row in rows:
