@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_smoke import free_port  # noqa: E402
-from streaming import MODEL, step_figures  # noqa: E402
+from streaming import step_figures, training_arguments  # noqa: E402
 from tree_memory import TreeSampler, memory_summary  # noqa: E402
 
 SOURCES = ("faces", "faces_second")  # the names the two sources carry in the data report
@@ -129,12 +129,7 @@ def command(sources: list[dict], steps: int, out: Path, clock: Path, args) -> li
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.ranks),
         "--master_port", free_port(), str(Path(__file__).resolve().parent / "step_clock.py"), str(clock),
         "recipes/pretrain.py", "--affective_sources", json.dumps(sources), "--taxonomy", "valence3",
-        "--model_config", MODEL, "--image_size", "48", "--augmentation", "basic",
-        "--max_steps", str(steps), "--per_device_train_batch_size", str(args.batch_size),
-        "--dataloader_num_workers", str(args.workers), "--warmup_steps", "0", "--learning_rate", "0.002",
-        "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none",
-        "--max_eval_samples", "256", "--per_device_eval_batch_size", "256", "--seed", "0",
-        "--output_dir", str(out),
+        *training_arguments(steps, out, args),
     ]  # fmt: skip
 
 

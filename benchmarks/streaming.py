@@ -55,6 +55,14 @@ def command(data: str, streaming: bool, steps: int, out: Path, args) -> list[str
     ]
     return [
         sys.executable, *clock, "recipes/pretrain.py", "--affective_sources", source, "--taxonomy", args.taxonomy,
+        *training_arguments(steps, out, args),
+    ]  # fmt: skip
+
+
+def training_arguments(steps: int, out: Path, args) -> list[str]:
+    """The stage-1 recipe's arguments both stream benchmarks train with (the tiny ResNet at 48 px, no
+    evaluation or checkpoint during training, the final evaluation on 256 images)."""
+    return [
         "--model_config", MODEL, "--image_size", "48", "--augmentation", "basic",
         "--max_steps", str(steps), "--per_device_train_batch_size", str(args.batch_size),
         "--dataloader_num_workers", str(args.workers), "--warmup_steps", "0", "--learning_rate", "0.002",
