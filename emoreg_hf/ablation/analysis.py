@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,14 +123,6 @@ def register_plan(output_dir: str | Path, analysis: Mapping[str, Any]) -> dict:
     return record
 
 
-def _series(records: Mapping[str, Mapping[int, Mapping]], method: str, key: str) -> dict[int, float]:
-    return {
-        seed: float(r[key])
-        for seed, r in records.get(method, {}).items()
-        if r.get(key) is not None and math.isfinite(float(r[key]))
-    }
-
-
 def _comparison(records, pair: Sequence[str], split: str, margin: float, alpha: float, groups=None) -> dict:
     """`pair[0] - pair[1]` paired over seeds, or over stage-1 models when `groups` (`replicates.stage1_groups`)."""
     method, comparator = pair
@@ -139,7 +130,7 @@ def _comparison(records, pair: Sequence[str], split: str, margin: float, alpha: 
     if groups is not None:
         return replicates.comparison(records, pair, key, groups, margin, alpha)
     difference = stats.paired_difference(
-        _series(records, method, key), _series(records, comparator, key), 1 - alpha
+        replicates.values(records, method, key), replicates.values(records, comparator, key), 1 - alpha
     )
     return {
         "method": method,
@@ -206,14 +197,14 @@ def reliance(records: Mapping[str, Mapping[int, Mapping]], split: str, groups=No
 
     out = {}
     for method in records:
-        permuted = _series(records, method, f"{split}_reliance_permuted")
+        permuted = replicates.values(records, method, f"{split}_reliance_permuted")
         if permuted:
             out[method] = {
                 "permuted": described(permuted),
-                "mean": described(_series(records, method, f"{split}_reliance_mean")),
+                "mean": described(replicates.values(records, method, f"{split}_reliance_mean")),
             }
             for key in MECHANISM_NAMES:
-                if values := _series(records, method, f"{split}_{key}"):
+                if values := replicates.values(records, method, f"{split}_{key}"):
                     out[method][key] = described(values)
     return out
 

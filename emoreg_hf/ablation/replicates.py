@@ -24,7 +24,8 @@ def stage1_groups(seeds: Sequence[int], stage1_seeds: Sequence[int]) -> dict[int
     return groups
 
 
-def _values(records: Mapping[str, Mapping[int, Mapping]], method: str, key: str) -> dict[int, float]:
+def values(records: Mapping[str, Mapping[int, Mapping]], method: str, key: str) -> dict[int, float]:
+    """`{seed: records[method][seed][key]}` for the seeds where it is a finite number."""
     return {
         int(seed): float(r[key])
         for seed, r in records.get(method, {}).items()
@@ -57,7 +58,7 @@ def comparison(
     """`pair[0] - pair[1]` paired over stage-1 models (n = the models both arms have a stage-2 seed of), with
     its TOST against ±`margin`; the per-model means are kept (`unit_values`)."""
     method, versus = pair
-    a, b = unit_means(_values(records, method, key), _values(records, versus, key), groups)
+    a, b = unit_means(values(records, method, key), values(records, versus, key), groups)
     difference = stats.paired_difference(a, b, 1 - alpha)
     return {
         "method": method,
@@ -118,10 +119,10 @@ def tau(
 ) -> dict[str, Any]:
     """Between-stage-1-model spread of each arm in `arms` (those reading a stage 1) and of the primary
     difference per stage-2 seed: `{"arms": {method: between_models}, "primary": between_models}`."""
-    first, second = (_values(records, m, key) for m in primary)
+    first, second = (values(records, m, key) for m in primary)
     difference = {s: first[s] - second[s] for s in first if s in second}
     return {
-        "arms": {m: between_models(_values(records, m, key), groups, margin, confidence) for m in arms},
+        "arms": {m: between_models(values(records, m, key), groups, margin, confidence) for m in arms},
         "primary": {
             "method": primary[0],
             "versus": primary[1],
@@ -140,4 +141,4 @@ def unit_described(values: Mapping[int, float], groups: Mapping[int, Sequence[in
     return stats.describe(means)
 
 
-__all__ = ["between_models", "comparison", "stage1_groups", "tau", "unit_described", "unit_means"]
+__all__ = ["between_models", "comparison", "stage1_groups", "tau", "unit_described", "unit_means", "values"]
