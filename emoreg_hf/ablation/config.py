@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import registry, stage1_variants
 from ..config_reading import read_overrides, read_yaml, yaml_value
+from .replicates import stage1_seed_at
 
 # The matrix's entries ("methods" on the command line: baseline, transfer, emoreg_fixed, ..., and the
 # controls) and the stage-1 variants they read are declared in `emoreg_hf.registry` (MATRIX, CONTROLS,
@@ -114,7 +115,7 @@ def stage1_seed(config: AblationConfig, seed: int) -> int:
     """The stage-1 seed whose checkpoints stage-2 seed `seed` reads."""
     if config.stage1_seeds is None:
         return seed
-    return config.stage1_seeds[config.seeds.index(seed) % len(config.stage1_seeds)]
+    return stage1_seed_at(config.seeds.index(seed), config.stage1_seeds)
 
 
 def _seeds(value: Any) -> list[int]:

@@ -16,11 +16,17 @@ from .. import stats
 STAGE2_SEEDS_PER_MODEL = (1, 2)  # the next designs the power statement sizes
 
 
+def stage1_seed_at(index: int, stage1_seeds: Sequence[int]) -> int:
+    """The stage-1 seed that the study's stage-2 seed number `index` reads (`config.stage1_seed`): the rule
+    that both the runs and their grouping here follow."""
+    return stage1_seeds[index % len(stage1_seeds)]
+
+
 def stage1_groups(seeds: Sequence[int], stage1_seeds: Sequence[int]) -> dict[int, list[int]]:
-    """`{stage-1 seed: [the stage-2 seeds that read it]}`, as `config.stage1_seed` assigns them."""
+    """`{stage-1 seed: [the stage-2 seeds that read it]}`, as the runs read them (`stage1_seed_at`)."""
     groups: dict[int, list[int]] = {s: [] for s in stage1_seeds}
     for index, seed in enumerate(seeds):
-        groups[stage1_seeds[index % len(stage1_seeds)]].append(seed)
+        groups[stage1_seed_at(index, stage1_seeds)].append(seed)
     return groups
 
 
@@ -141,4 +147,13 @@ def unit_described(values: Mapping[int, float], groups: Mapping[int, Sequence[in
     return stats.describe(means)
 
 
-__all__ = ["between_models", "comparison", "stage1_groups", "tau", "unit_described", "unit_means", "values"]
+__all__ = [
+    "between_models",
+    "comparison",
+    "stage1_groups",
+    "stage1_seed_at",
+    "tau",
+    "unit_described",
+    "unit_means",
+    "values",
+]
